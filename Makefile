@@ -1,0 +1,30 @@
+# The two commands: `make demo` and `make test`. Each creates or refreshes .venv first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo_out
+
+.PHONY: venv demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/jaxrec data prepare --dataset movielens-100k --out $(DEMO_DIR)/ml-100k --overwrite
+	$(VENV)/bin/jaxrec data stats $(DEMO_DIR)/ml-100k
+	$(VENV)/bin/jaxrec data show $(DEMO_DIR)/ml-100k --users 3 --tokens 8
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/data_pipeline.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR)

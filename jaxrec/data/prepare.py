@@ -1,0 +1,154 @@
+"""Raw events -> a prepared dataset directory: vocabularies, tokens, splits, side features."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from jaxrec.data import features, splits as splits_lib, storage
+from jaxrec.data.events import EventType, RawDataset
+from jaxrec.data.filtering import kcore_mask
+from jaxrec.data.tokenize import TOKEN_DTYPE, tokenize
+from jaxrec.data.vocab import FIRST_ID, Vocabulary
+from jaxrec.errors import UserError
+
+
+@dataclasses.dataclass
+class PrepareOptions:
+  split: str = "loo"  # "loo" (leave-one-out by time) or "temporal" (global cut-offs)
+  split_times: tuple[float, float] = (0.8, 0.9)  # temporal: quantiles in (0, 1) or Unix seconds
+  kcore: int = 0  # drop users and items with fewer interactions; 0 keeps everything
+  merge_gap: int | None = 1800  # seconds; None turns event merging off
+
+  def validate(self) -> None:
+    if self.split not in ("loo", "temporal"):
+      raise UserError(f"unknown split {self.split!r}: use 'loo' (leave-one-out by time) or "
+                      "'temporal' (global time cut-offs).")
+    if self.kcore < 0:
+      raise UserError(f"--kcore must be >= 0, got {self.kcore}.")
+    if self.merge_gap is not None and self.merge_gap < 0:
+      raise UserError(f"--merge-gap must be >= 0 seconds, got {self.merge_gap}.")
+
+
+def _dense_ids(values: np.ndarray) -> np.ndarray:
+  return pc.dictionary_encode(pa.array(values)).indices.to_numpy()
+
+
+def _context_vocab(column: np.ndarray | None, n: int) -> tuple[Vocabulary, np.ndarray]:
+  if column is None:
+    return Vocabulary.build(np.zeros(0, str)), np.zeros(n, np.int32)
+  column = np.asarray(column).astype(str)
+  vocab = Vocabulary.build(column[column != ""])
+  ids = vocab.lookup(column)
+  return vocab, np.where(column == "", 0, ids).astype(np.int32)
+
+
+def prepare(raw: RawDataset, out: str, options: PrepareOptions = PrepareOptions(),
+            overwrite: bool = False) -> storage.PreparedDataset:
+  options.validate()
+  started = time.time()
+  events = raw.events
+  if len(events) == 0:
+    raise UserError(f"dataset {raw.name!r} contains no events: nothing to prepare. Check the "
+                    "input file and the column mapping.")
+  raw_items = np.unique(events.item)
+  if options.kcore > 0:
+    events = events.take(kcore_mask(_dense_ids(events.user), _dense_ids(events.item), options.kcore))
+    if len(events) == 0:
+      raise UserError(f"--kcore {options.kcore} removed every event of {raw.name!r}. Use a "
+                      "smaller k.")
+
+  # Catalogue items that never had an interaction (new releases) stay in the vocabulary for
+  # cold start; items that k-core filtering dropped do not come back.
+  item_ids = np.asarray(raw.items.ids)
+  cold_items = (np.setdiff1d(item_ids.astype(raw_items.dtype), raw_items) if len(item_ids)
+                else None)
+  item_vocab = Vocabulary.build(events.item, extra_ids=cold_items)
+  user_vocab = Vocabulary.build(events.user)
+  device_vocab, device = _context_vocab(events.device, len(events))
+  locale_vocab, locale = _context_vocab(events.locale, len(events))
+  user = user_vocab.lookup(events.user)
+  item = item_vocab.lookup(events.item)
+  timestamp = np.asarray(events.timestamp, np.int64)
+  order = np.lexsort((timestamp, user))  # stable: same-second events keep the log's order
+  user, item, timestamp = user[order], item[order], timestamp[order]
+  tokens, token_user = tokenize(user, item, timestamp, np.asarray(events.event_type)[order],
+                    np.asarray(events.value)[order], device[order], locale[order],
+                    options.merge_gap)
+  del order, device, locale
+
+  lengths = np.bincount(token_user, minlength=len(user_vocab))[FIRST_ID:]
+  offsets = np.concatenate([[0], np.cumsum(lengths)])
+  if options.split == "loo":
+    splits = splits_lib.leave_one_out(lengths)
+  else:
+    splits = splits_lib.temporal(tokens["timestamp"], offsets, *options.split_times)
+
+  position = np.arange(len(tokens)) - np.repeat(offsets[:-1], lengths)
+  in_train = position < np.repeat(splits.train_end, lengths)
+  train_counts = np.bincount(tokens["item"][in_train], minlength=len(item_vocab))
+  first_seen = np.full(len(item_vocab), -1, np.int64)
+  order = np.argsort(tokens["timestamp"], kind="stable")[::-1]  # last write wins: earliest
+  first_seen[tokens["item"][order]] = tokens["timestamp"][order]
+
+  item_arrays, item_feature_vocabs = features.encode_side_table(raw.items, item_vocab)
+  user_arrays, user_feature_vocabs = features.encode_side_table(raw.users, user_vocab)
+  item_arrays["first_seen"] = first_seen
+
+  event_counts = np.bincount(np.asarray(events.event_type, np.int64), minlength=len(EventType) + 1)
+  stats = {
+      "users": user_vocab.num_known,
+      "items": item_vocab.num_known,
+      "interactions": int(len(events)),
+      "tokens": int(len(tokens)),
+      "items_without_interactions": int((item_vocab.counts == 0).sum()),
+      "events_by_type": {t.name.lower(): int(event_counts[t]) for t in EventType
+                         if event_counts[t]},
+      "tokens_per_user": {"mean": float(lengths.mean()), "median": float(np.median(lengths)),
+                          "max": int(lengths.max())},
+      "density": float(len(np.unique(user.astype(np.int64) * len(item_vocab) + item))
+                       / (user_vocab.num_known * max(item_vocab.num_known, 1))),
+      "time_range": [_iso(int(timestamp.min())), _iso(int(timestamp.max()))],
+      "split_tokens": splits.counts(),
+      "item_features": sorted(item_arrays),
+      "user_features": sorted(user_arrays),
+  }
+  manifest = {
+      "format_version": storage.FORMAT_VERSION,
+      "dataset": raw.name,
+      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "options": dataclasses.asdict(options),
+      "split": splits.description,
+      "token_fields": [[name, str(TOKEN_DTYPE[name])] for name in TOKEN_DTYPE.names],
+      "stats": stats,
+      "seconds": round(time.time() - started, 2),
+  }
+  with storage.atomic_directory(out, overwrite) as tmp:
+    storage.write_tokens(os.path.join(tmp, storage.TOKENS), tokens, offsets)
+    storage.save_arrays(os.path.join(tmp, "splits.npz"), {
+        "train_end": splits.train_end, "valid_end": splits.valid_end, "length": splits.length})
+    storage.save_arrays(os.path.join(tmp, "item_counts.npz"),
+                        {"train": train_counts, "all": item_vocab.count_table()})
+    storage.save_arrays(os.path.join(tmp, "item_features.npz"), item_arrays)
+    storage.save_arrays(os.path.join(tmp, "user_features.npz"), user_arrays)
+    os.makedirs(os.path.join(tmp, "vocab"))
+    vocabs = {"user": user_vocab, "item": item_vocab, "device": device_vocab,
+              "locale": locale_vocab,
+              **{f"item_{k}": v for k, v in item_feature_vocabs.items()},
+              **{f"user_{k}": v for k, v in user_feature_vocabs.items()}}
+    for name, vocab in vocabs.items():
+      vocab.save(os.path.join(tmp, "vocab", f"{name}.npz"))
+    with open(os.path.join(tmp, storage.MANIFEST), "w") as f:  # written last: marks completion
+      json.dump(manifest, f, indent=2)
+  return storage.PreparedDataset(out)
+
+
+def _iso(seconds: int) -> str:
+  return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat()
