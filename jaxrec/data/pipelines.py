@@ -1,0 +1,322 @@
+"""Grain pipelines over a prepared dataset: sequence windows, retrieval pairs, ranking examples.
+
+All three are built the same way, which is what makes them fast and exactly resumable:
+a MapDataset of integer indices (users or tokens) -> shard by process -> shuffle per epoch -> repeat
+-> batch the indices -> one vectorised numpy function turns a batch of indices into a batch of
+arrays, reading the users' records from tokens.array_record. Randomness (window offsets, masks)
+comes from Grain's per-element seeded rng, so an iterator restored from `get_state()` yields exactly
+what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import grain
+import numpy as np
+
+from jaxrec.data import events as ev
+from jaxrec.data.storage import PreparedDataset, decode
+from jaxrec.data.tokenize import NUM_GAP_BUCKETS
+from jaxrec.data.vocab import FIRST_ID
+from jaxrec.errors import UserError
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclasses.dataclass
+class PipelineOptions:
+  batch_size: int = 256
+  seed: int = 0
+  num_epochs: int | None = 1  # None repeats forever (training); evaluation always makes one pass
+  shard_index: int | None = None  # default: jax.process_index()
+  shard_count: int | None = None  # default: jax.process_count()
+  read_threads: int = 2
+
+
+class _Records:
+  """Reads users' token records; opened lazily so the pipeline can be pickled to workers."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self._source = None
+
+  def __call__(self, record_indices) -> list[np.ndarray]:
+    if self._source is None:
+      self._source = grain.sources.ArrayRecordDataSource([self.path])
+    return [decode(r) for r in self._source.__getitems__([int(i) for i in record_indices])]
+
+  def __getstate__(self):
+    return {"path": self.path, "_source": None}
+
+
+def _check_split(split: str) -> None:
+  if split not in SPLITS:
+    raise UserError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}.")
+
+
+def _split_range(ds: PreparedDataset, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """Per-user [lo, hi) token positions of a split's targets."""
+  s = ds.splits
+  if split == "train":
+    return np.zeros_like(s.train_end), s.train_end
+  if split == "valid":
+    return s.train_end, s.valid_end
+  return s.valid_end, s.length
+
+
+def _index_dataset(indices: np.ndarray, options: PipelineOptions, train: bool) -> grain.MapDataset:
+  """Batches of indices: this process's shard, reshuffled every epoch when training.
+
+  Shuffling and batching happen here, once per batch, rather than through Grain's per-element
+  shuffle: its per-element index bookkeeping cost more than building the batches themselves.
+  """
+  import jax  # only for the process layout; the pipeline itself never touches devices
+  shard_index = jax.process_index() if options.shard_index is None else options.shard_index
+  shard_count = jax.process_count() if options.shard_count is None else options.shard_count
+  indices = np.asarray(indices)[shard_index::shard_count]
+  size = options.batch_size
+  if not train:
+    return grain.MapDataset.range((len(indices) + size - 1) // size).map(
+        lambda j: indices[j * size:(j + 1) * size])
+  per_epoch = len(indices) // size
+  if per_epoch == 0:
+    raise UserError(f"batch size {size} is larger than the {len(indices)} training examples of "
+                    "this process: lower the batch size.")
+
+  @functools.lru_cache(maxsize=2)
+  def permutation(epoch: int) -> np.ndarray:
+    return np.random.default_rng((options.seed, epoch)).permutation(len(indices))
+
+  def take(index: int) -> np.ndarray:
+    epoch, j = divmod(index, per_epoch)
+    return indices[permutation(epoch)[j * size:(j + 1) * size]]
+
+  return grain.MapDataset.range(per_epoch).repeat(options.num_epochs).map(take)
+
+
+def _finish(data: grain.MapDataset, options: PipelineOptions) -> grain.IterDataset:
+  return data.to_iter_dataset(grain.ReadOptions(num_threads=options.read_threads,
+                                                prefetch_buffer_size=4))
+
+
+def _pad_batch(indices: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Evaluation keeps every example: the last short batch is padded and flagged by `weight`."""
+  weight = np.zeros(batch_size, np.float32)
+  weight[:len(indices)] = 1
+  return np.resize(indices, batch_size) if len(indices) else np.zeros(batch_size, int), weight
+
+
+# ----------------------------------------------------------------------------- sequences
+
+
+def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int = 200,
+                     objective: str = "next", mask_prob: float = 0.2, max_targets: int = 1,
+                     fields: tuple[str, ...] = (),
+                     options: PipelineOptions = PipelineOptions()) -> grain.IterDataset:
+  """Per-user histories, left-padded to `max_len` (0 is padding).
+
+  train, objective "next": a window of max_len + 1 tokens at a random offset of each user's
+    training history (a new offset each epoch: sliding-window sampling of long histories);
+    `inputs` = window[:-1], `targets` = window[1:] (a loss at every position).
+  train, objective "masked": a window of max_len tokens; each position is replaced by the mask
+    id (= ds.num_items) with probability mask_prob (at least one per user); `targets` holds the
+    original item at masked positions, 0 elsewhere.
+  valid/test: `inputs` = the most recent max_len tokens before the split, `targets` [B, max_targets]
+    = the split's items, `weight` [B] is 0 for padding rows of the last batch.
+  Every batch has `user` [B]; each name in `fields` (token fields such as "event", "hour", "gap")
+  adds `<field>` aligned with `inputs`.
+  """
+  _check_split(split)
+  if objective not in ("next", "masked"):
+    raise UserError(f"unknown sequence objective {objective!r}: use 'next' or 'masked'.")
+  lo, hi = _split_range(ds, split)
+  train = split == "train"
+  eligible = np.flatnonzero(hi >= 2 if train else hi > lo)
+  records = _Records(ds.tokens_path)
+  mask_id = ds.num_items
+  window = max_len + 1 if objective == "next" else max_len
+  batch_size = options.batch_size
+
+  def build(indices: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    weight = None
+    if not train:
+      indices, weight = _pad_batch(indices, batch_size)
+    n = len(indices)
+    out = {"inputs": np.zeros((n, max_len), np.int32)}
+    for name in fields:
+      out[name] = np.zeros((n, max_len), np.int32)
+    targets = np.zeros((n, max_len) if train else (n, max_targets), np.int32)
+    for row, (record, tokens) in enumerate(zip(indices, records(indices))):
+      if train:
+        seq = tokens[:hi[record]]
+        if len(seq) > window:
+          start = rng.integers(0, len(seq) - window + 1)
+          seq = seq[start:start + window]
+        if objective == "next":
+          inputs, target = seq[:-1], seq[1:]["item"]
+        else:
+          inputs, target = seq, seq["item"]
+        targets[row, max_len - len(target):] = target
+      else:
+        inputs = tokens[:lo[record]][-max_len:]
+        held_out = tokens[lo[record]:hi[record]]["item"][:max_targets]
+        targets[row, :len(held_out)] = held_out
+      if len(inputs):
+        out["inputs"][row, max_len - len(inputs):] = inputs["item"]
+        for name in fields:
+          out[name][row, max_len - len(inputs):] = inputs[name]
+    if train and objective == "masked":
+      present = out["inputs"] != 0
+      masked = present & (rng.random(present.shape) < mask_prob)
+      # Every user contributes at least one masked position: force the last item when none drew.
+      masked[~masked.any(axis=1), -1] = True
+      targets = np.where(masked, out["inputs"], 0)
+      out["inputs"] = np.where(masked, mask_id, out["inputs"])
+    out["targets"] = targets
+    out["user"] = (np.asarray(indices) + FIRST_ID).astype(np.int32)
+    if weight is not None:
+      out["weight"] = weight
+    return out
+
+  data = _index_dataset(eligible, options, train)
+  data = data.random_map(build, seed=options.seed)
+  return _finish(data, options)
+
+
+# ----------------------------------------------------------------------------- token examples
+
+
+def _token_index(ds: PreparedDataset, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """A flat index over a split's tokens: example i is token lo[r] + (i - start[r]) of record r."""
+  lo, hi = _split_range(ds, split)
+  count = (hi - lo).astype(np.int64)
+  start = np.concatenate([[0], np.cumsum(count)])
+  return start, lo, count
+
+
+def _gather_tokens(records: _Records, start: np.ndarray, lo: np.ndarray,
+                   indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
+  """Rows for flat token indices, reading each record once; also returns each row's record and
+  the records' decoded tokens (for per-user features)."""
+  record = np.searchsorted(start, indices, side="right") - 1
+  position = lo[record] + (indices - start[record])
+  unique, inverse = np.unique(record, return_inverse=True)
+  decoded = records(unique)
+  rows = np.concatenate([decoded[k][position[inverse == k]] for k in range(len(unique))])
+  # np.unique grouped rows by record; put them back in batch order.
+  order = np.concatenate([np.flatnonzero(inverse == k) for k in range(len(unique))])
+  tokens = np.empty_like(rows)
+  tokens[order] = rows
+  return tokens, record, decoded
+
+
+def _context(tokens: np.ndarray, record: np.ndarray) -> dict[str, np.ndarray]:
+  return {"user": (record + FIRST_ID).astype(np.int32), "item": tokens["item"],
+          "device": tokens["device"], "locale": tokens["locale"], "hour": tokens["hour"],
+          "weekday": tokens["weekday"], "timestamp": tokens["timestamp"]}
+
+
+def pair_dataset(ds: PreparedDataset, split: str = "train", *,
+                 options: PipelineOptions = PipelineOptions()) -> grain.IterDataset:
+  """(user, context, positive item) pairs for two-tower retrieval, one per token of the split.
+
+  Each batch carries `item_log_q`: the log of the item's share of training tokens, the sampling
+  probability that in-batch softmax corrects for (Yi et al. 2019), and the user's side features
+  as `user_<name>`.
+  """
+  _check_split(split)
+  start, lo, count = _token_index(ds, split)
+  records = _Records(ds.tokens_path)
+  counts = ds.item_counts.astype(np.float64)
+  log_q = np.log(np.maximum(counts, 1) / max(counts.sum(), 1)).astype(np.float32)
+  user_features = ds.user_features
+  train = split == "train"
+  batch_size = options.batch_size
+
+  def build(indices: np.ndarray) -> dict[str, np.ndarray]:
+    weight = None
+    if not train:
+      indices, weight = _pad_batch(indices, batch_size)
+    tokens, record, _ = _gather_tokens(records, start, lo, indices)
+    out = _context(tokens, record)
+    out["item_log_q"] = log_q[tokens["item"]]
+    for name, table in user_features.items():
+      out[f"user_{name}"] = table[out["user"]]
+    if weight is not None:
+      out["weight"] = weight
+    return out
+
+  return _finish(_index_dataset(np.arange(start[-1]), options, train).map(build), options)
+
+
+_ENGAGED = sum(1 << int(t) for t in (ev.EventType.CLICK, ev.EventType.PLAY, ev.EventType.PAUSE,
+                                     ev.EventType.SEEK, ev.EventType.RATING,
+                                     ev.EventType.INTERACTION, ev.EventType.LIKE,
+                                     ev.EventType.SHARE, ev.EventType.FOLLOW))
+LABELS = ("click", "watch", "like", "share", "follow", "skip", "report", "value")
+
+
+def ranking_labels(tokens: np.ndarray) -> dict[str, np.ndarray]:
+  """Task labels of a token. `click` is any engagement beyond the impression; `watch` the summed
+  watch fraction (0 when nothing was played); a rating of 4 or more counts as a `like`."""
+  actions = tokens["actions"]
+  has = lambda t: ((actions >> int(t)) & 1).astype(np.float32)
+  watched = np.maximum.reduce([has(ev.EventType.PLAY), has(ev.EventType.PAUSE),
+                               has(ev.EventType.SEEK)])
+  rated = has(ev.EventType.RATING)
+  return {"click": ((actions & _ENGAGED) != 0).astype(np.float32),
+          "watch": np.where(watched > 0, tokens["value"], 0).astype(np.float32),
+          "like": np.maximum(has(ev.EventType.LIKE), rated * (tokens["value"] >= 4)),
+          "share": has(ev.EventType.SHARE), "follow": has(ev.EventType.FOLLOW),
+          "skip": has(ev.EventType.SKIP), "report": has(ev.EventType.REPORT),
+          "value": tokens["value"].astype(np.float32)}
+
+
+def ranking_dataset(ds: PreparedDataset, split: str = "train", *,
+                    options: PipelineOptions = PipelineOptions()) -> grain.IterDataset:
+  """Ranking examples, one per token of the split: `sparse` single-hot ids (user, item, device,
+  locale, hour, weekday, gap and categorical side features), `multi_hot` padded id lists
+  (genres, title words), `dense` float features, and `labels` per task (see ranking_labels).
+  """
+  _check_split(split)
+  start, lo, count = _token_index(ds, split)
+  records = _Records(ds.tokens_path)
+  item_counts = np.log1p(ds.item_counts.astype(np.float32))
+  user_activity = np.log1p(ds.splits.train_end.astype(np.float32))
+  item_features, user_features = ds.item_features, ds.user_features
+  first_seen = item_features["first_seen"]
+  train = split == "train"
+  batch_size = options.batch_size
+
+  def build(indices: np.ndarray) -> dict:
+    weight = None
+    if not train:
+      indices, weight = _pad_batch(indices, batch_size)
+    tokens, record, _ = _gather_tokens(records, start, lo, indices)
+    sparse = _context(tokens, record)
+    del sparse["timestamp"]
+    sparse["gap"] = tokens["gap"]
+    multi_hot = {}
+    for name, table in item_features.items():
+      if table.dtype != np.int32:
+        continue
+      (multi_hot if table.ndim == 2 else sparse)[f"item_{name}"] = table[tokens["item"]]
+    for name, table in user_features.items():
+      if table.dtype == np.int32:
+        sparse[f"user_{name}"] = table[sparse["user"]]
+    hour = 2 * np.pi * (tokens["hour"] - 1) / 24
+    day = 2 * np.pi * (tokens["weekday"] - 1) / 7
+    age_days = (tokens["timestamp"] - first_seen[tokens["item"]]) / 86400
+    dense = np.stack([item_counts[tokens["item"]], user_activity[record],
+                      np.sin(hour), np.cos(hour), np.sin(day), np.cos(day),
+                      tokens["gap"] / NUM_GAP_BUCKETS, np.log1p(np.maximum(age_days, 0))],
+                     axis=1).astype(np.float32)
+    out = {"sparse": sparse, "multi_hot": multi_hot, "dense": dense,
+           "labels": ranking_labels(tokens)}
+    if weight is not None:
+      out["weight"] = weight
+    return out
+
+  return _finish(_index_dataset(np.arange(start[-1]), options, train).map(build), options)
