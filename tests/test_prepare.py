@@ -1,0 +1,132 @@
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+from jaxrec.data import movielens, storage
+from jaxrec.data.events import EventLog, EventType, RawDataset, SideTable
+from jaxrec.data.prepare import PrepareOptions, prepare
+from jaxrec.data.sources import load_raw
+from jaxrec.data.vocab import FIRST_ID
+from jaxrec.errors import UserError
+
+
+def test_movielens_100k_statistics(ml100k):
+  assert ml100k.stats["users"] == 943
+  assert ml100k.stats["items"] == 1682
+  assert ml100k.stats["interactions"] == 100000
+  assert ml100k.stats["tokens"] == 100000  # ratings never merge: each is a distinct item
+  assert set(ml100k.item_features) >= {"genres", "title_words", "year", "first_seen"}
+  assert set(ml100k.user_features) == {"age", "gender", "occupation", "zip"}
+  assert ml100k.splits.counts() == {"train": 98114, "valid": 943, "test": 943}
+
+
+def test_tokens_reproduce_the_raw_log(ml100k, ml100k_raw):
+  """Every prepared token maps back, through the saved vocabularies, to a raw rating."""
+  vocabs = ml100k.vocabs
+  raw = ml100k_raw.events
+  truth = {(int(u), int(i)): (int(t), float(v))
+           for u, i, t, v in zip(raw.user, raw.item, raw.timestamp, raw.value)}
+  for user in (2, 100, 944):
+    tokens = ml100k.user_tokens([user])[0]
+    assert np.all(np.diff(tokens["timestamp"]) >= 0)
+    raw_user = int(vocabs["user"].raw(np.array([user]))[0])
+    for item, ts, value in zip(vocabs["item"].raw(tokens["item"]), tokens["timestamp"],
+                               tokens["value"]):
+      assert truth[(raw_user, int(item))] == (int(ts), float(value))
+  assert len(ml100k.user_tokens([2])[0]) == ml100k.splits.length[0]
+
+
+def test_item_side_features_follow_the_vocabulary(ml100k, ml100k_raw):
+  item = int(ml100k.vocabs["item"].lookup(np.array([1]))[0])  # Toy Story (1995)
+  genres = ml100k.vocabs["item_genres"].raw(
+      ml100k.item_features["genres"][item][ml100k.item_features["genres"][item] >= FIRST_ID])
+  assert sorted(genres) == ["Animation", "Children's", "Comedy"]
+  assert ml100k.vocabs["item_year"].raw(ml100k.item_features["year"][[item]])[0] == "1995"
+  counts = ml100k.item_counts
+  assert counts[:FIRST_ID].sum() == 0 and counts.sum() == ml100k.splits.counts()["train"]
+
+
+def test_kcore_filtering(ml100k_raw, tmp_path):
+  ds = prepare(ml100k_raw, str(tmp_path / "k"), PrepareOptions(kcore=20))
+  assert ds.stats["interactions"] < 100000
+  assert ds.vocabs["item"].counts.min() >= 20
+  assert ds.vocabs["user"].counts.min() >= 20
+
+
+def _tiny(items: SideTable | None = None, n: int = 6) -> RawDataset:
+  return RawDataset("tiny", EventLog(
+      user=np.array(["a"] * n), item=np.arange(n) % 3, timestamp=np.arange(n) * 10000,
+      event_type=np.full(n, EventType.CLICK, np.int8), value=np.ones(n, np.float32),
+      device=np.array(["tv"] * n), locale=np.array([""] * n)), items or SideTable.empty(),
+      SideTable.empty())
+
+
+def test_catalogue_items_without_interactions_stay_for_cold_start(tmp_path):
+  items = SideTable(ids=np.array([0, 1, 2, 7]), columns={"genres": np.array(["a", "b", "a|b", "c"])},
+                    multi_valued=("genres",))
+  ds = prepare(_tiny(items), str(tmp_path / "d"))
+  assert ds.stats["items"] == 4 and ds.stats["items_without_interactions"] == 1
+  cold = int(ds.vocabs["item"].lookup(np.array([7]))[0])
+  assert ds.item_features["first_seen"][cold] == -1
+  assert ds.vocabs["device"].raw_ids.tolist() == ["tv"]
+  assert set(ds.user_tokens([2])[0]["locale"].tolist()) == {0}  # "" is unknown, not a locale
+
+
+def test_empty_dataset_is_a_clear_error(tmp_path):
+  with pytest.raises(UserError, match="contains no events"):
+    prepare(_tiny(n=0), str(tmp_path / "e"))
+  assert not os.path.exists(tmp_path / "e")
+
+
+def test_existing_output_needs_overwrite(tmp_path):
+  prepare(_tiny(), str(tmp_path / "d"))
+  with pytest.raises(UserError, match="--overwrite"):
+    prepare(_tiny(), str(tmp_path / "d"))
+  prepare(_tiny(), str(tmp_path / "d"), overwrite=True)
+
+
+def test_interrupted_prepare_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
+  def crash(*args, **kwargs):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(storage, "save_arrays", crash)
+  with pytest.raises(KeyboardInterrupt):
+    prepare(_tiny(), str(tmp_path / "d"))
+  assert os.listdir(tmp_path) == []
+  with pytest.raises(UserError, match="not a directory"):
+    storage.PreparedDataset(str(tmp_path / "d"))
+
+
+def test_a_directory_without_manifest_is_refused(tmp_path):
+  (tmp_path / "half").mkdir()
+  with pytest.raises(UserError, match="did not finish"):
+    storage.PreparedDataset(str(tmp_path / "half"))
+
+
+def test_wheel_with_wrong_hash_is_refused(tmp_path):
+  folder = tmp_path / "downloads"
+  folder.mkdir()
+  with zipfile.ZipFile(folder / movielens.WHEEL, "w") as z:
+    z.writestr("recbole/dataset_example/ml-100k/ml-100k.inter", "user_id:token\n")
+  with pytest.raises(UserError, match="sha256.*Delete it"):
+    movielens.load_movielens_100k(str(tmp_path))
+
+
+def test_unknown_dataset_and_bad_options(tmp_path):
+  with pytest.raises(UserError, match="unknown dataset 'movielens-7m'.*movielens-100k"):
+    load_raw("movielens-7m")
+  with pytest.raises(UserError, match="--path"):
+    load_raw("csv")
+  with pytest.raises(UserError, match="unknown split"):
+    prepare(_tiny(), str(tmp_path / "x"), PrepareOptions(split="random"))
+  with pytest.raises(UserError, match="removed every event"):
+    prepare(_tiny(), str(tmp_path / "x"), PrepareOptions(kcore=50))
+
+
+def test_manifest_records_options_and_layout(ml100k):
+  with open(os.path.join(ml100k.path, "manifest.json")) as f:
+    manifest = json.load(f)
+  assert manifest["options"]["split"] == "loo"
+  assert [name for name, _ in manifest["token_fields"]][:2] == ["item", "timestamp"]
