@@ -130,3 +130,22 @@ def test_manifest_records_options_and_layout(ml100k):
     manifest = json.load(f)
   assert manifest["options"]["split"] == "loo"
   assert [name for name, _ in manifest["token_fields"]][:2] == ["item", "timestamp"]
+
+
+def test_synthetic_log_prepares_into_merged_tokens_with_context(tmp_path):
+  from jaxrec.data import pipelines
+  from jaxrec.data.synthetic import SyntheticConfig, generate
+  raw = generate(SyntheticConfig(num_users=200, num_items=300, num_events=20_000))
+  ds = prepare(raw, str(tmp_path / "s"))
+  assert ds.stats["interactions"] == len(raw.events)
+  assert ds.stats["tokens"] < 0.7 * ds.stats["interactions"]  # impression + click + plays merge
+  unmerged = prepare(raw, str(tmp_path / "u"), PrepareOptions(merge_gap=None))
+  assert unmerged.stats["tokens"] == len(raw.events)
+  assert set(ds.vocabs["device"].raw_ids) == {"phone", "tv", "tablet", "web"}
+  assert ds.stats["items_without_interactions"] >= 0 and "release_time" in ds.item_features
+  batch = next(iter(pipelines.ranking_dataset(ds, options=pipelines.PipelineOptions(
+      batch_size=512, num_epochs=None))))
+  labels = batch["labels"]
+  assert 0 < labels["click"].mean() < 1 and labels["watch"].max() > 0
+  assert np.all(labels["watch"][labels["click"] == 0] == 0)
+  assert np.all(batch["sparse"]["device"] >= 2)  # every synthetic event has a known device
