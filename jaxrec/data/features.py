@@ -49,6 +49,10 @@ def encode_side_table(table: SideTable, key_vocab: Vocabulary
       arrays[name] = out
       continue
     title = name == "title"
+    if title:  # kept verbatim too, for people reading recommendations
+      text = np.full(len(key_vocab), "", dtype=column.dtype if len(column) else str)
+      text[rows[known]] = column
+      arrays["title"] = text
     lists = _split_values(column, name in table.multi_valued, title)
     feature = "title_words" if title else name
     flat = np.array([x for values in lists for x in values], dtype=str)

@@ -32,12 +32,8 @@ def format_stats(ds: PreparedDataset) -> str:
 
 def _item_label(ds: PreparedDataset, item: int) -> str:
   raw = ds.vocabs["item"].raw(np.array([item]))[0]
-  words = ds.item_features.get("title_words")
-  if words is None:
-    return str(raw)
-  vocab = ds.vocabs["item_title_words"]
-  title = " ".join(vocab.raw(words[item][words[item] >= FIRST_ID]))
-  return f"{raw} {title[:28]}"
+  titles = ds.item_features.get("title")
+  return str(raw) if titles is None else f"{raw} {titles[item][:30]}"
 
 
 def format_history(ds: PreparedDataset, user: int, max_tokens: int = 10) -> str:
