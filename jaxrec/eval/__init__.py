@@ -1,0 +1,1 @@
+"""Evaluation: ranking metrics and the protocols that feed them."""

@@ -1,0 +1,75 @@
+"""Next-item losses over hidden states h [B, L, D], targets [B, L] (0 = no loss) and the item
+embedding table [V, D]. Ids 0 (padding) and 1 (out-of-vocabulary) are never predicted.
+
+- "ce": full-softmax cross-entropy over the whole catalogue.
+- "sampled_softmax": softmax over the target and K negatives drawn by popularity, with logQ
+  correction (subtract log q) so the estimate is unbiased for the full softmax (Bengio & Senecal
+  2008; Yi et al. 2019), and accidental hits (a negative equal to the target) removed.
+- "bce": binary cross-entropy with K uniform negatives per position (the SASRec paper's loss).
+- "gbce": gSASRec's generalised BCE (Petrov & Macdonald 2023): the positive's probability is raised
+  to the power beta, which undoes the overconfidence that negative sampling causes.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxrec.errors import UserError
+
+LOSSES = ("ce", "sampled_softmax", "bce", "gbce")
+NEG = -1e9
+FIRST_ID = 2
+
+
+def _mean(per_position: jax.Array, targets: jax.Array) -> jax.Array:
+  weight = (targets > 0).astype(per_position.dtype)
+  return (per_position * weight).sum() / jnp.maximum(weight.sum(), 1.0)
+
+
+def full_softmax(h, targets, items):
+  logits = jnp.einsum("bld,vd->blv", h, items)
+  logits = logits.at[..., :FIRST_ID].set(NEG)
+  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  return _mean(jax.nn.logsumexp(logits, axis=-1) - target_logit, targets)
+
+
+def sampled_softmax(h, targets, items, key, num_negatives, log_q):
+  negatives = jax.random.categorical(key, log_q, shape=(num_negatives,))
+  positive = jnp.einsum("bld,bld->bl", h, items[targets]) - log_q[targets]
+  negative = jnp.einsum("bld,kd->blk", h, items[negatives]) - log_q[negatives]
+  negative = jnp.where(negatives[None, None] == targets[..., None], NEG, negative)
+  logits = jnp.concatenate([positive[..., None], negative], axis=-1)
+  return _mean(jax.nn.logsumexp(logits, axis=-1) - positive, targets)
+
+
+def _pos_neg_scores(h, targets, items, key, num_negatives):
+  negatives = jax.random.randint(key, targets.shape + (num_negatives,), FIRST_ID, items.shape[0])
+  positive = jnp.einsum("bld,bld->bl", h, items[targets])
+  negative = jnp.einsum("bld,blkd->blk", h, items[negatives])
+  return positive, negative
+
+
+def bce(h, targets, items, key, num_negatives):
+  positive, negative = _pos_neg_scores(h, targets, items, key, num_negatives)
+  return _mean(jax.nn.softplus(-positive) + jax.nn.softplus(negative).sum(-1), targets)
+
+
+def gbce(h, targets, items, key, num_negatives, t):
+  positive, negative = _pos_neg_scores(h, targets, items, key, num_negatives)
+  alpha = num_negatives / (items.shape[0] - FIRST_ID - 1)
+  beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)
+  return _mean(-beta * jax.nn.log_sigmoid(positive) + jax.nn.softplus(negative).sum(-1), targets)
+
+
+def next_item_loss(name: str, h, targets, items, *, key=None, num_negatives: int = 256,
+                   log_q=None, gbce_t: float = 0.75):
+  if name == "ce":
+    return full_softmax(h, targets, items)
+  if name == "sampled_softmax":
+    return sampled_softmax(h, targets, items, key, num_negatives, log_q)
+  if name == "bce":
+    return bce(h, targets, items, key, num_negatives)
+  if name == "gbce":
+    return gbce(h, targets, items, key, num_negatives, gbce_t)
+  raise UserError(f"unknown loss {name!r}: use one of {', '.join(LOSSES)}.")
