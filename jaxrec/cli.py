@@ -88,14 +88,68 @@ def _run_data(args) -> None:
       print(inspect.format_history(ds, user, args.tokens))
 
 
+def _train_parsers(sub) -> None:
+  train = sub.add_parser("train", help="train a model from a config file",
+                         epilog="Override any config field with --config.a.b=value.")
+  train.add_argument("--config", required=True, help="configs/FILE.py or configs/FILE.py:arg")
+  train.add_argument("--workdir", required=True, help="checkpoints, metrics and results go here")
+  evaluate = sub.add_parser("eval", help="evaluate a trained workdir's best checkpoint")
+  evaluate.add_argument("--workdir", required=True)
+  evaluate.add_argument("--split", default="test", help="valid or test")
+  evaluate.add_argument("--json", action="store_true", help="one JSON object")
+
+
+def _format_metrics(rows: dict[str, dict], keys: list[str]) -> str:
+  lines = [f"{'':14}" + "".join(f"{k:>12}" for k in keys)]
+  for name, values in rows.items():
+    lines.append(f"{name:14}" + "".join(f"{values[k]:12.4f}" for k in keys))
+  return "\n".join(lines)
+
+
+def _run_train(args, overrides: list[str]) -> None:
+  from absl import logging as absl_logging  # clu reports progress and metrics through absl
+  absl_logging.set_verbosity(absl_logging.INFO)
+  absl_logging.set_stderrthreshold("info")
+  from jaxrec.config import apply_overrides, load_config
+  from jaxrec.eval.popularity import evaluate_popularity
+  from jaxrec.train.trainer import train
+  config = apply_overrides(load_config(args.config), overrides)
+  results = train(config, args.workdir)
+  from jaxrec.train.trainer import build_task
+  baseline = evaluate_popularity(build_task(config), "test", tuple(config.eval.ks))
+  keys = [k for k in results["test"] if "@" in k and not k.startswith("sampled_")]
+  print(f"\n{results['protocol']}; best step {results['best_step']}")
+  print(_format_metrics({config.model.name: results["test"], "popularity": baseline}, keys))
+
+
+def _run_eval(args) -> None:
+  from jaxrec.train.evaluate import evaluate_workdir
+  result = evaluate_workdir(args.workdir, args.split)
+  if args.json:
+    print(json.dumps(result))
+  else:
+    print(result["protocol"])
+    print(_format_metrics({result["model"]: result}, [k for k in result if "@" in k]))
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="jaxrec", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
   _data_parser(sub)
-  args = parser.parse_args(argv)
+  _train_parsers(sub)
+  argv = sys.argv[1:] if argv is None else argv
   try:
+    from jaxrec.config import split_overrides
+    argv, overrides = split_overrides(argv)
+    args = parser.parse_args(argv)
+    if overrides and args.command != "train":
+      raise UserError(f"--config.* overrides apply to `jaxrec train` only, got {overrides}.")
     if args.command == "data":
       _run_data(args)
+    elif args.command == "train":
+      _run_train(args, overrides)
+    elif args.command == "eval":
+      _run_eval(args)
   except UserError as e:
     print(f"jaxrec: error: {e}", file=sys.stderr)
     return 2

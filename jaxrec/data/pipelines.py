@@ -113,7 +113,7 @@ def _pad_batch(indices: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.nda
 
 def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int = 200,
                      objective: str = "next", mask_prob: float = 0.2, max_targets: int = 1,
-                     fields: tuple[str, ...] = (),
+                     fields: tuple[str, ...] = (), with_seen: bool = False,
                      options: PipelineOptions = PipelineOptions()) -> grain.IterDataset:
   """Per-user histories, left-padded to `max_len` (0 is padding).
 
@@ -124,7 +124,9 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
     id (= ds.num_items) with probability mask_prob (at least one per user); `targets` holds the
     original item at masked positions, 0 elsewhere.
   valid/test: `inputs` = the most recent max_len tokens before the split, `targets` [B, max_targets]
-    = the split's items, `weight` [B] is 0 for padding rows of the last batch.
+    = the split's items, `weight` [B] is 0 for padding rows of the last batch; with `with_seen`,
+    `seen` [B, S] holds every item of the user's history (not only the last max_len), for
+    excluding them from the ranking; S is a power of two, so few shapes ever compile.
   Every batch has `user` [B]; each name in `fields` (token fields such as "event", "hour", "gap")
   adds `<field>` aligned with `inputs`.
   """
@@ -148,7 +150,13 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
     for name in fields:
       out[name] = np.zeros((n, max_len), np.int32)
     targets = np.zeros((n, max_len) if train else (n, max_targets), np.int32)
-    for row, (record, tokens) in enumerate(zip(indices, records(indices))):
+    decoded = records(indices)
+    if with_seen and not train:
+      longest = max(int(lo[r]) for r in indices)
+      out["seen"] = np.zeros((n, max(64, 1 << (longest - 1).bit_length())), np.int32)
+      for row, (record, tokens) in enumerate(zip(indices, decoded)):
+        out["seen"][row, :lo[record]] = tokens["item"][:lo[record]]
+    for row, (record, tokens) in enumerate(zip(indices, decoded)):
       if train:
         seq = tokens[:hi[record]]
         if len(seq) > window:

@@ -152,3 +152,16 @@ def prepare(raw: RawDataset, out: str, options: PrepareOptions = PrepareOptions(
 
 def _iso(seconds: int) -> str:
   return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat()
+
+
+def open_or_prepare(cfg) -> storage.PreparedDataset:
+  """The prepared dataset at cfg.dir, preparing it from cfg.dataset first when it is not there.
+
+  cfg: a config's `data` section (dataset, dir, data_dir, split, kcore, merge_gap)."""
+  if os.path.exists(os.path.join(cfg.dir, storage.MANIFEST)):
+    return storage.PreparedDataset(cfg.dir)
+  from jaxrec.data.sources import load_raw
+  raw = load_raw(cfg.dataset, data_dir=cfg.get("data_dir"))
+  options = PrepareOptions(split=cfg.split, kcore=cfg.get("kcore", 0),
+                           merge_gap=cfg.get("merge_gap", 1800))
+  return prepare(raw, cfg.dir, options)

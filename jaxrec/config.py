@@ -1,0 +1,262 @@
+"""Experiment configs: Python files with `get_config(arg=None)`, plus `--config.a.b=v` overrides.
+
+The convention of flax examples and big_vision: `configs/movielens_sasrec.py:smoke` imports the
+file and calls `get_config("smoke")`. Overrides are applied to the locked config, so a misspelt
+key is an error instead of a silently ignored new field.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import inspect
+import itertools
+import json
+import os
+import sys
+
+import ml_collections
+
+from jaxrec.errors import UserError
+
+_PREFIX = "--config."
+_FORM = "--config.KEY=VALUE (or --config.KEY VALUE), e.g. --config.train.num_steps=1000"
+# Each loaded file gets its own module name: two configs both named `common.py` must not collide.
+_counter = itertools.count()
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """Imports `path.py` (or `path.py:arg`) and returns its `get_config([arg])`, locked."""
+  path, arg = _split_spec(spec)
+  if not os.path.isfile(path):
+    raise UserError(f"config file {path!r} not found; pass --config path/to/config.py "
+                    "(optionally path/to/config.py:arg)")
+  if not path.endswith(".py"):
+    raise UserError(f"config file {path!r} is not a Python file; a config is a .py file that "
+                    "defines get_config(arg=None) returning an ml_collections.ConfigDict")
+  module = _import(path)
+  get_config = getattr(module, "get_config", None)
+  if not callable(get_config):
+    raise UserError(f"config file {path!r} defines no get_config(); add "
+                    "`def get_config(arg=None):` returning an ml_collections.ConfigDict")
+  args = () if arg is None else (arg,)
+  if args and not _accepts(get_config, arg):
+    raise UserError(f"get_config() in {path!r} takes no argument, so {arg!r} cannot be passed; "
+                    f"drop ':{arg}' from --config or define get_config(arg=None)")
+  call = f"get_config({arg!r})" if args else "get_config()"
+  try:
+    config = get_config(*args)
+  except Exception as e:
+    raise UserError(f"{call} in {path!r} failed: {type(e).__name__}: {e}") from e
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise UserError(f"{call} in {path!r} returned {type(config).__name__}, not an "
+                    "ml_collections.ConfigDict; return ml_collections.ConfigDict(...) instead")
+  config.lock()
+  return config
+
+
+def _split_spec(spec: str) -> tuple[str, str | None]:
+  # Split at the first ".py:" so the arg itself may contain colons ("x.py:res=224,variant=B:16").
+  path, sep, arg = spec.partition(".py:")
+  if not sep:
+    return spec, None
+  return path + ".py", (arg or None)
+
+
+def _import(path: str):
+  name = f"_jaxrec_config_{next(_counter)}_{os.path.splitext(os.path.basename(path))[0]}"
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  # Registered so that dataclasses and pickling inside the config file can find their module.
+  sys.modules[name] = module
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:
+    del sys.modules[name]
+    raise UserError(f"importing config file {path!r} failed: {type(e).__name__}: {e}") from e
+  return module
+
+
+def _accepts(fn, arg) -> bool:
+  try:
+    inspect.signature(fn).bind(arg)
+  except TypeError:
+    return False
+  except ValueError:  # no signature available (a builtin): let the call itself decide
+    return True
+  return True
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+  """Pulls `--config.a.b=v` and `--config.a.b v` out of argv: (rest, ["a.b=v", ...])."""
+  rest, overrides = [], []
+  i = 0
+  while i < len(argv):
+    token = argv[i]
+    if token == "--":  # everything after "--" is positional, never an override
+      rest.extend(argv[i:])
+      break
+    if not token.startswith(_PREFIX):  # includes "--config file.py" and "--config=file.py"
+      rest.append(token)
+    elif "=" in token:
+      overrides.append(token[len(_PREFIX):])
+    elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+      overrides.append(f"{token[len(_PREFIX):]}={argv[i + 1]}")
+      i += 1
+    else:  # no value follows; kept without "=" so apply_overrides reports the expected form
+      overrides.append(token[len(_PREFIX):])
+    i += 1
+  return rest, overrides
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: list[str]) -> ml_collections.ConfigDict:
+  """Sets each "a.b.c=value" in place, parsing the text against the field's current type."""
+  for override in overrides:
+    key, sep, text = override.partition("=")
+    parts = key.split(".")
+    if not sep or not all(parts):
+      raise UserError(f"malformed override --config.{override}; expected {_FORM}")
+    parent = _walk(config, parts)
+    name = parts[-1]
+    flag = f"--config.{key}"
+    if isinstance(parent[name], ml_collections.ConfigDict):
+      raise UserError(f"{flag} is a group of settings and cannot be set to {text!r}; set its keys "
+                      f"one by one, e.g. {flag}.{_first_key(parent[name])}=... "
+                      f"(keys: {', '.join(sorted(parent[name].keys()))})")
+    value = _parse(text, parent[name], parent.get_type(name), flag)
+    try:
+      setattr(parent, name, value)
+    except (TypeError, ValueError) as e:
+      raise UserError(f"{flag} cannot be set to {text!r}: {e}") from e
+  return config
+
+
+def _walk(config: ml_collections.ConfigDict, parts: list[str]) -> ml_collections.ConfigDict:
+  """The ConfigDict holding the last key of `parts`, after checking every key on the way exists."""
+  node, where = config, "config"
+  for i, part in enumerate(parts):
+    if not isinstance(node, ml_collections.ConfigDict):
+      raise UserError(f"{where} is a {type(node).__name__}, not a group of settings, so "
+                      f"config.{'.'.join(parts)} does not exist; set {where} itself instead")
+    if part not in node:
+      keys = sorted(node.keys())
+      close = difflib.get_close_matches(part, keys, n=1)
+      hint = f"; did you mean {where}.{close[0]}?" if close else "."
+      raise UserError(f"config.{'.'.join(parts)} does not exist{hint} "
+                      f"Keys in {where}: {', '.join(keys)}")
+    if i == len(parts) - 1:
+      return node
+    node, where = node[part], f"{where}.{part}"
+
+
+def _first_key(group: ml_collections.ConfigDict) -> str:
+  return sorted(group.keys())[0] if group.keys() else "KEY"
+
+
+def _parse(text: str, current, field_type: type, flag: str):
+  if field_type is type(None):
+    return _literal_or_text(text)
+  if current is None and text == "None":  # a typed placeholder may be reset to None
+    return None
+  if field_type in (tuple, list):
+    return _parse_sequence(text, current, field_type, flag)
+  return _parse_scalar(text, field_type, flag)
+
+
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+_NAMES = {bool: "a bool (true/false)", int: "an int", float: "a float", str: "a str"}
+
+
+def _parse_scalar(text: str, field_type: type, flag: str):
+  what = _NAMES.get(field_type, f"a {field_type.__name__}")
+  if field_type is bool:
+    if text.strip().lower() in _TRUE + _FALSE:
+      return text.strip().lower() in _TRUE
+    raise UserError(f"{flag} expects {what}, got {text!r}")
+  if field_type is str:
+    return text
+  if field_type in (int, float):
+    try:
+      return field_type(text)
+    except ValueError:
+      raise UserError(f"{flag} expects {what}, got {text!r}") from None
+  # Any other type: the Python literal, type-checked when ml_collections stores it.
+  return _literal_or_text(text)
+
+
+def _parse_sequence(text: str, current, field_type: type, flag: str):
+  what = f"a {field_type.__name__}"
+  element_type = _element_type(current)
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    value = None
+  if isinstance(value, (tuple, list)):
+    items = list(value)
+    if element_type is not None:
+      items = [_check_element(x, element_type, flag, what, text) for x in items]
+  else:
+    # A bare "10,20" or "data,model": each piece parsed like the existing first element.
+    pieces = [p.strip() for p in text.split(",")] if text.strip() else []
+    if element_type is None:
+      items = [_literal_or_text(p) for p in pieces]
+    else:
+      try:
+        items = [_parse_scalar(p, element_type, flag) for p in pieces]
+      except UserError:
+        raise UserError(f"{flag} expects {what} of {element_type.__name__}, e.g. "
+                        f"{_example(current)}, got {text!r}") from None
+  return field_type(items)
+
+
+def _element_type(current) -> type | None:
+  """The type of the existing elements when they share one; None means anything goes."""
+  if not current:
+    return None
+  types = {type(x) for x in current}
+  return types.pop() if len(types) == 1 else None
+
+
+def _check_element(x, element_type: type, flag: str, what: str, text: str):
+  if type(x) is element_type:
+    return x
+  if element_type is float and type(x) is int:
+    return float(x)
+  raise UserError(f"{flag} expects {what} of {element_type.__name__}, got {text!r}")
+
+
+def _example(current) -> str:
+  return ",".join(str(x) for x in current)
+
+
+def _literal_or_text(text: str):
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def to_dict(config: ml_collections.ConfigDict) -> dict:
+  """A plain dict that json.dump accepts: tuples become lists."""
+  return _plain(config.to_dict())
+
+
+def _plain(value):
+  if isinstance(value, dict):
+    return {str(k): _plain(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_plain(v) for v in value]
+  if value is None or isinstance(value, (bool, int, float, str)):
+    return value
+  # Anything else (a dtype, a function) is recorded by its text, so saving a config never fails.
+  return str(value)
+
+
+def save_config(config: ml_collections.ConfigDict, path: str) -> None:
+  """Writes the config as JSON (indent 2, sorted keys), e.g. into a run's workdir."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(to_dict(config), f, indent=2, sort_keys=True)
+    f.write("\n")

@@ -1,0 +1,26 @@
+"""Most-popular-items baseline, ranked through the same evaluation batches and metric code as the
+trained models, so its numbers sit beside theirs under one protocol."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrec.eval import metrics
+
+
+def evaluate_popularity(task, split: str, ks=metrics.KS) -> dict:
+  scores = jnp.log1p(jnp.asarray(task.data.item_counts, jnp.float32))
+
+  @jax.jit
+  def step(batch):
+    tiled = jnp.broadcast_to(scores, (batch["inputs"].shape[0], scores.shape[0]))
+    return metrics.topk_metrics(metrics.mask_scores(tiled, batch["seen"]), batch["targets"], ks)
+
+  accumulator = metrics.MetricAccumulator()
+  for batch in task.eval_batches(split):
+    weight = batch.pop("weight")
+    accumulator.add(jax.device_get(step({k: np.asarray(v) for k, v in batch.items()
+                                         if k in ("inputs", "seen", "targets")})), weight)
+  return accumulator.result()

@@ -1,0 +1,37 @@
+"""Evaluate a training workdir's best checkpoint (what `jaxrec eval` runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import ml_collections
+
+from jaxrec.errors import UserError
+from jaxrec.train.checkpoint import Checkpointer
+from jaxrec.train.trainer import Run
+
+
+def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise UserError(f"{workdir} has no config.json: it is not a training workdir. Train with "
+                    "`jaxrec train --config configs/FILE.py --workdir DIR` first.")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def evaluate_workdir(workdir: str, split: str = "test") -> dict:
+  if split not in ("valid", "test"):
+    raise UserError(f"--split must be valid or test, got {split!r}.")
+  config = load_workdir_config(workdir)
+  run = Run(config)
+  checkpoints = Checkpointer(workdir, config.train.keep_checkpoints, config.train.metric)
+  step = checkpoints.best_step() or checkpoints.latest_step()
+  if step is None:
+    raise UserError(f"{workdir} has no checkpoint yet: let `jaxrec train` run to its first "
+                    "evaluation.")
+  run.state, _, _ = checkpoints.restore(step, run.state, run.opt_state)
+  checkpoints.close()
+  return {"model": config.model.name, "step": step, **run.evaluate(split),
+          **run.task.protocol(split)}

@@ -1,0 +1,106 @@
+"""The task for next-item sequential recommenders: SASRec, BERT4Rec, GRU4Rec.
+
+Evaluation ranks the whole catalogue for each user's held-out item(s), with every item of the
+user's history excluded; a sampled protocol (N negatives drawn once with a fixed seed) is reported
+only beside it, under its own `sampled_` keys.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxrec.data import pipelines
+from jaxrec.data.prepare import open_or_prepare
+from jaxrec.errors import UserError
+from jaxrec.eval import metrics
+from jaxrec.models.bert4rec import BERT4Rec
+from jaxrec.models.gru4rec import GRU4Rec
+from jaxrec.models.sasrec import SASRec
+from jaxrec.train.losses import next_item_loss
+from jaxrec.train.task import Task
+
+MODELS = {"sasrec": SASRec, "bert4rec": BERT4Rec, "gru4rec": GRU4Rec}
+
+
+class SequentialTask(Task):
+  def __init__(self, config):
+    if config.model.name not in MODELS:
+      raise UserError(f"unknown model.name {config.model.name!r} for a sequential task: use one "
+                      f"of {', '.join(MODELS)}.")
+    self.config = config
+    self.data = open_or_prepare(config.data)
+    counts = self.data.item_counts.astype(np.float64)
+    self.log_q = np.log(np.maximum(counts, 1e-3) / counts.sum()).astype(np.float32)
+    self.log_q[:2] = -1e9  # padding and OOV are never sampled
+    self.ks = tuple(config.eval.ks)
+
+  @property
+  def masked(self) -> bool:
+    return self.config.model.name == "bert4rec"
+
+  def build_model(self, rngs):
+    kwargs = dict(self.config.model)
+    cls = MODELS[kwargs.pop("name")]
+    return cls(self.data.num_items, rngs=rngs, **kwargs)
+
+  def train_data(self, seed: int):
+    options = pipelines.PipelineOptions(batch_size=self.config.train.batch_size, seed=seed,
+                                        num_epochs=None)
+    return pipelines.sequence_dataset(
+        self.data, "train", max_len=self.config.model.max_len,
+        objective="masked" if self.masked else "next",
+        mask_prob=self.config.loss.get("mask_prob", 0.2), options=options)
+
+  def loss(self, model, batch, key):
+    dropout_key, sample_key = jax.random.split(key)
+    hidden = model(batch["inputs"], rngs=nnx.Rngs(dropout=dropout_key))
+    cfg = self.config.loss
+    return next_item_loss(cfg.name, hidden, batch["targets"], model.item_vectors(),
+                          key=sample_key, num_negatives=cfg.num_negatives,
+                          log_q=jnp.asarray(self.log_q), gbce_t=cfg.gbce_t)
+
+  def eval_batches(self, split: str):
+    options = pipelines.PipelineOptions(batch_size=self.config.eval.batch_size)
+    negatives = self._negatives(split) if self.config.eval.sampled_negatives else None
+    for batch in pipelines.sequence_dataset(self.data, split, max_len=self.config.model.max_len,
+                                            max_targets=self.config.eval.max_targets,
+                                            with_seen=True, options=options):
+      if negatives is not None:
+        batch["negatives"] = negatives[batch["user"] - 2]
+      yield batch
+
+  @functools.lru_cache(maxsize=2)
+  def _negatives(self, split: str) -> np.ndarray:
+    """Per-user sampled-protocol negatives, drawn once with a fixed seed (indexed by record)."""
+    lo, hi = pipelines._split_range(self.data, split)
+    tokens = self.data.user_tokens(np.arange(self.data.num_users) + 2)
+    histories = [t["item"][:lo[r]] for r, t in enumerate(tokens)]
+    targets = np.array([t["item"][lo[r]] if hi[r] > lo[r] else 0 for r, t in enumerate(tokens)])
+    return metrics.draw_negatives(
+        self.data.num_items, histories, targets, self.config.eval.sampled_negatives,
+        by=self.config.eval.sampled_by, counts=self.data.item_counts, seed=0)
+
+  def eval_step(self, model, batch):
+    scores = model.query(batch["inputs"]) @ model.item_vectors().T
+    scores = metrics.mask_scores(scores, batch["seen"])
+    out = metrics.topk_metrics(scores, batch["targets"], self.ks)
+    if "negatives" in batch:
+      out.update(metrics.sampled_metrics(scores, batch["targets"][:, 0], batch["negatives"],
+                                         self.ks))
+    return out
+
+  def protocol(self, split: str) -> dict:
+    split_kind = self.data.manifest["split"]["kind"]
+    out = {"protocol": f"full ranking over all {self.data.stats['items']} items, each user's "
+                       f"earlier items excluded; {split_kind} split, {split} set",
+           "split": split, "items_ranked": self.data.stats["items"]}
+    if self.config.eval.sampled_negatives:
+      out["sampled_protocol"] = (
+          f"{self.config.eval.sampled_negatives} {self.config.eval.sampled_by} negatives per "
+          "user drawn once (seed 0); reported as sampled_*, not comparable to full ranking")
+    return out

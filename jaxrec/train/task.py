@@ -1,0 +1,39 @@
+"""What a model brings to the one training loop.
+
+The trainer owns the mesh, jit, optimizer, checkpoints, metrics and evaluation loop; a task owns
+its data, its model and what "loss" and "evaluate one batch" mean for it.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Iterable
+
+import jax
+from flax import nnx
+
+
+class Task(abc.ABC):
+  @abc.abstractmethod
+  def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
+    """The Flax NNX model, built fresh (the partitioner calls it under eval_shape and jit)."""
+
+  @abc.abstractmethod
+  def train_data(self, seed: int) -> Iterable[dict]:
+    """An endless, checkpointable iterator source (a Grain IterDataset) of host batches."""
+
+  @abc.abstractmethod
+  def loss(self, model: nnx.Module, batch: dict, key: jax.Array) -> jax.Array:
+    """Scalar training loss; `key` seeds dropout and negative sampling for this step."""
+
+  @abc.abstractmethod
+  def eval_batches(self, split: str) -> Iterable[dict]:
+    """Host batches of a split, each with a `weight` [B] (0 for padding rows)."""
+
+  @abc.abstractmethod
+  def eval_step(self, model: nnx.Module, batch: dict) -> dict[str, jax.Array]:
+    """Per-row metrics [B] for one batch (jitted by the trainer)."""
+
+  @abc.abstractmethod
+  def protocol(self, split: str) -> dict:
+    """A description of how the metrics were computed, reported beside them."""

@@ -1,0 +1,141 @@
+"""The one training loop. Every model plugs in through a `Task` (task.py).
+
+Per step: shard the host batch over the mesh's data axis, run the jitted pure step over
+nnx.split state (explicit in/out shardings, donated buffers), skip non-finite updates. Periodically:
+evaluate on the validation split, write clu metrics (TensorBoard and log), save an Orbax
+checkpoint that includes the input iterator's position, and stop early when the validation
+metric has not improved for `patience` evaluations. At the end, the best checkpoint is evaluated
+on the test split and the results written to `results.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+
+import jax
+import jax.numpy as jnp
+from clu import metric_writers, periodic_actions
+from flax import nnx
+
+from jaxrec.config import save_config
+from jaxrec.errors import UserError
+from jaxrec.eval.metrics import MetricAccumulator
+from jaxrec.parallel.partitioner import Partitioner
+from jaxrec.train.checkpoint import Checkpointer
+from jaxrec.train.optim import build_optimizer, learning_rate_schedule
+from jaxrec.train.step import NonFiniteGuard, make_train_step
+
+
+def build_task(config):
+  if config.task == "sequential":
+    from jaxrec.train.sequential import SequentialTask
+    return SequentialTask(config)
+  raise UserError(f"unknown task {config.task!r}: use 'sequential'.")
+
+
+def git_sha() -> str:
+  try:
+    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.abspath(__file__)), check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+
+
+class Run:
+  """A task's model and optimizer state on the mesh, with its jitted train and eval steps."""
+
+  def __init__(self, config, task=None):
+    self.config = config
+    self.task = task or build_task(config)
+    self.partitioner = Partitioner(tuple(config.mesh.shape), tuple(config.mesh.axes),
+                                   dict(config.mesh.rules))
+    self.partitioner.check_batch_size(config.train.batch_size)
+    self.partitioner.check_batch_size(config.eval.batch_size)
+    self.graphdef, self.state, shardings = self.partitioner.init(
+        lambda: self.task.build_model(nnx.Rngs(config.seed)))
+    self.tx = build_optimizer(config.optimizer, config.train.num_steps)
+    self.opt_state = jax.jit(self.tx.init)(self.state)
+    opt_shardings = jax.tree.map(lambda x: x.sharding, self.opt_state)
+    data = self.partitioner.batch_sharding({"x": jnp.zeros((1,))})["x"]
+    replicated = self.partitioner.replicated
+    self.train_step = jax.jit(
+        make_train_step(self.graphdef, self.tx, self.task.loss, config.seed),
+        in_shardings=(shardings, opt_shardings, data, replicated),
+        out_shardings=(shardings, opt_shardings, replicated), donate_argnums=(0, 1))
+    self.eval_step = jax.jit(
+        lambda state, batch: self.task.eval_step(nnx.merge(self.graphdef, state), batch),
+        in_shardings=(shardings, data), out_shardings=replicated)
+
+  def evaluate(self, split: str) -> dict:
+    accumulator = MetricAccumulator()
+    for batch in self.task.eval_batches(split):
+      weight = batch.pop("weight")
+      accumulator.add(jax.device_get(self.eval_step(self.state,
+                                                    self.partitioner.shard_inputs(batch))), weight)
+    return accumulator.result()
+
+
+def train(config, workdir: str) -> dict:
+  os.makedirs(workdir, exist_ok=True)
+  save_config(config, os.path.join(workdir, "config.json"))
+  with open(os.path.join(workdir, "git_sha.txt"), "w") as f:
+    f.write(git_sha() + "\n")
+  run = Run(config)
+  cfg = config.train
+  iterator = iter(run.task.train_data(config.seed))
+  checkpoints = Checkpointer(workdir, cfg.keep_checkpoints, cfg.metric)
+  loop = {"step": 0, "best": None, "evals_since_best": 0, "skipped": 0}
+  if (latest := checkpoints.latest_step()) is not None:
+    run.state, run.opt_state, loop = checkpoints.restore(latest, run.state, run.opt_state)
+    iterator.set_state(loop["data"])
+    logging.info("resumed from step %d", latest)
+
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  report = periodic_actions.ReportProgress(num_train_steps=cfg.num_steps, writer=writer,
+                                           every_steps=cfg.log_every)
+  schedule = learning_rate_schedule(config.optimizer, cfg.num_steps)
+  guard = NonFiniteGuard(cfg.max_nonfinite_in_a_row, loop["skipped"])
+  step = loop["step"]
+  try:
+    while step < cfg.num_steps:
+      step += 1
+      batch = run.partitioner.shard_inputs(next(iterator))
+      run.state, run.opt_state, out = run.train_step(run.state, run.opt_state, batch,
+                                                     jnp.int32(step))
+      guard.update(bool(out["finite"]), step)
+      report(step)
+      if step % cfg.log_every == 0:
+        writer.write_scalars(step, {"train/loss": float(out["loss"]),
+                                    "train/grad_norm": float(out["grad_norm"]),
+                                    "train/learning_rate": float(schedule(step)),
+                                    "train/skipped_steps": guard.skipped})
+      if step % cfg.eval_every == 0 or step == cfg.num_steps:
+        metrics = run.evaluate("valid")
+        writer.write_scalars(step, {f"valid/{k}": v for k, v in metrics.items()})
+        value = metrics[cfg.metric]
+        improved = loop["best"] is None or value > loop["best"]
+        loop.update(step=step, best=value if improved else loop["best"],
+                    evals_since_best=0 if improved else loop["evals_since_best"] + 1,
+                    skipped=guard.skipped, data=iterator.get_state())
+        checkpoints.save(step, run.state, run.opt_state, loop, metrics)
+        if cfg.patience and loop["evals_since_best"] >= cfg.patience:
+          logging.info("early stop at step %d: no better %s for %d evaluations", step, cfg.metric,
+                       cfg.patience)
+          break
+  finally:
+    checkpoints.wait()
+    writer.flush()
+
+  best_step = checkpoints.best_step() or step
+  if best_step != step:
+    run.state, _, _ = checkpoints.restore(best_step, run.state, run.opt_state)
+  results = {"best_step": best_step, "last_step": step, "skipped_steps": guard.skipped,
+             "valid": run.evaluate("valid"), "test": run.evaluate("test"),
+             **run.task.protocol("test")}
+  checkpoints.close()
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  return results

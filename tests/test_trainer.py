@@ -1,0 +1,128 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from jaxrec.config import apply_overrides, load_config
+from jaxrec.errors import UserError
+from jaxrec.train.step import NonFiniteGuard, make_train_step
+from jaxrec.train.trainer import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def smoke_config(name, prepared, **overrides):
+  config = load_config(os.path.join(ROOT, "configs", f"movielens_{name}.py:smoke"))
+  return apply_overrides(config, [f"data.dir={prepared}"] +
+                         [f"{k}={v}" for k, v in overrides.items()])
+
+
+@pytest.mark.parametrize("name", ["sasrec", "bert4rec", "gru4rec"])
+def test_smoke_run_of_each_model(name, ml100k, tmp_path):
+  results = train(smoke_config(name, ml100k.path), str(tmp_path))
+  assert results["last_step"] == 6 and results["skipped_steps"] == 0
+  for split in ("valid", "test"):
+    assert results[split]["num_users"] == 943
+    assert 0 <= results[split]["ndcg@10"] <= results[split]["recall@10"] <= 1
+  assert "full ranking" in results["protocol"]
+  assert json.load(open(tmp_path / "results.json"))["best_step"] == results["best_step"]
+  assert json.load(open(tmp_path / "config.json"))["model"]["name"] == name
+  assert (tmp_path / "git_sha.txt").exists()
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+
+
+def test_sampled_protocol_is_reported_separately(ml100k, tmp_path):
+  results = train(smoke_config("sasrec", ml100k.path, **{"eval.sampled_negatives": 100}),
+                  str(tmp_path))
+  test = results["test"]
+  assert "sampled_ndcg@10" in test and "ndcg@10" in test
+  assert "100 uniform negatives" in results["sampled_protocol"]
+  assert test["sampled_recall@10"] >= test["recall@10"]  # 100 negatives are easier than all
+
+
+def _train_subprocess(config, workdir, prepared, *extra):
+  return subprocess.Popen(
+      [sys.executable, "-m", "jaxrec.cli", "train", "--config", config, "--workdir", workdir,
+       f"--config.data.dir={prepared}", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      cwd=ROOT)
+
+
+def _final_parameters(workdir):
+  from jaxrec.train.evaluate import load_workdir_config
+  from jaxrec.train.checkpoint import Checkpointer
+  from jaxrec.train.trainer import Run
+  config = load_workdir_config(workdir)
+  run = Run(config)
+  checkpoints = Checkpointer(workdir, 2, "ndcg@10")
+  state, _, loop = checkpoints.restore(checkpoints.latest_step(), run.state, run.opt_state)
+  checkpoints.close()
+  return loop["step"], [np.asarray(x) for x in jax.tree.leaves(state)]
+
+
+def test_killed_run_resumes_to_the_same_parameters(ml100k, tmp_path):
+  config = os.path.join(ROOT, "configs", "movielens_sasrec.py:smoke")
+  extra = ("--config.train.num_steps=24", "--config.train.patience=0")
+  whole = _train_subprocess(config, str(tmp_path / "whole"), ml100k.path, *extra)
+  killed_dir = tmp_path / "killed"
+  killed = _train_subprocess(config, str(killed_dir), ml100k.path, *extra)
+  deadline = time.time() + 120
+  while time.time() < deadline and not (killed_dir / "checkpoints" / "6").exists():
+    time.sleep(0.05)
+  killed.send_signal(signal.SIGKILL)
+  killed.wait()
+  assert whole.wait() == 0, whole.stderr.read().decode()[-2000:]
+  steps = [int(d) for d in os.listdir(killed_dir / "checkpoints") if d.isdigit()]
+  assert max(steps) < 24, "the run finished before it could be killed"
+  resumed = _train_subprocess(config, str(killed_dir), ml100k.path, *extra)
+  assert resumed.wait() == 0, resumed.stderr.read().decode()[-2000:]
+  step_a, params_a = _final_parameters(str(tmp_path / "whole"))
+  step_b, params_b = _final_parameters(str(killed_dir))
+  assert step_a == step_b == 24
+  assert all(np.array_equal(a, b) for a, b in zip(params_a, params_b))
+
+
+def test_non_finite_steps_are_skipped_and_counted():
+  with nnx.use_eager_sharding(False):
+    model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+  graphdef, state = nnx.split(model)
+  tx = optax.sgd(0.1)
+  loss = lambda m, batch, key: jnp.mean((m(batch["x"]) - batch["y"]) ** 2)
+  step = jax.jit(make_train_step(graphdef, tx, loss, seed=0))
+  opt_state = tx.init(state)
+  good = {"x": jnp.ones((4, 2)), "y": jnp.zeros((4, 1))}
+  bad = {"x": jnp.full((4, 2), jnp.nan), "y": jnp.zeros((4, 1))}
+  before = jax.tree.map(np.asarray, state)
+  state2, opt_state2, out = step(state, opt_state, bad, 1)
+  assert not bool(out["finite"])
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state2)))
+  state3, _, out = step(state2, opt_state2, good, 2)
+  assert bool(out["finite"])
+  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before),
+                                                      jax.tree.leaves(state3)))
+  guard = NonFiniteGuard(max_in_a_row=3)
+  for i, finite in enumerate([False, False, True, False, False]):
+    guard.update(finite, i)
+  assert guard.skipped == 4 and guard.in_a_row == 2
+  with pytest.raises(UserError, match="3 steps in a row.*learning_rate"):
+    guard.update(False, 5)
+
+
+def test_bad_overrides_exit_2_with_a_message(tmp_path):
+  def run(*args):
+    return subprocess.run([sys.executable, "-m", "jaxrec.cli", "train", "--config",
+                           "configs/movielens_sasrec.py:smoke", "--workdir", str(tmp_path), *args],
+                          capture_output=True, text=True, cwd=ROOT)
+  result = run("--config.train.num_step=3")
+  assert result.returncode == 2 and "num_steps" in result.stderr
+  assert "Traceback" not in result.stderr
+  result = run("--config.train.num_steps=many")
+  assert result.returncode == 2 and "int" in result.stderr
