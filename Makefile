@@ -18,13 +18,18 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/jaxrec data prepare --dataset movielens-100k --out $(DEMO_DIR)/ml-100k --overwrite
 	$(VENV)/bin/jaxrec data stats $(DEMO_DIR)/ml-100k
-	$(VENV)/bin/jaxrec data show $(DEMO_DIR)/ml-100k --users 3 --tokens 8
+	$(VENV)/bin/jaxrec data show $(DEMO_DIR)/ml-100k --users 2 --tokens 5
+	rm -rf $(DEMO_DIR)/sasrec
+	$(VENV)/bin/jaxrec train --config configs/movielens_sasrec.py --workdir $(DEMO_DIR)/sasrec \
+	  --config.data.dir=$(DEMO_DIR)/ml-100k
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/data_pipeline.py
+	$(PY) benchmarks/sasrec_time_to_quality.py
+	$(PY) benchmarks/sequential_quality.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR)

@@ -149,3 +149,19 @@ def test_synthetic_log_prepares_into_merged_tokens_with_context(tmp_path):
   assert 0 < labels["click"].mean() < 1 and labels["watch"].max() > 0
   assert np.all(labels["watch"][labels["click"] == 0] == 0)
   assert np.all(batch["sparse"]["device"] >= 2)  # every synthetic event has a known device
+
+
+def test_training_configs_prepare_a_users_csv_with_its_column_mapping(tmp_path):
+  import ml_collections
+  from jaxrec.data.prepare import open_or_prepare
+  rows = ["uid,movie,ts"] + [f"u{u},m{(u * 7 + k) % 13},{1000 * k + u}" for u in range(5)
+                             for k in range(6)]
+  (tmp_path / "log.csv").write_text("\n".join(rows) + "\n")
+  cfg = ml_collections.ConfigDict({
+      "dataset": "csv", "dir": str(tmp_path / "prepared"), "path": str(tmp_path / "log.csv"),
+      "columns": "user=uid,item=movie,timestamp=ts", "split": "temporal",
+      "split_times": (0.5, 0.75), "kcore": 0, "merge_gap": 1800})
+  ds = open_or_prepare(cfg)
+  assert ds.stats["users"] == 5 and ds.stats["interactions"] == 30
+  assert ds.manifest["split"]["kind"] == "temporal"
+  assert open_or_prepare(cfg).path == ds.path  # the second call reads what the first wrote

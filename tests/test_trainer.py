@@ -126,3 +126,18 @@ def test_bad_overrides_exit_2_with_a_message(tmp_path):
   assert "Traceback" not in result.stderr
   result = run("--config.train.num_steps=many")
   assert result.returncode == 2 and "int" in result.stderr
+
+
+def test_eval_command_prints_metrics_and_protocol_as_json(ml100k, tmp_path):
+  train(smoke_config("sasrec", ml100k.path), str(tmp_path))
+  result = subprocess.run([sys.executable, "-m", "jaxrec.cli", "eval", "--workdir", str(tmp_path),
+                           "--split", "test", "--json"], capture_output=True, text=True, cwd=ROOT)
+  assert result.returncode == 0, result.stderr[-2000:]
+  out = json.loads(result.stdout)
+  assert {"ndcg@10", "recall@10", "mrr@10", "protocol"} <= set(out)
+  assert out["protocol"].startswith("full ranking") and out["num_users"] == 943
+  results = json.load(open(tmp_path / "results.json"))
+  assert out["ndcg@10"] == pytest.approx(results["test"]["ndcg@10"], abs=1e-6)
+  missing = subprocess.run([sys.executable, "-m", "jaxrec.cli", "eval", "--workdir",
+                            str(tmp_path / "nothing")], capture_output=True, text=True, cwd=ROOT)
+  assert missing.returncode == 2 and "not a training workdir" in missing.stderr

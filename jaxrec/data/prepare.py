@@ -157,11 +157,17 @@ def _iso(seconds: int) -> str:
 def open_or_prepare(cfg) -> storage.PreparedDataset:
   """The prepared dataset at cfg.dir, preparing it from cfg.dataset first when it is not there.
 
-  cfg: a config's `data` section (dataset, dir, data_dir, split, kcore, merge_gap)."""
+  cfg: a config's `data` section: dataset, dir, data_dir, split, split_times, kcore, merge_gap,
+  and for your own logs path and columns ("user=uid,item=movie,timestamp=ts")."""
   if os.path.exists(os.path.join(cfg.dir, storage.MANIFEST)):
     return storage.PreparedDataset(cfg.dir)
   from jaxrec.data.sources import load_raw
-  raw = load_raw(cfg.dataset, data_dir=cfg.get("data_dir"))
-  options = PrepareOptions(split=cfg.split, kcore=cfg.get("kcore", 0),
-                           merge_gap=cfg.get("merge_gap", 1800))
+  columns = None
+  if cfg.get("columns"):
+    from jaxrec.data.tabular import parse_column_mapping
+    columns = parse_column_mapping(cfg.columns)
+  raw = load_raw(cfg.dataset, data_dir=cfg.get("data_dir") or None, path=cfg.get("path") or None,
+                 columns=columns)
+  options = PrepareOptions(split=cfg.split, split_times=tuple(cfg.get("split_times", (0.8, 0.9))),
+                           kcore=cfg.get("kcore", 0), merge_gap=cfg.get("merge_gap", 1800))
   return prepare(raw, cfg.dir, options)

@@ -14,7 +14,10 @@ def sequential_config() -> ml_collections.ConfigDict:
   c.data.dataset = "movielens-100k"
   c.data.dir = "data/movielens-100k"  # prepared here on first use
   c.data.data_dir = ""  # download cache; "" = $JAXREC_DATA_DIR or ~/.cache/jaxrec
+  c.data.path = ""  # csv/parquet datasets: your events file
+  c.data.columns = ""  # csv/parquet: "user=uid,item=movie,timestamp=ts,event=action"
   c.data.split = "loo"
+  c.data.split_times = (0.8, 0.9)  # temporal split cut-offs: quantiles or Unix seconds
   c.data.kcore = 0
   c.data.merge_gap = 1800
 

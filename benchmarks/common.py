@@ -1,0 +1,30 @@
+"""Shared by the benchmark scripts: where results go, and the machine they were measured on."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_result(name: str, result: dict) -> str:
+  os.makedirs(RESULTS, exist_ok=True)
+  result = {**result, "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                                  "platform": platform.platform()},
+            "date": time.strftime("%Y-%m-%d")}
+  path = os.path.join(RESULTS, f"{name}.json")
+  with open(path, "w") as f:
+    json.dump(result, f, indent=2)
+  return path
+
+
+def print_table(header: list[str], rows: list[list], widths: list[int] | None = None) -> None:
+  widths = widths or [max(len(str(x)) for x in col) + 2 for col in zip(header, *rows)]
+  for row in [header] + rows:
+    print("".join(str(x).rjust(w) if i else str(x).ljust(w)
+                  for i, (x, w) in enumerate(zip(row, widths))))

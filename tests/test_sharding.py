@@ -1,0 +1,40 @@
+"""Training on a data x model mesh of 8 fake CPU devices gives the numbers one device gives."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jaxrec.config import apply_overrides, load_config
+from jaxrec.train.trainer import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = """
+import json, sys
+from jaxrec.config import apply_overrides, load_config
+from jaxrec.train.trainer import train
+import jax
+assert jax.device_count() == 8, jax.devices()
+config = apply_overrides(load_config("configs/movielens_sasrec.py:smoke"), sys.argv[2:])
+results = train(config, sys.argv[1])
+print("RESULTS" + json.dumps(results))
+"""
+
+
+def test_mesh_of_8_devices_matches_one_device(ml100k, tmp_path):
+  overrides = [f"data.dir={ml100k.path}", "mesh.shape=(4,2)", "train.patience=0"]
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+         "JAX_PLATFORMS": "cpu"}
+  result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "mesh"), *overrides],
+                          capture_output=True, text=True, cwd=ROOT, env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  sharded = json.loads(result.stdout.split("RESULTS")[-1])
+  single = train(apply_overrides(load_config(os.path.join(ROOT, "configs",
+                                                          "movielens_sasrec.py:smoke")),
+                                 [f"data.dir={ml100k.path}", "mesh.shape=(1,1)",
+                                  "train.patience=0"]), str(tmp_path / "single"))
+  for split in ("valid", "test"):
+    for key in ("ndcg@10", "recall@20", "mrr@10"):
+      assert sharded[split][key] == pytest.approx(single[split][key], abs=2e-3)
