@@ -107,9 +107,6 @@ def _format_metrics(rows: dict[str, dict], keys: list[str]) -> str:
 
 
 def _run_train(args, overrides: list[str]) -> None:
-  from absl import logging as absl_logging  # clu reports progress and metrics through absl
-  absl_logging.set_verbosity(absl_logging.INFO)
-  absl_logging.set_stderrthreshold("info")
   from jaxrec.config import apply_overrides, load_config
   from jaxrec.eval.popularity import evaluate_popularity
   from jaxrec.train.trainer import train

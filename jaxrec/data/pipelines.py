@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxrec.data import events as ev
 from jaxrec.data.storage import PreparedDataset, decode
-from jaxrec.data.tokenize import NUM_GAP_BUCKETS
+from jaxrec.data.tokenize import NUM_GAP_BUCKETS, TOKEN_DTYPE
 from jaxrec.data.vocab import FIRST_ID
 from jaxrec.errors import UserError
 
@@ -148,7 +148,7 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
     n = len(indices)
     out = {"inputs": np.zeros((n, max_len), np.int32)}
     for name in fields:
-      out[name] = np.zeros((n, max_len), np.int32)
+      out[name] = np.zeros((n, max_len), TOKEN_DTYPE[name])
     targets = np.zeros((n, max_len) if train else (n, max_targets), np.int32)
     decoded = records(indices)
     if with_seen and not train:

@@ -28,10 +28,13 @@ MODELS = {"sasrec": SASRec, "bert4rec": BERT4Rec, "gru4rec": GRU4Rec}
 
 
 class SequentialTask(Task):
+  MODELS = MODELS
+  FIELDS: tuple[str, ...] = ()  # token fields beside the item ids that the model reads
+
   def __init__(self, config):
-    if config.model.name not in MODELS:
-      raise UserError(f"unknown model.name {config.model.name!r} for a sequential task: use one "
-                      f"of {', '.join(MODELS)}.")
+    if config.model.name not in self.MODELS:
+      raise UserError(f"unknown model.name {config.model.name!r} for task {config.task!r}: use "
+                      f"one of {', '.join(self.MODELS)}.")
     self.config = config
     self.data = open_or_prepare(config.data)
     counts = self.data.item_counts.astype(np.float64)
@@ -54,7 +57,7 @@ class SequentialTask(Task):
     return pipelines.sequence_dataset(
         self.data, "train", max_len=self.config.model.max_len,
         objective="masked" if self.masked else "next",
-        mask_prob=self.config.loss.get("mask_prob", 0.2), options=options)
+        mask_prob=self.config.loss.get("mask_prob", 0.2), fields=self.FIELDS, options=options)
 
   def loss(self, model, batch, key):
     dropout_key, sample_key = jax.random.split(key)
@@ -69,7 +72,7 @@ class SequentialTask(Task):
     negatives = self._negatives(split) if self.config.eval.sampled_negatives else None
     for batch in pipelines.sequence_dataset(self.data, split, max_len=self.config.model.max_len,
                                             max_targets=self.config.eval.max_targets,
-                                            with_seen=True, options=options):
+                                            fields=self.FIELDS, with_seen=True, options=options):
       if negatives is not None:
         batch["negatives"] = negatives[batch["user"] - 2]
       yield batch

@@ -33,7 +33,10 @@ def build_task(config):
   if config.task == "sequential":
     from jaxrec.train.sequential import SequentialTask
     return SequentialTask(config)
-  raise UserError(f"unknown task {config.task!r}: use 'sequential'.")
+  if config.task == "two_tower":
+    from jaxrec.train.two_tower import TwoTowerTask
+    return TwoTowerTask(config)
+  raise UserError(f"unknown task {config.task!r}: use 'sequential' or 'two_tower'.")
 
 
 def git_sha() -> str:
@@ -112,9 +115,12 @@ def train(config, workdir: str) -> dict:
                                     "train/grad_norm": float(out["grad_norm"]),
                                     "train/learning_rate": float(schedule(step)),
                                     "train/skipped_steps": guard.skipped})
+        print(f"step {step}/{cfg.num_steps}  loss {float(out['loss']):.4f}", flush=True)
       if step % cfg.eval_every == 0 or step == cfg.num_steps:
         metrics = run.evaluate("valid")
         writer.write_scalars(step, {f"valid/{k}": v for k, v in metrics.items()})
+        print(f"step {step}/{cfg.num_steps}  valid {cfg.metric} {metrics[cfg.metric]:.4f}",
+              flush=True)
         value = metrics[cfg.metric]
         improved = loop["best"] is None or value > loop["best"]
         loop.update(step=step, best=value if improved else loop["best"],

@@ -1,0 +1,110 @@
+"""Two-tower retrieval: a user (query) tower and an item tower meeting in one embedding space.
+
+User tower: user id and side features, the recent history pooled with exponential time decay
+(the short-term interest: with a one-hour half-life, an item seen seconds ago weighs far more than
+one seen yesterday), the uniformly pooled history (the long-term interest) and the request context
+(device, hour). Item tower: item id plus metadata (genres, year, title words hashed into buckets),
+so an item never seen in training still gets an embedding from its metadata alone; id dropout in
+training teaches the tower to rely on it. Both outputs are L2-normalised.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxrec.data.tokenize import NUM_HOURS
+from jaxrec.models.layers import Dense, embed_init
+
+
+def _mean_pool(embeddings: jax.Array, ids: jax.Array) -> jax.Array:
+  """Mean of the embeddings of non-padding ids along the second-to-last axis."""
+  mask = (ids > 0)[..., None].astype(embeddings.dtype)
+  return (embeddings * mask).sum(-2) / jnp.maximum(mask.sum(-2), 1.0)
+
+
+class MLP(nnx.Module):
+  def __init__(self, din: int, hidden: int, dout: int, *, rngs: nnx.Rngs):
+    self.hidden = Dense(din, hidden, ("embed", "mlp"), rngs=rngs)
+    self.out = Dense(hidden, dout, ("mlp", "embed"), rngs=rngs)
+
+  def __call__(self, x):
+    return self.out(jax.nn.relu(self.hidden(x)))
+
+
+def l2_normalize(x: jax.Array) -> jax.Array:
+  return x * jax.lax.rsqrt(jnp.maximum((x * x).sum(-1, keepdims=True), 1e-12))
+
+
+class ItemTower(nnx.Module):
+  def __init__(self, num_items: int, feature_sizes: dict[str, int], dim: int, hidden: int,
+               title_buckets: int, *, rngs: nnx.Rngs):
+    self.id_embedding = nnx.Embed(num_items, dim, embedding_init=embed_init("vocab", "embed"),
+                                  rngs=rngs)
+    self.title_buckets = title_buckets
+    sizes = {**feature_sizes, "title_words": title_buckets} if "title_words" in feature_sizes \
+        else feature_sizes
+    self.features = nnx.Dict({name: nnx.Embed(size, dim, embedding_init=embed_init("vocab", "embed"),
+                                              rngs=rngs) for name, size in sizes.items()})
+    self.mlp = MLP(2 * dim, hidden, dim, rngs=rngs)
+
+  def metadata(self, features: dict[str, jax.Array]) -> jax.Array:
+    """Sum of the metadata embeddings; multi-valued features (genres, title words) mean-pooled."""
+    out = 0.0
+    for name, table in self.features.items():
+      ids = features[name]
+      if name == "title_words":  # hashed: unseen words of a new title still land in a bucket
+        ids = jnp.where(ids > 0, ids % (self.title_buckets - 1) + 1, 0)
+      out = out + (_mean_pool(table(ids), ids) if ids.ndim == 2 else table(ids))
+    return out
+
+  def __call__(self, items: jax.Array, features: dict[str, jax.Array],
+               keep_id: jax.Array | None = None) -> jax.Array:
+    """items [N] ids with their `features` rows; `keep_id` [N] (0/1) drops id embeddings (id
+    dropout in training; metadata-only vectors for cold items)."""
+    ids = self.id_embedding(items)
+    if keep_id is not None:
+      ids = ids * keep_id[:, None]
+    return l2_normalize(self.mlp(jnp.concatenate([ids, self.metadata(features)], -1)))
+
+
+class UserTower(nnx.Module):
+  def __init__(self, num_users: int, num_items: int, user_feature_sizes: dict[str, int],
+               num_devices: int, dim: int, hidden: int, *, rngs: nnx.Rngs):
+    self.id_embedding = nnx.Embed(num_users, dim, embedding_init=embed_init("vocab", "embed"),
+                                  rngs=rngs)
+    self.history_embedding = nnx.Embed(num_items, dim, embedding_init=embed_init("vocab", "embed"),
+                                       rngs=rngs)
+    self.features = nnx.Dict({name: nnx.Embed(size, dim, embedding_init=embed_init("vocab", "embed"),
+                                              rngs=rngs)
+                              for name, size in user_feature_sizes.items()})
+    self.device = nnx.Embed(num_devices, dim, embedding_init=embed_init("vocab", "embed"), rngs=rngs)
+    self.hour = nnx.Embed(NUM_HOURS, dim, embedding_init=embed_init("vocab", "embed"), rngs=rngs)
+    self.mlp = MLP(4 * dim, hidden, dim, rngs=rngs)
+
+  def __call__(self, user: jax.Array, user_features: dict[str, jax.Array], history: jax.Array,
+               ages: jax.Array, device: jax.Array, hour: jax.Array,
+               half_life: float) -> jax.Array:
+    """user [Q]; history [Q, L] item ids (0 = padding); ages [Q, L] seconds between each history
+    item and the request; device, hour [Q]: the request context."""
+    items = self.history_embedding(history)
+    valid = (history > 0).astype(items.dtype)
+    decay = jnp.exp2(-jnp.maximum(ages, 0) / half_life) * valid
+    short = (items * decay[..., None]).sum(1) / jnp.maximum(decay.sum(1, keepdims=True), 1e-9)
+    long = (items * valid[..., None]).sum(1) / jnp.maximum(valid.sum(1, keepdims=True), 1.0)
+    profile = self.id_embedding(user)
+    for name, table in self.features.items():
+      profile = profile + table(user_features[name])
+    context = self.device(device) + self.hour(hour)
+    return l2_normalize(self.mlp(jnp.concatenate([profile, short, long, context], -1)))
+
+
+class TwoTower(nnx.Module):
+  def __init__(self, num_users: int, num_items: int, item_feature_sizes: dict[str, int],
+               user_feature_sizes: dict[str, int], num_devices: int, dim: int = 64,
+               hidden: int = 256, title_buckets: int = 4096, *, rngs: nnx.Rngs):
+    self.user_tower = UserTower(num_users, num_items, user_feature_sizes, num_devices, dim, hidden,
+                                rngs=rngs)
+    self.item_tower = ItemTower(num_items, item_feature_sizes, dim, hidden, title_buckets,
+                                rngs=rngs)
