@@ -34,6 +34,10 @@ def test_smoke_run_of_each_model(name, ml100k, tmp_path):
     assert results[split]["num_users"] == 943
     assert 0 <= results[split]["ndcg@10"] <= results[split]["recall@10"] <= 1
   assert "full ranking" in results["protocol"]
+  history = results["valid_ndcg@10_history"]
+  best_step, best_value = max(history, key=lambda h: (h[1], -h[0]))
+  assert results["best_step"] == best_step  # the best validation checkpoint is the one tested
+  assert results["valid"]["ndcg@10"] == pytest.approx(best_value, abs=1e-6)
   assert json.load(open(tmp_path / "results.json"))["best_step"] == results["best_step"]
   assert json.load(open(tmp_path / "config.json"))["model"]["name"] == name
   assert (tmp_path / "git_sha.txt").exists()

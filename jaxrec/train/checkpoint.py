@@ -33,7 +33,12 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def best_step(self) -> int | None:
-    return self.manager.best_step()
+    """The step with the best validation metric, as the loop recorded it in its latest save."""
+    latest = self.latest_step()
+    if latest is None:
+      return None
+    loop = self.manager.restore(latest, args=ocp.args.Composite(loop=ocp.args.JsonRestore())).loop
+    return loop.get("best_step", latest)
 
   def save(self, step: int, state, opt_state, loop: dict, metrics: dict | None) -> None:
     self.manager.save(step, args=ocp.args.Composite(

@@ -90,7 +90,8 @@ def train(config, workdir: str) -> dict:
   cfg = config.train
   iterator = iter(run.task.train_data(config.seed))
   checkpoints = Checkpointer(workdir, cfg.keep_checkpoints, cfg.metric)
-  loop = {"step": 0, "best": None, "evals_since_best": 0, "skipped": 0}
+  loop = {"step": 0, "best": None, "best_step": None, "evals_since_best": 0, "skipped": 0,
+          "history": []}
   if (latest := checkpoints.latest_step()) is not None:
     run.state, run.opt_state, loop = checkpoints.restore(latest, run.state, run.opt_state)
     iterator.set_state(loop["data"])
@@ -123,7 +124,9 @@ def train(config, workdir: str) -> dict:
               flush=True)
         value = metrics[cfg.metric]
         improved = loop["best"] is None or value > loop["best"]
+        loop["history"].append([step, value])
         loop.update(step=step, best=value if improved else loop["best"],
+                    best_step=step if improved else loop["best_step"],
                     evals_since_best=0 if improved else loop["evals_since_best"] + 1,
                     skipped=guard.skipped, data=iterator.get_state())
         checkpoints.save(step, run.state, run.opt_state, loop, metrics)
@@ -139,6 +142,7 @@ def train(config, workdir: str) -> dict:
   if best_step != step:
     run.state, _, _ = checkpoints.restore(best_step, run.state, run.opt_state)
   results = {"best_step": best_step, "last_step": step, "skipped_steps": guard.skipped,
+             f"valid_{cfg.metric}_history": loop["history"],
              "valid": run.evaluate("valid"), "test": run.evaluate("test"),
              **run.task.protocol("test")}
   checkpoints.close()
