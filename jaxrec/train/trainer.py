@@ -17,6 +17,7 @@ import subprocess
 
 import jax
 import jax.numpy as jnp
+import optax
 from clu import metric_writers, periodic_actions
 from flax import nnx
 
@@ -60,10 +61,13 @@ class Run:
     self.graphdef, self.state, shardings = self.partitioner.init(
         lambda: self.task.build_model(nnx.Rngs(config.seed)))
     self.tx = build_optimizer(config.optimizer, config.train.num_steps)
-    self.opt_state = jax.jit(self.tx.init)(self.state)
-    opt_shardings = jax.tree.map(lambda x: x.sharding, self.opt_state)
-    data = self.partitioner.batch_sharding({"x": jnp.zeros((1,))})["x"]
     replicated = self.partitioner.replicated
+    # Optimizer moments follow their parameters; counters and other scalars are replicated.
+    opt_shardings = optax.tree_map_params(
+        self.tx, lambda _, sharding: sharding, jax.eval_shape(self.tx.init, self.state),
+        shardings, transform_non_params=lambda _: replicated)
+    self.opt_state = jax.jit(self.tx.init, out_shardings=opt_shardings)(self.state)
+    data = self.partitioner.batch_sharding({"x": jnp.zeros((1,))})["x"]
     self.train_step = jax.jit(
         make_train_step(self.graphdef, self.tx, self.task.loss, config.seed),
         in_shardings=(shardings, opt_shardings, data, replicated),
