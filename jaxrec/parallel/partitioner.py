@@ -42,6 +42,11 @@ class Partitioner:
   def replicated(self) -> NamedSharding:
     return NamedSharding(self.mesh, P())
 
+  @property
+  def data_sharding(self) -> NamedSharding:
+    """Leading (batch) dimension split over "data"; a prefix for every leaf of a batch."""
+    return NamedSharding(self.mesh, P("data"))
+
   def _mesh_spec(self, logical: P, shape: tuple[int, ...]) -> NamedSharding:
     axes = []
     for name, size in zip(tuple(logical) + (None,) * (len(shape) - len(logical)), shape):

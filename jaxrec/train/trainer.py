@@ -67,7 +67,7 @@ class Run:
         self.tx, lambda _, sharding: sharding, jax.eval_shape(self.tx.init, self.state),
         shardings, transform_non_params=lambda _: replicated)
     self.opt_state = jax.jit(self.tx.init, out_shardings=opt_shardings)(self.state)
-    data = self.partitioner.batch_sharding({"x": jnp.zeros((1,))})["x"]
+    data = self.partitioner.data_sharding
     self.train_step = jax.jit(
         make_train_step(self.graphdef, self.tx, self.task.loss, config.seed),
         in_shardings=(shardings, opt_shardings, data, replicated),
