@@ -60,3 +60,21 @@ def test_cold_items_get_metadata_embeddings(ml100k):
   for i, j in same:
     np.testing.assert_allclose(cold[i], cold[j], atol=1e-6)
   assert genres.shape[1] == 8
+
+
+def test_cold_start_report_on_items_released_after_the_cutoff(tmp_path):
+  from jaxrec.data.prepare import PrepareOptions, prepare
+  from jaxrec.data.synthetic import SyntheticConfig, generate
+  from jaxrec.eval.cold_start import cold_start_report
+  raw = generate(SyntheticConfig(num_users=300, num_items=400, num_events=60_000,
+                                 new_item_fraction=0.3, seed=1))
+  ds = prepare(raw, str(tmp_path / "synthetic"), PrepareOptions(split="temporal",
+                                                                split_times=(0.7, 0.85)))
+  config = _config(ds.path, "eval.max_targets=1", "train.num_steps=10")
+  config.data.dataset = "synthetic"
+  train(config, str(tmp_path / "run"))
+  run = Run(config)
+  report = cold_start_report(run, "test")
+  assert report["cold_items"] > 0 and report["users"] > 0
+  assert 0 <= report["model"]["recall@20"] <= 1
+  assert report["popularity"]["recall@20"] == 0  # never-seen items have no popularity to rank by

@@ -10,7 +10,7 @@ import numpy as np
 from jaxrec.eval import metrics
 
 
-def evaluate_popularity(task, split: str, ks=metrics.KS) -> dict:
+def evaluate_popularity(task, split: str, ks=metrics.KS, row_weight=None) -> dict:
   scores = jnp.log1p(jnp.asarray(task.data.item_counts, jnp.float32))
 
   @jax.jit
@@ -21,6 +21,8 @@ def evaluate_popularity(task, split: str, ks=metrics.KS) -> dict:
   accumulator = metrics.MetricAccumulator()
   for batch in task.eval_batches(split):
     weight = batch.pop("weight")
+    if row_weight is not None:
+      weight = weight * row_weight(batch)
     accumulator.add(jax.device_get(step({k: np.asarray(v) for k, v in batch.items()
                                          if k in ("inputs", "seen", "targets")})), weight)
   return accumulator.result()

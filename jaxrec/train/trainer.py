@@ -76,10 +76,14 @@ class Run:
         lambda state, batch: self.task.eval_step(nnx.merge(self.graphdef, state), batch),
         in_shardings=(shardings, data), out_shardings=replicated)
 
-  def evaluate(self, split: str) -> dict:
+  def evaluate(self, split: str, row_weight=None) -> dict:
+    """Mean metrics over a split's users; `row_weight(batch) -> [B]` restricts them (e.g. to
+    users whose held-out item is new)."""
     accumulator = MetricAccumulator()
     for batch in self.task.eval_batches(split):
       weight = batch.pop("weight")
+      if row_weight is not None:
+        weight = weight * row_weight(batch)
       accumulator.add(jax.device_get(self.eval_step(self.state,
                                                     self.partitioner.shard_inputs(batch))), weight)
     return accumulator.result()
