@@ -112,11 +112,13 @@ def _run_train(args, overrides: list[str]) -> None:
   from jaxrec.train.trainer import train
   config = apply_overrides(load_config(args.config), overrides)
   results = train(config, args.workdir)
-  from jaxrec.train.trainer import build_task
-  baseline = evaluate_popularity(build_task(config), "test", tuple(config.eval.ks))
+  rows = {config.model.name: results["test"]}
+  if config.task != "baseline":
+    from jaxrec.train.trainer import build_task
+    rows["popularity"] = evaluate_popularity(build_task(config), "test", tuple(config.eval.ks))
   keys = [k for k in results["test"] if "@" in k and not k.startswith("sampled_")]
   print(f"\n{results['protocol']}; best step {results['best_step']}")
-  print(_format_metrics({config.model.name: results["test"], "popularity": baseline}, keys))
+  print(_format_metrics(rows, keys))
 
 
 def _run_eval(args) -> None:

@@ -37,7 +37,11 @@ def build_task(config):
   if config.task == "two_tower":
     from jaxrec.train.two_tower import TwoTowerTask
     return TwoTowerTask(config)
-  raise UserError(f"unknown task {config.task!r}: use 'sequential' or 'two_tower'.")
+  if config.task == "bpr":
+    from jaxrec.train.matrix_factorization import BPRTask
+    return BPRTask(config)
+  raise UserError(f"unknown task {config.task!r}: use 'sequential', 'two_tower', 'bpr' or "
+                  "'baseline'.")
 
 
 def git_sha() -> str:
@@ -90,6 +94,9 @@ class Run:
 
 
 def train(config, workdir: str) -> dict:
+  if config.task == "baseline":  # fitted in closed form: no training loop
+    from jaxrec.baselines.evaluate import fit_baseline
+    return fit_baseline(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   save_config(config, os.path.join(workdir, "config.json"))
   with open(os.path.join(workdir, "git_sha.txt"), "w") as f:

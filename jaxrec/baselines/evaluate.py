@@ -1,0 +1,136 @@
+"""Fits a baseline and ranks with it through the trained models' evaluation batches and metrics.
+
+`jaxrec train --config configs/movielens_itemknn.py --workdir DIR` runs `fit_baseline` for a
+config whose task is "baseline", and writes results.json in the trainer's shape, so a baseline's
+numbers and a model's are read, and compared, the same way.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import time
+from collections.abc import Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from jaxrec.baselines.als import ALS
+from jaxrec.baselines.neighbors import ItemKNN, UserKNN
+from jaxrec.config import save_config
+from jaxrec.data import pipelines
+from jaxrec.errors import UserError
+from jaxrec.eval import metrics
+
+
+class Popularity:
+  """Most popular training items first, whoever the user: the scores of jaxrec/eval/popularity.py
+  (log1p of the training counts: the same order, so the same numbers)."""
+
+  def fit(self, ds) -> Popularity:
+    self.counts = np.log1p(ds.item_counts.astype(np.float32))
+    return self
+
+  def scores(self, users: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    return np.broadcast_to(self.counts, (len(users), len(self.counts)))
+
+
+MODELS = {"popularity": Popularity, "itemknn": ItemKNN, "userknn": UserKNN, "als": ALS}
+
+
+def evaluate_scorer(ds, scorer, split: str, batch_size: int = 256,
+                    ks: Sequence[int] = (10, 20, 100), max_targets: int = 1) -> dict:
+  """Mean per-user metrics of `scorer.scores(users, seen)` on a split: full ranking over all
+  items, each user's earlier items excluded, exactly as the trainer evaluates a model."""
+  ks = tuple(ks)
+
+  @jax.jit
+  def step(scores, seen, targets):
+    return metrics.topk_metrics(metrics.mask_scores(scores, seen), targets, ks)
+
+  accumulator = metrics.MetricAccumulator()
+  # max_len=1: the baselines read the whole history from `seen`, not the recent window.
+  for batch in pipelines.sequence_dataset(
+      ds, split, max_len=1, max_targets=max_targets, with_seen=True,
+      options=pipelines.PipelineOptions(batch_size=batch_size)):
+    scores = scorer.scores(batch["user"], batch["seen"])
+    accumulator.add(jax.device_get(step(scores, batch["seen"], batch["targets"])),
+                    batch["weight"])
+  return accumulator.result()
+
+
+def protocol(ds, split: str) -> dict:
+  """The trained tasks' protocol description (SequentialTask.protocol), for the same report."""
+  return {"protocol": f"full ranking over all {ds.stats['items']} items, each user's earlier "
+                      f"items excluded; {ds.manifest['split']['kind']} split, {split} set",
+          "split": split, "items_ranked": ds.stats["items"]}
+
+
+def build_baseline(config):
+  """The model named by config.model.name, with the rest of config.model as its arguments."""
+  kwargs = dict(config.model)
+  name = kwargs.pop("name")
+  if name not in MODELS:
+    raise UserError(f"unknown model.name {name!r} for task 'baseline': use one of "
+                    f"{', '.join(MODELS)}.")
+  cls = MODELS[name]
+  parameters = inspect.signature(cls).parameters
+  if "seed" in parameters:
+    kwargs.setdefault("seed", config.seed)
+  unknown = sorted(set(kwargs) - set(parameters))
+  if unknown:
+    raise UserError(f"model.{unknown[0]} is not a setting of {name}; its settings are: "
+                    f"{', '.join(parameters) or 'none'}.")
+  return cls(**kwargs)
+
+
+def fit_baseline(config, workdir: str) -> dict:
+  """Fits the configured baseline on the training split, evaluates validation and test, and
+  writes config.json and results.json to `workdir`. Returns the results."""
+  from jaxrec.data.prepare import open_or_prepare
+  if config.eval.get("sampled_negatives"):
+    raise UserError("the sampled protocol is not available for baselines; set "
+                    "eval.sampled_negatives=0 (full ranking is the protocol that counts).")
+  os.makedirs(workdir, exist_ok=True)
+  save_config(config, os.path.join(workdir, "config.json"))
+  model = build_baseline(config)
+  ds = open_or_prepare(config.data)
+  started = time.time()
+  model.fit(ds)
+  fit_seconds = time.time() - started
+  evaluate = lambda split: evaluate_scorer(ds, model, split, config.eval.batch_size,
+                                           config.eval.ks, config.eval.max_targets)
+  results = {"best_step": 0, "last_step": 0, "skipped_steps": 0, "model": config.model.name,
+             "fit_seconds": round(fit_seconds, 3), "valid": evaluate("valid"),
+             "test": evaluate("test"), **protocol(ds, "test")}
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  return results
+
+
+def baseline_config(name: str, **model) -> ml_collections.ConfigDict:
+  """A baseline experiment: the sequential configs' data and eval sections, and model `name`."""
+  from jaxrec.train.defaults import sequential_config
+  defaults = sequential_config()
+  c = ml_collections.ConfigDict()
+  c.task = "baseline"
+  c.seed = defaults.seed
+  c.data = defaults.data
+  c.eval = defaults.eval
+  c.eval.ks = (10, 20, 100)
+  c.model = ml_collections.ConfigDict({"name": name, **model})
+  return c
+
+
+def baseline_variant(config: ml_collections.ConfigDict, arg: str | None,
+                     **smoke_model) -> ml_collections.ConfigDict:
+  """A baseline config file's `:arg`: none for the full run, `smoke` sets `smoke_model` in
+  config.model (the few settings that make a fit take seconds)."""
+  if arg is None:
+    return config
+  if arg == "smoke":
+    config.model.update(smoke_model)
+    return config
+  raise ValueError(f"unknown config variant {arg!r}: use no variant or ':smoke'")
