@@ -14,25 +14,38 @@ from jaxrec.errors import UserError
 
 def make_train_step(graphdef, tx: optax.GradientTransformation, loss_fn: Callable, seed: int):
   """loss_fn(model, batch, key) -> scalar loss. The returned step(state, opt_state, batch, step)
-  skips the update (keeps state and optimizer state) when the loss or any gradient is not finite."""
+  skips the update (keeps state and optimizer state) when the loss or any gradient is not finite.
+
+  Only `nnx.Param`s are differentiated and optimized (`opt_state` is over them); any other
+  variable (a streaming statistic such as the two-tower's item-frequency estimate) takes the
+  value the loss's forward pass left in it.
+  """
   base_key = jax.random.key(seed)
 
   def train_step(state, opt_state, batch, step):
     key = jax.random.fold_in(base_key, step)
+    params, rest = nnx.split_state(state, nnx.Param, ...)
 
-    def loss_of(state):
-      return loss_fn(nnx.merge(graphdef, state), batch, key)
+    def loss_of(params):
+      # Fresh Variable objects for this trace: the forward pass may assign to them.
+      model = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, rest))
+      return loss_fn(model, batch, key), nnx.state(model, nnx.Not(nnx.Param))
 
-    loss, grads = jax.value_and_grad(loss_of)(state)
+    (loss, new_rest), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, new_opt_state = tx.update(grads, opt_state, state)
-    new_state = optax.apply_updates(state, updates)
+    updates, new_opt_state = tx.update(grads, opt_state, params)
+    new_state = nnx.merge_state(optax.apply_updates(params, updates), new_rest)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     return (keep(new_state, state), keep(new_opt_state, opt_state),
             {"loss": loss, "grad_norm": grad_norm, "finite": finite})
 
   return train_step
+
+
+def trainable(state):
+  """The `nnx.Param` part of a state (or of its shardings): what the optimizer updates."""
+  return nnx.split_state(state, nnx.Param, ...)[0]
 
 
 class NonFiniteGuard:

@@ -27,7 +27,7 @@ from jaxrec.eval.metrics import MetricAccumulator
 from jaxrec.parallel.partitioner import Partitioner
 from jaxrec.train.checkpoint import Checkpointer
 from jaxrec.train.optim import build_optimizer, learning_rate_schedule
-from jaxrec.train.step import NonFiniteGuard, make_train_step
+from jaxrec.train.step import NonFiniteGuard, make_train_step, trainable
 
 
 def build_task(config):
@@ -68,9 +68,9 @@ class Run:
     replicated = self.partitioner.replicated
     # Optimizer moments follow their parameters; counters and other scalars are replicated.
     opt_shardings = optax.tree_map_params(
-        self.tx, lambda _, sharding: sharding, jax.eval_shape(self.tx.init, self.state),
-        shardings, transform_non_params=lambda _: replicated)
-    self.opt_state = jax.jit(self.tx.init, out_shardings=opt_shardings)(self.state)
+        self.tx, lambda _, sharding: sharding, jax.eval_shape(self.tx.init, trainable(self.state)),
+        trainable(shardings), transform_non_params=lambda _: replicated)
+    self.opt_state = jax.jit(self.tx.init, out_shardings=opt_shardings)(trainable(self.state))
     data = self.partitioner.data_sharding
     self.train_step = jax.jit(
         make_train_step(self.graphdef, self.tx, self.task.loss, config.seed),
