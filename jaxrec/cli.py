@@ -97,6 +97,16 @@ def _train_parsers(sub) -> None:
   evaluate.add_argument("--workdir", required=True)
   evaluate.add_argument("--split", default="test", help="valid or test")
   evaluate.add_argument("--json", action="store_true", help="one JSON object")
+  export = sub.add_parser("export", help="write a trained workdir's retrieval bundle (item "
+                                         "vectors, ScaNN index, parameters, vocabularies)")
+  export.add_argument("--workdir", required=True, help="a two_tower, sequential or bpr workdir")
+  export.add_argument("--out", required=True, help="export root: the bundle goes to OUT/<version>")
+  export.add_argument("--version", type=int, help="default: one more than the highest in --out")
+  index = export.add_argument_group("index (default: chosen from the catalogue size)")
+  index.add_argument("--exact", action="store_true", help="brute-force search, no ScaNN tree")
+  index.add_argument("--num-leaves", type=int)
+  index.add_argument("--leaves-to-search", type=int)
+  index.add_argument("--reorder", type=int, help="candidates re-scored exactly")
 
 
 def _format_metrics(rows: dict[str, dict], keys: list[str]) -> str:
@@ -131,6 +141,20 @@ def _run_eval(args) -> None:
     print(_format_metrics({result["model"]: result}, [k for k in result if "@" in k]))
 
 
+def _run_export(args) -> None:
+  from jaxrec.retrieval.export import export_workdir
+  overrides = {name: value for name, value in (
+      ("num_leaves", args.num_leaves), ("num_leaves_to_search", args.leaves_to_search),
+      ("reorder", args.reorder)) if value is not None}
+  path, manifest = export_workdir(args.workdir, args.out, args.version, exact=args.exact,
+                                  index_overrides=overrides)
+  recall = manifest["recall"]
+  print(f"exported {path}: {manifest['num_items']} items x {manifest['dim']}, "
+        f"{'exact' if manifest['index'].get('exact') else 'ScaNN'} index, recall@10 "
+        f"{recall['recall@10']:.3f} recall@100 {recall['recall@100']:.3f} against exact search "
+        f"on {recall['queries']} validation queries")
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="jaxrec", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
@@ -149,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
       _run_train(args, overrides)
     elif args.command == "eval":
       _run_eval(args)
+    elif args.command == "export":
+      _run_export(args)
   except UserError as e:
     print(f"jaxrec: error: {e}", file=sys.stderr)
     return 2

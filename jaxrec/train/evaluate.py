@@ -21,10 +21,12 @@ def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
-def evaluate_workdir(workdir: str, split: str = "test") -> dict:
-  if split not in ("valid", "test"):
-    raise UserError(f"--split must be valid or test, got {split!r}.")
+def restore_best(workdir: str) -> tuple[Run, int]:
+  """The workdir's run with its best checkpoint (by the validation metric) loaded, and its step."""
   config = load_workdir_config(workdir)
+  if config.task == "baseline":
+    raise UserError(f"{workdir} holds a {config.model.name} baseline, which is fitted in closed "
+                    "form and has no checkpoint: its metrics are in results.json.")
   run = Run(config)
   checkpoints = Checkpointer(workdir, config.train.keep_checkpoints, config.train.metric)
   step = checkpoints.best_step() or checkpoints.latest_step()
@@ -33,5 +35,12 @@ def evaluate_workdir(workdir: str, split: str = "test") -> dict:
                     "evaluation.")
   run.state, _, _ = checkpoints.restore(step, run.state, run.opt_state)
   checkpoints.close()
-  return {"model": config.model.name, "step": step, **run.evaluate(split),
+  return run, step
+
+
+def evaluate_workdir(workdir: str, split: str = "test") -> dict:
+  if split not in ("valid", "test"):
+    raise UserError(f"--split must be valid or test, got {split!r}.")
+  run, step = restore_best(workdir)
+  return {"model": run.config.model.name, "step": step, **run.evaluate(split),
           **run.task.protocol(split)}

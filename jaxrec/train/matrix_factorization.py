@@ -18,7 +18,6 @@ from flax import nnx
 
 from jaxrec.data import pipelines
 from jaxrec.data.vocab import FIRST_ID
-from jaxrec.eval import metrics
 from jaxrec.train.sequential import SequentialTask
 
 
@@ -33,10 +32,6 @@ class BPRMF(nnx.Module):
 
   def item_vectors(self) -> jax.Array:
     return self.item_embedding.embedding[...]
-
-  def scores(self, users: jax.Array) -> jax.Array:
-    """[B, V]: every item's score for each user."""
-    return self.user_embedding(users) @ self.item_vectors().T + self.item_bias[...]
 
 
 class BPRTask(SequentialTask):
@@ -85,10 +80,10 @@ class BPRTask(SequentialTask):
         batch["negatives"] = negatives[batch["user"] - FIRST_ID]
       yield batch
 
-  def eval_step(self, model, batch):
-    scores = metrics.mask_scores(model.scores(batch["user"]), batch["seen"])
-    out = metrics.topk_metrics(scores, batch["targets"], self.ks)
-    if "negatives" in batch:
-      out.update(metrics.sampled_metrics(scores, batch["targets"][:, 0], batch["negatives"],
-                                         self.ks))
-    return out
+  # The item bias folds into the inner product: [u, 1] . [v, b] = u.v + b.
+  def item_vectors(self, model):
+    return jnp.concatenate([model.item_vectors(), model.item_bias[...][:, None]], -1)
+
+  def query_vectors(self, model, batch):
+    user = model.user_embedding(batch["user"])
+    return jnp.concatenate([user, jnp.ones_like(user[:, :1])], -1)

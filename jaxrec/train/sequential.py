@@ -88,8 +88,14 @@ class SequentialTask(Task):
         self.data.num_items, histories, targets, self.config.eval.sampled_negatives,
         by=self.config.eval.sampled_by, counts=self.data.item_counts, seed=0)
 
+  def item_vectors(self, model):
+    return model.item_vectors()
+
+  def query_vectors(self, model, batch):
+    return model.query(batch["inputs"])
+
   def eval_step(self, model, batch):
-    scores = model.query(batch["inputs"]) @ model.item_vectors().T
+    scores = self.query_vectors(model, batch) @ self.item_vectors(model).T
     scores = metrics.mask_scores(scores, batch["seen"])
     out = metrics.topk_metrics(scores, batch["targets"], self.ks)
     if "negatives" in batch:

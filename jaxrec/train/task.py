@@ -37,3 +37,13 @@ class Task(abc.ABC):
   @abc.abstractmethod
   def protocol(self, split: str) -> dict:
     """A description of how the metrics were computed, reported beside them."""
+
+  # Retrieval models also say how they embed: a user's score for an item is the inner product of
+  # these two, which is what an exported ScaNN index searches.
+  def item_vectors(self, model: nnx.Module) -> jax.Array:
+    """Every item's vector [V, D] (rows 0 and 1 are padding and out-of-vocabulary)."""
+    raise NotImplementedError(f"{type(self).__name__} does not embed items")
+
+  def query_vectors(self, model: nnx.Module, batch: dict) -> jax.Array:
+    """The query vector [B, D] of each row of an eval batch."""
+    raise NotImplementedError(f"{type(self).__name__} does not embed queries")

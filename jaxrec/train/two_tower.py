@@ -19,7 +19,6 @@ import numpy as np
 from flax import nnx
 
 from jaxrec.errors import UserError
-from jaxrec.eval import metrics
 from jaxrec.models.two_tower import TwoTower
 from jaxrec.train.sequential import SequentialTask
 
@@ -148,8 +147,3 @@ class TwoTowerTask(SequentialTask):
     keep_id = jax.random.bernoulli(dropout_key, 1 - self.config.model.id_dropout, items.shape)
     return model.item_tower(items, self._features(self.item_features, items),
                             keep_id.astype(jnp.float32))
-
-  def eval_step(self, model, batch):
-    scores = self.query_vectors(model, batch) @ self.item_vectors(model).T
-    scores = metrics.mask_scores(scores, batch["seen"])
-    return metrics.topk_metrics(scores, batch["targets"], self.ks)

@@ -1,0 +1,115 @@
+"""`jaxrec export`: a trained workdir's best checkpoint -> a versioned retrieval bundle.
+
+The bundle (bundle.py) holds every catalogue item's vector from the model, a ScaNN index over them
+with its recall measured against exact search on the validation users' query vectors, the model
+parameters as an Orbax checkpoint with the config that rebuilds the model (serving runs its query
+tower; its item tower embeds items added after training), and the dataset's vocabularies. Any
+task that embeds queries and items exports: two-tower, the sequential models, BPR-MF.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from jaxrec.config import save_config
+from jaxrec.data.vocab import FIRST_ID
+from jaxrec.errors import UserError
+from jaxrec.retrieval.bundle import write_bundle
+from jaxrec.retrieval.index import ScannParams, choose_params
+from jaxrec.train.evaluate import restore_best
+
+CONFIG = "config.json"
+PARAMS = "params"
+
+
+def next_version(export_root: str) -> int:
+  """One more than the highest integer version under `export_root` (1 for a new root)."""
+  if not os.path.isdir(export_root):
+    return 1
+  versions = [int(name) for name in os.listdir(export_root) if name.isascii() and name.isdigit()]
+  return max(versions, default=0) + 1
+
+
+def embeddings(run) -> tuple[np.ndarray, np.ndarray]:
+  """(item vectors [V - 2, D], validation query vectors [U, D]) of a restored run."""
+  task = run.task
+  model = nnx.merge(run.graphdef, run.state)
+  try:
+    items = jax.jit(task.item_vectors)(model)
+    query = jax.jit(task.query_vectors)
+  except NotImplementedError as e:
+    raise UserError(f"task {run.config.task!r} cannot be exported: {e}. Export a two_tower, "
+                    "sequential or bpr workdir.") from e
+  queries = []
+  for batch in task.eval_batches("valid"):
+    weight = batch.pop("weight")
+    vectors = np.asarray(query(model, run.partitioner.shard_inputs(batch)))
+    queries.append(vectors[weight > 0])
+  return np.asarray(items, np.float32)[FIRST_ID:], np.concatenate(queries).astype(np.float32)
+
+
+def export_workdir(workdir: str, export_root: str, version: int | None = None,
+                   exact: bool = False, index_overrides: dict | None = None) -> tuple[str, dict]:
+  """Writes `export_root/<version>` (default: the next one) and returns (path, manifest).
+
+  The index is brute force with `exact`, else ScaNN with parameters chosen from the catalogue
+  size (choose_params: brute force below EXACT_BELOW items) and `index_overrides` applied, e.g.
+  {"num_leaves_to_search": 80} (which also forces a ScaNN tree on a small catalogue).
+  """
+  if exact and index_overrides:
+    raise UserError(f"an exact index has no tree to tune: drop {sorted(index_overrides)} or "
+                    "drop --exact.")
+  version = next_version(export_root) if version is None else version
+  if version < 1:
+    raise UserError(f"--version must be a positive integer, got {version}.")
+  out = os.path.join(export_root, str(version))
+  if os.path.exists(out):
+    raise UserError(f"{out} already exists: bundles are never overwritten. Pick another "
+                    "--version or leave it out to take the next one.")
+  run, step = restore_best(workdir)
+  items, queries = embeddings(run)
+  scann = ScannParams(exact=True) if exact else None
+  if index_overrides:
+    tree = choose_params(*items.shape)
+    if tree.exact:  # a small catalogue: start from a tree over it
+      tree = ScannParams(num_leaves=max(1, round(np.sqrt(len(items)))),
+                         num_leaves_to_search=max(1, round(np.sqrt(len(items)) / 4)),
+                         training_sample_size=len(items), dims_per_block=min(2, items.shape[1]))
+    try:
+      scann = dataclasses.replace(tree, **index_overrides)
+    except TypeError as e:
+      raise UserError(f"unknown index parameter in {sorted(index_overrides)}: {e}.") from e
+  results_path = os.path.join(workdir, "results.json")
+  results = {}
+  if os.path.exists(results_path):
+    with open(results_path) as f:
+      results = json.load(f)
+  config = run.config
+  metadata = {
+      "source": {"workdir": os.path.abspath(workdir), "step": step, "task": config.task,
+                 "model": config.model.name, "dataset": run.task.data.path},
+      "metrics": {split: results[split] for split in ("valid", "test") if split in results},
+      "query_dim": int(queries.shape[1]),
+      "item_ids": "rows are item vocabulary ids 2..V-1 (vocab/item.npz maps them to raw ids)",
+  }
+  with tempfile.TemporaryDirectory() as tmp:
+    params_dir = os.path.join(tmp, "query_encoder")
+    # Host arrays: the saved parameters restore onto any mesh, or none.
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(params_dir, PARAMS),
+                      jax.device_get(nnx.to_pure_dict(run.state)))
+    checkpointer.wait_until_finished()
+    save_config(config, os.path.join(params_dir, CONFIG))
+    manifest = write_bundle(
+        out, item_embeddings=items, item_ids=np.arange(FIRST_ID, FIRST_ID + len(items)),
+        query_params_dir=params_dir, vocab_dir=os.path.join(run.task.data.path, "vocab"),
+        metadata=metadata, scann=scann, held_out_queries=queries)
+  return out, manifest
