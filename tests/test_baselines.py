@@ -133,6 +133,9 @@ def test_each_baseline_beats_popularity_on_movielens(name, ml100k, popularity_te
   assert "full ranking over all 1682 items" in results["protocol"]
   assert json.load(open(tmp_path / "results.json"))["test"] == results["test"]
   assert json.load(open(tmp_path / "config.json"))["model"]["name"] == name
+  # `jaxrec eval` on the workdir fits again (deterministically) and gets the same numbers.
+  from jaxrec.train.evaluate import evaluate_workdir
+  assert evaluate_workdir(str(tmp_path))["ndcg@10"] == pytest.approx(results["test"]["ndcg@10"])
 
 
 def test_bpr_trains_through_the_training_loop(ml100k, tmp_path, monkeypatch):

@@ -86,22 +86,34 @@ def build_baseline(config):
   return cls(**kwargs)
 
 
-def fit_baseline(config, workdir: str) -> dict:
-  """Fits the configured baseline on the training split, evaluates validation and test, and
-  writes config.json and results.json to `workdir`. Returns the results."""
+def fitted_baseline(config):
+  """(the configured baseline fitted on the training split, its dataset, seconds to fit)."""
   from jaxrec.data.prepare import open_or_prepare
   if config.eval.get("sampled_negatives"):
     raise UserError("the sampled protocol is not available for baselines; set "
                     "eval.sampled_negatives=0 (full ranking is the protocol that counts).")
-  os.makedirs(workdir, exist_ok=True)
-  save_config(config, os.path.join(workdir, "config.json"))
   model = build_baseline(config)
   ds = open_or_prepare(config.data)
   started = time.time()
   model.fit(ds)
-  fit_seconds = time.time() - started
-  evaluate = lambda split: evaluate_scorer(ds, model, split, config.eval.batch_size,
-                                           config.eval.ks, config.eval.max_targets)
+  return model, ds, time.time() - started
+
+
+def evaluate_baseline(config, split: str, model=None, ds=None) -> dict:
+  """A baseline's metrics on a split (fitted first unless `model` and `ds` are given)."""
+  if model is None:
+    model, ds, _ = fitted_baseline(config)
+  return evaluate_scorer(ds, model, split, config.eval.batch_size, config.eval.ks,
+                         config.eval.max_targets)
+
+
+def fit_baseline(config, workdir: str) -> dict:
+  """Fits the configured baseline on the training split, evaluates validation and test, and
+  writes config.json and results.json to `workdir`. Returns the results."""
+  os.makedirs(workdir, exist_ok=True)
+  save_config(config, os.path.join(workdir, "config.json"))
+  model, ds, fit_seconds = fitted_baseline(config)
+  evaluate = lambda split: evaluate_baseline(config, split, model, ds)
   results = {"best_step": 0, "last_step": 0, "skipped_steps": 0, "model": config.model.name,
              "fit_seconds": round(fit_seconds, 3), "valid": evaluate("valid"),
              "test": evaluate("test"), **protocol(ds, "test")}

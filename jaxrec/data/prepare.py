@@ -158,7 +158,8 @@ def open_or_prepare(cfg) -> storage.PreparedDataset:
   """The prepared dataset at cfg.dir, preparing it from cfg.dataset first when it is not there.
 
   cfg: a config's `data` section: dataset, dir, data_dir, split, split_times, kcore, merge_gap,
-  and for your own logs path and columns ("user=uid,item=movie,timestamp=ts")."""
+  for your own logs path and columns ("user=uid,item=movie,timestamp=ts"), and for synthetic
+  data `synthetic` (SyntheticConfig fields, e.g. num_items)."""
   if os.path.exists(os.path.join(cfg.dir, storage.MANIFEST)):
     return storage.PreparedDataset(cfg.dir)
   from jaxrec.data.sources import load_raw
@@ -166,8 +167,9 @@ def open_or_prepare(cfg) -> storage.PreparedDataset:
   if cfg.get("columns"):
     from jaxrec.data.tabular import parse_column_mapping
     columns = parse_column_mapping(cfg.columns)
+  synthetic = cfg.get("synthetic")
   raw = load_raw(cfg.dataset, data_dir=cfg.get("data_dir") or None, path=cfg.get("path") or None,
-                 columns=columns)
+                 columns=columns, synthetic=dict(synthetic) if synthetic else None)
   options = PrepareOptions(split=cfg.split, split_times=tuple(cfg.get("split_times", (0.8, 0.9))),
                            kcore=cfg.get("kcore", 0), merge_gap=cfg.get("merge_gap", 1800))
   return prepare(raw, cfg.dir, options)

@@ -25,8 +25,9 @@ def restore_best(workdir: str) -> tuple[Run, int]:
   """The workdir's run with its best checkpoint (by the validation metric) loaded, and its step."""
   config = load_workdir_config(workdir)
   if config.task == "baseline":
-    raise UserError(f"{workdir} holds a {config.model.name} baseline, which is fitted in closed "
-                    "form and has no checkpoint: its metrics are in results.json.")
+    raise UserError(f"{workdir} holds a {config.model.name} baseline, fitted in closed form: it "
+                    "has no checkpoint or embeddings to load. Export a two_tower, sequential or "
+                    "bpr workdir.")
   run = Run(config)
   checkpoints = Checkpointer(workdir, config.train.keep_checkpoints, config.train.metric)
   step = checkpoints.best_step() or checkpoints.latest_step()
@@ -41,6 +42,12 @@ def restore_best(workdir: str) -> tuple[Run, int]:
 def evaluate_workdir(workdir: str, split: str = "test") -> dict:
   if split not in ("valid", "test"):
     raise UserError(f"--split must be valid or test, got {split!r}.")
+  config = load_workdir_config(workdir)
+  if config.task == "baseline":  # closed form: fitted again (deterministic), then evaluated
+    from jaxrec.baselines.evaluate import evaluate_baseline, fitted_baseline, protocol
+    model, ds, _ = fitted_baseline(config)
+    return {"model": config.model.name, "step": 0, **evaluate_baseline(config, split, model, ds),
+            **protocol(ds, split)}
   run, step = restore_best(workdir)
   return {"model": run.config.model.name, "step": step, **run.evaluate(split),
           **run.task.protocol(split)}

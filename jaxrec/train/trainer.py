@@ -118,6 +118,7 @@ def train(config, workdir: str) -> dict:
   schedule = learning_rate_schedule(config.optimizer, cfg.num_steps)
   guard = NonFiniteGuard(cfg.max_nonfinite_in_a_row, loop["skipped"])
   step = loop["step"]
+  last_valid = None
   try:
     while step < cfg.num_steps:
       step += 1
@@ -133,7 +134,7 @@ def train(config, workdir: str) -> dict:
                                     "train/skipped_steps": guard.skipped})
         print(f"step {step}/{cfg.num_steps}  loss {float(out['loss']):.4f}", flush=True)
       if step % cfg.eval_every == 0 or step == cfg.num_steps:
-        metrics = run.evaluate("valid")
+        metrics = last_valid = run.evaluate("valid")
         writer.write_scalars(step, {f"valid/{k}": v for k, v in metrics.items()})
         print(f"step {step}/{cfg.num_steps}  valid {cfg.metric} {metrics[cfg.metric]:.4f}",
               flush=True)
@@ -156,9 +157,11 @@ def train(config, workdir: str) -> dict:
   best_step = checkpoints.best_step() or step
   if best_step != step:
     run.state, _, _ = checkpoints.restore(best_step, run.state, run.opt_state)
+  # The last evaluation's metrics are the best checkpoint's when it is the last one.
+  valid = last_valid if best_step == loop["step"] and last_valid else run.evaluate("valid")
   results = {"best_step": best_step, "last_step": step, "skipped_steps": guard.skipped,
              f"valid_{cfg.metric}_history": loop["history"],
-             "valid": run.evaluate("valid"), "test": run.evaluate("test"),
+             "valid": valid, "test": run.evaluate("test"),
              **run.task.protocol("test")}
   checkpoints.close()
   with open(os.path.join(workdir, "results.json"), "w") as f:
