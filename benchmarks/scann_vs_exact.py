@@ -1,7 +1,12 @@
 """ScaNN against exact maximum inner product search: speed, memory and recall at 1M items.
 
+    jaxrec train --config configs/synthetic_two_tower.py --workdir workdirs/synthetic-two-tower
+    python benchmarks/scann_vs_exact.py --workdir workdirs/synthetic-two-tower
     python benchmarks/scann_vs_exact.py --embeddings two_tower.npz    # keys `items`, `queries`
     python benchmarks/scann_vs_exact.py --synthetic-clusters          # 1M x 64, no model needed
+
+With --workdir, the items are every catalogue item's vector from the workdir's best checkpoint
+and the queries the validation users' query vectors, exactly what `jaxrec export` indexes.
 
 Prints one table and writes benchmarks/results/scann_vs_exact.json. ScaNN is built with the
 parameters serving gets (index.choose_params) unless overridden. Single-thread ScaNN answers one
@@ -114,6 +119,7 @@ def exact_numpy_one_thread(items: np.ndarray, queries: np.ndarray) -> float:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   source = parser.add_mutually_exclusive_group(required=True)
+  source.add_argument("--workdir", help="a trained workdir (two_tower, sequential or bpr)")
   source.add_argument("--embeddings", metavar="FILE.npz",
                       help="trained embeddings: arrays `items` [N, D] and `queries` [Q, D]")
   source.add_argument("--synthetic-clusters", action="store_true",
@@ -131,7 +137,16 @@ def main() -> None:
   parser.add_argument("--name", default="scann_vs_exact", help="results/NAME.json")
   args = parser.parse_args()
 
-  if args.embeddings:
+  if args.workdir:
+    from jaxrec.retrieval.export import embeddings
+    from jaxrec.train.evaluate import restore_best
+    run, step = restore_best(args.workdir)
+    items, queries = embeddings(run)
+    queries = np.random.default_rng(0).permutation(queries)  # users in random order
+    data = (f"trained {run.config.task} embeddings ({run.config.model.name}, "
+            f"{run.config.data.dataset} data, step {step} of {args.workdir}): every catalogue "
+            "item, validation users as queries")
+  elif args.embeddings:
     items, queries = load_embeddings(args.embeddings)
     data = f"trained embeddings from {args.embeddings}"
   else:

@@ -94,8 +94,11 @@ class SequentialTask(Task):
   def query_vectors(self, model, batch):
     return model.query(batch["inputs"])
 
-  def eval_step(self, model, batch):
-    scores = self.query_vectors(model, batch) @ self.item_vectors(model).T
+  def eval_shared(self, model):
+    return self.item_vectors(model)
+
+  def eval_step(self, model, batch, items):
+    scores = self.query_vectors(model, batch) @ items.T
     scores = metrics.mask_scores(scores, batch["seen"])
     out = metrics.topk_metrics(scores, batch["targets"], self.ks)
     if "negatives" in batch:

@@ -30,9 +30,14 @@ class Task(abc.ABC):
   def eval_batches(self, split: str) -> Iterable[dict]:
     """Host batches of a split, each with a `weight` [B] (0 for padding rows)."""
 
+  def eval_shared(self, model: nnx.Module):
+    """What every batch of one evaluation shares, computed once per evaluation and passed to
+    eval_step (e.g. every item's vector). A pytree of arrays, or None."""
+    return None
+
   @abc.abstractmethod
-  def eval_step(self, model: nnx.Module, batch: dict) -> dict[str, jax.Array]:
-    """Per-row metrics [B] for one batch (jitted by the trainer)."""
+  def eval_step(self, model: nnx.Module, batch: dict, shared) -> dict[str, jax.Array]:
+    """Per-row metrics [B] for one batch (jitted by the trainer); `shared` from eval_shared."""
 
   @abc.abstractmethod
   def protocol(self, split: str) -> dict:

@@ -76,20 +76,26 @@ class Run:
         make_train_step(self.graphdef, self.tx, self.task.loss, config.seed),
         in_shardings=(shardings, opt_shardings, data, replicated),
         out_shardings=(shardings, opt_shardings, replicated), donate_argnums=(0, 1))
+    self.eval_shared = jax.jit(
+        lambda state: self.task.eval_shared(nnx.merge(self.graphdef, state)),
+        in_shardings=(shardings,))
+    # The shared values keep the placement eval_shared gave them.
     self.eval_step = jax.jit(
-        lambda state, batch: self.task.eval_step(nnx.merge(self.graphdef, state), batch),
-        in_shardings=(shardings, data), out_shardings=replicated)
+        lambda state, batch, shared: self.task.eval_step(nnx.merge(self.graphdef, state), batch,
+                                                         shared),
+        out_shardings=replicated)
 
   def evaluate(self, split: str, row_weight=None) -> dict:
     """Mean metrics over a split's users; `row_weight(batch) -> [B]` restricts them (e.g. to
     users whose held-out item is new)."""
     accumulator = MetricAccumulator()
+    shared = self.eval_shared(self.state)
     for batch in self.task.eval_batches(split):
       weight = batch.pop("weight")
       if row_weight is not None:
         weight = weight * row_weight(batch)
-      accumulator.add(jax.device_get(self.eval_step(self.state,
-                                                    self.partitioner.shard_inputs(batch))), weight)
+      batch = self.partitioner.shard_inputs(batch)
+      accumulator.add(jax.device_get(self.eval_step(self.state, batch, shared)), weight)
     return accumulator.result()
 
 
