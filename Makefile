@@ -22,6 +22,10 @@ demo: $(STAMP)
 	rm -rf $(DEMO_DIR)/sasrec
 	$(VENV)/bin/jaxrec train --config configs/movielens_sasrec.py --workdir $(DEMO_DIR)/sasrec \
 	  --config.data.dir=$(DEMO_DIR)/ml-100k
+	rm -rf $(DEMO_DIR)/two_tower $(DEMO_DIR)/export
+	$(VENV)/bin/jaxrec train --config configs/movielens_two_tower.py --workdir $(DEMO_DIR)/two_tower \
+	  --config.data.dir=$(DEMO_DIR)/ml-100k
+	$(VENV)/bin/jaxrec export --workdir $(DEMO_DIR)/two_tower --out $(DEMO_DIR)/export
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests
@@ -30,6 +34,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/data_pipeline.py
 	$(PY) benchmarks/sasrec_time_to_quality.py
 	$(PY) benchmarks/sequential_quality.py
+	$(PY) benchmarks/retrieval_quality.py
+	$(PY) benchmarks/cold_start.py
+	$(VENV)/bin/jaxrec train --config configs/synthetic_two_tower.py --workdir workdirs/synthetic-two-tower
+	$(PY) benchmarks/scann_vs_exact.py --workdir workdirs/synthetic-two-tower
+	$(PY) benchmarks/scann_vs_exact.py --synthetic-clusters --name scann_vs_exact_clusters
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR)

@@ -74,7 +74,7 @@ def main() -> None:
                   + [f"{np.mean([r['seconds'] for r in results]):.0f}"])
     protocol = results[0]["protocol"]
 
-  print(f"\nMovieLens-100K, {protocol}; test set, mean of runs\n")
+  print(f"\nMovieLens-100K, {protocol}; mean of runs\n")
   print_table(["model", "runs"] + KEYS + ["seconds/run"], rows)
   ndcg = lambda label: summary[label]["mean"]["ndcg@10"]
   best_two_tower = max((label for label in summary if label.startswith("two-tower")), key=ndcg)

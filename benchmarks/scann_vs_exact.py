@@ -75,6 +75,11 @@ def load_embeddings(path: str) -> tuple[np.ndarray, np.ndarray]:
   return items, queries
 
 
+def _mean_cosine(x: np.ndarray) -> float:
+  x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+  return float((x @ x.T).mean())
+
+
 def per_second(count: int, seconds: float) -> float:
   return count / seconds if seconds > 0 else float("inf")
 
@@ -163,6 +168,11 @@ def main() -> None:
   (exact_ids, _), numpy_s = timed(exact_topk, items, queries, K)
   numpy_qps = per_second(len(queries), numpy_s)
   print(f"exact numpy: {numpy_qps:,.0f} queries/s", flush=True)
+  # How hard the set is: queries that all want the same few items make any index look good.
+  hardness = {"distinct_items_in_exact_top100s": int(len(np.unique(exact_ids))),
+              "mean_query_cosine": round(float(_mean_cosine(queries[:2000])), 4),
+              "mean_item_cosine": round(float(_mean_cosine(items[:2000])), 4)}
+  print(f"difficulty: {hardness}", flush=True)
 
   # Exact JAX: compile on one batch first; throughput on a subset.
   jax_queries = queries[:args.exact_subset]
@@ -226,10 +236,12 @@ def main() -> None:
   target = recall100 >= 0.95 and single_qps >= 5000 and speedup >= 20
   print(f"target (recall@100 >= 0.95, >= 5,000 q/s on one thread, >= 20x exact): "
         f"{'met' if target else 'NOT met'}")
-  print(f"data: {data}")
+  print(f"data: {data}\ndifficulty: {len(queries):,} queries' exact top-{K} lists hold "
+        f"{hardness['distinct_items_in_exact_top100s']:,} distinct items; mean cosine between "
+        f"queries {hardness['mean_query_cosine']}, between items {hardness['mean_item_cosine']}")
 
   path = write_result(args.name, {
-      "data": data,
+      "data": data, "difficulty": hardness,
       "num_items": num_items, "dim": dim, "queries": len(queries), "k": K,
       "scann": {"params": params.to_json(), "build_seconds": round(build_s, 2),
                 "index_mib": round(index_mib, 1), "index_files_bytes": files,

@@ -39,6 +39,8 @@ def _data_parser(sub) -> None:
   prep.add_argument("--merge-gap", type=int, default=1800,
                     help="merge a user's consecutive events on one item within this many seconds")
   prep.add_argument("--no-merge", action="store_true", help="one token per event")
+  prep.add_argument("--events", default="",
+                    help="keep only these event types, e.g. click,play,like (default: all)")
   mine = prep.add_argument_group("your own logs (--dataset csv|parquet)")
   mine.add_argument("--path", help="the events file")
   mine.add_argument("--columns", help="mapping of our fields to your columns, e.g. "
@@ -75,7 +77,8 @@ def _run_data(args) -> None:
                            delimiter=args.delimiter, items_path=args.items,
                            users_path=args.users, synthetic=synthetic)
     options = PrepareOptions(split=args.split, split_times=args.split_times, kcore=args.kcore,
-                             merge_gap=None if args.no_merge else args.merge_gap)
+                             merge_gap=None if args.no_merge else args.merge_gap,
+                             events=tuple(e for e in args.events.split(",") if e))
     ds = prepare(raw, args.out, options, overwrite=args.overwrite)
     print(f"prepared {ds.path} in {ds.manifest['seconds']} s")
     print(inspect.format_stats(ds))

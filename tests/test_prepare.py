@@ -165,3 +165,13 @@ def test_training_configs_prepare_a_users_csv_with_its_column_mapping(tmp_path):
   assert ds.stats["users"] == 5 and ds.stats["interactions"] == 30
   assert ds.manifest["split"]["kind"] == "temporal"
   assert open_or_prepare(cfg).path == ds.path  # the second call reads what the first wrote
+
+def test_keeping_only_some_event_types(tmp_path):
+  from jaxrec.data.synthetic import SyntheticConfig, generate
+  raw = generate(SyntheticConfig(num_users=100, num_items=200, num_events=5_000))
+  engaged = prepare(raw, str(tmp_path / "e"), PrepareOptions(events=("click", "like")))
+  kept = np.isin(raw.events.event_type, [EventType.CLICK, EventType.LIKE])
+  assert engaged.stats["interactions"] == kept.sum() < len(raw.events)
+  assert engaged.stats["items"] == 200  # the catalogue stays whole for cold start
+  with pytest.raises(UserError, match="unknown event type.*'clicks'"):
+    prepare(raw, str(tmp_path / "x"), PrepareOptions(events=("clicks",)))

@@ -26,8 +26,16 @@ class PrepareOptions:
   split_times: tuple[float, float] = (0.8, 0.9)  # temporal: quantiles in (0, 1) or Unix seconds
   kcore: int = 0  # drop users and items with fewer interactions; 0 keeps everything
   merge_gap: int | None = 1800  # seconds; None turns event merging off
+  # Event types to keep, e.g. ("click", "play", "like"): a model of what users engage with
+  # rather than of what they were shown. Empty keeps every event.
+  events: tuple[str, ...] = ()
 
   def validate(self) -> None:
+    known = [e.name.lower() for e in EventType]
+    unknown = [e for e in self.events if e not in known]
+    if unknown:
+      raise UserError(f"unknown event type(s) {unknown} in --events: use names from "
+                      f"{', '.join(known)}.")
     if self.split not in ("loo", "temporal"):
       raise UserError(f"unknown split {self.split!r}: use 'loo' (leave-one-out by time) or "
                       "'temporal' (global time cut-offs).")
@@ -58,6 +66,12 @@ def prepare(raw: RawDataset, out: str, options: PrepareOptions = PrepareOptions(
   if len(events) == 0:
     raise UserError(f"dataset {raw.name!r} contains no events: nothing to prepare. Check the "
                     "input file and the column mapping.")
+  if options.events:
+    keep = np.array([EventType[name.upper()] for name in options.events])
+    events = events.take(np.isin(np.asarray(events.event_type), keep))
+    if len(events) == 0:
+      raise UserError(f"dataset {raw.name!r} has no events of types {list(options.events)}: "
+                      "check --events against `jaxrec data stats` of the unfiltered data.")
   raw_items = np.unique(events.item)
   if options.kcore > 0:
     events = events.take(kcore_mask(_dense_ids(events.user), _dense_ids(events.item), options.kcore))
@@ -171,5 +185,6 @@ def open_or_prepare(cfg) -> storage.PreparedDataset:
   raw = load_raw(cfg.dataset, data_dir=cfg.get("data_dir") or None, path=cfg.get("path") or None,
                  columns=columns, synthetic=dict(synthetic) if synthetic else None)
   options = PrepareOptions(split=cfg.split, split_times=tuple(cfg.get("split_times", (0.8, 0.9))),
-                           kcore=cfg.get("kcore", 0), merge_gap=cfg.get("merge_gap", 1800))
+                           kcore=cfg.get("kcore", 0), merge_gap=cfg.get("merge_gap", 1800),
+                           events=tuple(e for e in cfg.get("events", "").split(",") if e))
   return prepare(raw, cfg.dir, options)

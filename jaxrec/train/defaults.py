@@ -20,6 +20,7 @@ def sequential_config() -> ml_collections.ConfigDict:
   c.data.split_times = (0.8, 0.9)  # temporal split cut-offs: quantiles or Unix seconds
   c.data.kcore = 0
   c.data.merge_gap = 1800
+  c.data.events = ""  # keep only these event types, e.g. "click,play,like"; "" keeps all
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "sasrec"
