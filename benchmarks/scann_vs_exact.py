@@ -9,7 +9,7 @@ With --workdir, the items are every catalogue item's vector from the workdir's b
 and the queries the validation users' query vectors, exactly what `jaxrec export` indexes.
 
 Prints one table and writes benchmarks/results/scann_vs_exact.json. ScaNN is built with the
-parameters serving gets (index.choose_params) unless overridden. Single-thread ScaNN answers one
+parameters an export gets (index.params_for) unless overridden. Single-thread ScaNN answers one
 query per call, as a serving request would; batched ScaNN and both exact searches use every core,
 so the speed-up (ScaNN single-thread over the faster exact search) understates ScaNN's advantage
 per core, which is reported too (against exact numpy with BLAS on one thread, in a child
@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import ROOT, print_table, write_result  # noqa: E402
 from jaxrec.retrieval.exact import exact_topk, exact_topk_jax, recall_at_k  # noqa: E402
-from jaxrec.retrieval.index import build_index, choose_params  # noqa: E402
+from jaxrec.retrieval.index import build_index, params_for  # noqa: E402
 
 K = 100
 ROUNDS = 3
@@ -137,8 +137,8 @@ def main() -> None:
   parser.add_argument("--queries", type=int, default=10_000, help="queries measured (at most)")
   parser.add_argument("--exact-subset", type=int, default=2_000,
                       help="queries timed for exact JAX and one-thread numpy (throughput only)")
-  parser.add_argument("--leaves-to-search", type=int, default=None, help="override choose_params")
-  parser.add_argument("--reorder", type=int, default=None, help="override choose_params")
+  parser.add_argument("--leaves-to-search", type=int, default=None, help="override params_for")
+  parser.add_argument("--reorder", type=int, default=None, help="override params_for")
   parser.add_argument("--name", default="scann_vs_exact", help="results/NAME.json")
   args = parser.parse_args()
 
@@ -184,7 +184,7 @@ def main() -> None:
   numpy_one_qps = exact_numpy_one_thread(items, queries[:args.exact_subset])
   print(f"exact numpy, one thread: {numpy_one_qps:,.0f} queries/s", flush=True)
 
-  params = choose_params(num_items, dim)
+  params = params_for(items)
   overrides = {"num_leaves_to_search": args.leaves_to_search, "reorder": args.reorder}
   params = dataclasses.replace(params, **{k: v for k, v in overrides.items() if v is not None})
   print(f"building ScaNN: {params}", flush=True)

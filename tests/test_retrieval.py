@@ -9,7 +9,7 @@ from jaxrec.errors import UserError
 from jaxrec.retrieval import bundle as bundle_lib
 from jaxrec.retrieval.bundle import latest_version, load_bundle, write_bundle
 from jaxrec.retrieval.exact import exact_topk, exact_topk_jax, recall_at_k
-from jaxrec.retrieval.index import ScannParams, build_index, choose_params
+from jaxrec.retrieval.index import ScannParams, build_index, choose_params, params_for
 
 
 def clustered(num: int, dim: int, clusters: int, seed: int) -> np.ndarray:
@@ -55,6 +55,13 @@ def test_choose_params_scales_with_catalogue():
   big = choose_params(1_000_000, 64)
   assert big.num_leaves == 1000 and big.num_leaves_to_search == 50
   assert big.training_sample_size == 100_000 and big.distance == "dot_product"
+  # Unit vectors: spherical leaves, fewer of them searched and fewer candidates reordered.
+  unit = choose_params(1_000_000, 64, unit_norm=True)
+  assert unit.spherical and unit.num_leaves_to_search == 35 and unit.reorder == 300
+  rng = np.random.default_rng(0)
+  vectors = rng.standard_normal((3000, 8)).astype(np.float32)
+  assert not params_for(vectors).spherical
+  assert params_for(vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).spherical
   with pytest.raises(UserError, match="num_leaves_to_search=50 must be between 1 and"):
     ScannParams(num_leaves=10, num_leaves_to_search=50).check(1000, 8)
 

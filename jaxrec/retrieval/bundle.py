@@ -29,7 +29,7 @@ import numpy as np
 from jaxrec.data.storage import atomic_directory
 from jaxrec.errors import UserError
 from jaxrec.retrieval.exact import exact_topk, recall_at_k
-from jaxrec.retrieval.index import Retriever, ScannParams, build_index, choose_params
+from jaxrec.retrieval.index import Retriever, ScannParams, build_index, params_for
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -76,7 +76,7 @@ def write_bundle(out_dir: str, *, item_embeddings: np.ndarray, item_ids: np.ndar
                  seed: int = 0) -> dict:
   """Writes a bundle to `out_dir` and returns its manifest.
 
-  `scann` defaults to choose_params for the catalogue. Recall@10/@100 of the index against
+  `scann` defaults to params_for(item_embeddings). Recall@10/@100 of the index against
   exact search is measured on `held_out_queries` ([Q, D]), else on a sample of item vectors.
   """
   items = _check_items(item_embeddings)
@@ -89,7 +89,7 @@ def write_bundle(out_dir: str, *, item_embeddings: np.ndarray, item_ids: np.ndar
       raise UserError(f"held_out_queries has shape {held_out_queries.shape}, expected "
                       f"[Q, {items.shape[1]}] like the item embeddings.")
   metadata_json = _to_json(metadata or {})
-  params = scann or choose_params(*items.shape)
+  params = scann or params_for(items)
   params.check(*items.shape)
 
   with atomic_directory(out_dir, overwrite=overwrite) as tmp:

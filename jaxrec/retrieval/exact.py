@@ -37,19 +37,26 @@ def exact_topk(items: np.ndarray, queries: np.ndarray, k: int,
   ids = np.empty((len(queries), k), np.int64)
   scores = np.empty((len(queries), k), np.float32)
   step = _batch_size(n, batch_size)
+  # Buffers reused across batches and rows: a fresh [batch, N] array per batch costs more in
+  # page faults than the matmul that fills it.
+  buffer = np.empty((min(step, len(queries)), n), np.float32)
+  scratch = np.empty(n, np.float32)
   for start in range(0, len(queries), step):
-    block = queries[start:start + step] @ items.T
-    for i, row in enumerate(block, start):
-      ids[i], scores[i] = _row_topk(row, k)
+    block = queries[start:start + step]
+    np.matmul(block, items.T, out=buffer[:len(block)])
+    for i, row in enumerate(buffer[:len(block)], start):
+      ids[i], scores[i] = _row_topk(row, k, scratch)
   return ids, scores
 
 
-def _row_topk(row: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _row_topk(row: np.ndarray, k: int, scratch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   # Partitioning the scores for the k-th largest value and keeping those at or above it is
   # several times faster than argpartition, which writes an int64 index for every item.
   candidates = None
   if k < len(row):
-    threshold = np.partition(row, len(row) - k)[len(row) - k]
+    scratch[:] = row
+    scratch.partition(len(row) - k)  # in place: no copy of the row
+    threshold = scratch[len(row) - k]
     candidates = np.flatnonzero(row >= threshold)  # ids ascending; ties may add a few
     if len(candidates) < k:  # NaN scores compare false
       candidates = None

@@ -23,7 +23,7 @@ from jaxrec.config import save_config
 from jaxrec.data.vocab import FIRST_ID
 from jaxrec.errors import UserError
 from jaxrec.retrieval.bundle import write_bundle
-from jaxrec.retrieval.index import ScannParams, choose_params
+from jaxrec.retrieval.index import ScannParams, is_unit_norm, params_for
 from jaxrec.train.evaluate import restore_best
 
 CONFIG = "config.json"
@@ -61,7 +61,7 @@ def export_workdir(workdir: str, export_root: str, version: int | None = None,
   """Writes `export_root/<version>` (default: the next one) and returns (path, manifest).
 
   The index is brute force with `exact`, else ScaNN with parameters chosen from the catalogue
-  size (choose_params: brute force below EXACT_BELOW items) and `index_overrides` applied, e.g.
+  size (params_for: brute force below EXACT_BELOW items) and `index_overrides` applied, e.g.
   {"num_leaves_to_search": 80} (which also forces a ScaNN tree on a small catalogue).
   """
   if exact and index_overrides:
@@ -78,11 +78,12 @@ def export_workdir(workdir: str, export_root: str, version: int | None = None,
   items, queries = embeddings(run)
   scann = ScannParams(exact=True) if exact else None
   if index_overrides:
-    tree = choose_params(*items.shape)
+    tree = params_for(items)
     if tree.exact:  # a small catalogue: start from a tree over it
       tree = ScannParams(num_leaves=max(1, round(np.sqrt(len(items)))),
                          num_leaves_to_search=max(1, round(np.sqrt(len(items)) / 4)),
-                         training_sample_size=len(items), dims_per_block=min(2, items.shape[1]))
+                         training_sample_size=len(items), dims_per_block=min(2, items.shape[1]),
+                         spherical=is_unit_norm(items))
     try:
       scann = dataclasses.replace(tree, **index_overrides)
     except TypeError as e:

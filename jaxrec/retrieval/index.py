@@ -33,6 +33,13 @@ EXACT_BELOW = 2000
 # items: recall@100 0.84), and scanning 50k items costs no more there than at 1M.
 LEAVES_SEARCHED = 0.05
 MIN_SCANNED = 50_000
+REORDER = 500
+# Unit-norm items (a two-tower's L2-normalised outputs) are partitioned by spherical k-means,
+# which groups by angle, as inner-product ranking does: the same recall from 30% fewer leaves and
+# fewer reordered candidates (1M clustered unit vectors, single thread: 35 leaves + 300
+# reordered gave recall@100 0.961 at 10.4k queries/s; 50 + 500 without it 0.964 at 8.3k).
+SPHERICAL_SCAN = 0.7
+SPHERICAL_REORDER = 300
 
 @dataclasses.dataclass(frozen=True)
 class ScannParams:
@@ -43,8 +50,9 @@ class ScannParams:
   dims_per_block: int = 2
   # 0.2 is ScaNN's recommended anisotropic threshold for dot product with normalised-ish data.
   anisotropic_quantization_threshold: float = 0.2
-  reorder: int = 500  # candidates re-scored exactly before the final top-k (at least k)
+  reorder: int = REORDER  # candidates re-scored exactly before the final top-k (at least k)
   distance: str = "dot_product"
+  spherical: bool = False  # spherical k-means leaves: for unit-norm items
   exact: bool = False
 
   def to_json(self) -> dict:
@@ -86,16 +94,29 @@ class ScannParams:
                       ". Use choose_params(num_items, dim) for values that fit the catalogue.")
 
 
-def choose_params(num_items: int, dim: int) -> ScannParams:
-  """Parameters for a catalogue of `num_items` vectors of `dim`, aiming at recall@100 >= 0.95."""
+def choose_params(num_items: int, dim: int, unit_norm: bool = False) -> ScannParams:
+  """Parameters for a catalogue of `num_items` vectors of `dim`, aiming at recall@100 >= 0.95;
+  `unit_norm` items get spherical leaves (see SPHERICAL_SCAN)."""
   if num_items < EXACT_BELOW:
     return ScannParams(exact=True)
   num_leaves = max(1, round(math.sqrt(num_items)))  # ~sqrt(N) leaves of ~sqrt(N) items each
-  share = max(LEAVES_SEARCHED, MIN_SCANNED / num_items)
+  scan = SPHERICAL_SCAN if unit_norm else 1.0
+  share = scan * max(LEAVES_SEARCHED, MIN_SCANNED / num_items)
   to_search = min(num_leaves, math.ceil(share * num_leaves))
   return ScannParams(num_leaves=num_leaves, num_leaves_to_search=to_search,
                      training_sample_size=min(num_items, 100_000),
-                     dims_per_block=min(2, dim))
+                     dims_per_block=min(2, dim), spherical=unit_norm,
+                     reorder=SPHERICAL_REORDER if unit_norm else REORDER)
+
+
+def is_unit_norm(items: np.ndarray) -> bool:
+  norms = np.linalg.norm(items[:10_000], axis=1)  # a sample decides: models normalise all or none
+  return bool(np.all(np.abs(norms - 1) < 1e-3))
+
+
+def params_for(items: np.ndarray) -> ScannParams:
+  """choose_params for these items: their count, dimension and whether they are unit vectors."""
+  return choose_params(*items.shape, unit_norm=is_unit_norm(items))
 
 
 def _as_matrix(name: str, x, dim: int | None = None) -> np.ndarray:
@@ -186,11 +207,11 @@ class Retriever:
 
 
 def build_index(items: np.ndarray, params: ScannParams | None = None) -> Retriever:
-  """Indexes `items` [N, D] float32; `params` default to choose_params(N, D)."""
+  """Indexes `items` [N, D] float32; `params` default to params_for(items)."""
   items = _as_matrix("items", items)
   if not np.isfinite(items).all():
     raise UserError("items contain NaN or infinite values: check the model that produced them.")
-  params = params or choose_params(*items.shape)
+  params = params or params_for(items)
   params.check(*items.shape)
   if params.exact:
     return Retriever(items, params)
@@ -198,7 +219,8 @@ def build_index(items: np.ndarray, params: ScannParams | None = None) -> Retriev
   searcher = (scann.scann_ops_pybind.builder(items, 10, params.distance)
               .tree(num_leaves=params.num_leaves,
                     num_leaves_to_search=params.num_leaves_to_search,
-                    training_sample_size=params.training_sample_size)
+                    training_sample_size=params.training_sample_size,
+                    spherical=params.spherical)
               .score_ah(params.dims_per_block,
                         anisotropic_quantization_threshold=params.anisotropic_quantization_threshold)
               .reorder(params.reorder)
