@@ -131,3 +131,8 @@ def test_cold_start_report_on_items_released_after_the_cutoff(tmp_path):
   assert report["cold_items"] > 0 and report["users"] > 0
   assert 0 <= report["model"]["recall@20"] <= 1
   assert report["popularity"]["recall@20"] == 0  # never-seen items have no popularity to rank by
+  # Ranking only the new items can only move each target up: recall among them is at least as high.
+  among = report["model_among_new_items"]
+  assert among["num_users"] == report["users"]
+  for k in (10, 20):
+    assert report["model"][f"recall@{k}"] <= among[f"recall@{k}"] <= 1

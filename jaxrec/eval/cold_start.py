@@ -6,8 +6,11 @@ two-tower scores it from its metadata alone); a popularity ranking cannot place 
 
 from __future__ import annotations
 
+import jax
 import numpy as np
+from flax import nnx
 
+from jaxrec.eval import metrics
 from jaxrec.eval.popularity import evaluate_popularity
 
 
@@ -25,4 +28,27 @@ def cold_start_report(run, split: str = "test") -> dict:
   model = run.evaluate(split, row_weight=only_cold)
   popularity = evaluate_popularity(run.task, split, run.task.ks, row_weight=only_cold)
   return {"users": model.get("num_users", 0.0), "model": model, "popularity": popularity,
-          "cold_items": int(cold.sum())}
+          "cold_items": int(cold.sum()),
+          "model_among_new_items": _among_cold_items(run, split, cold, only_cold)}
+
+
+def _among_cold_items(run, split: str, cold: np.ndarray, only_cold) -> dict:
+  """The same users' metrics when only the new items are ranked (as a freshness slot would):
+  does the metadata alone say which new item a user wants? Random gives K / new items."""
+  task = run.task
+  model = nnx.merge(run.graphdef, run.state)
+  items = jax.jit(task.item_vectors)(model)
+  warm = jax.numpy.asarray(cold == 0)
+
+  @jax.jit
+  def step(batch):
+    scores = task.query_vectors(model, batch) @ items.T
+    scores = jax.numpy.where(warm[None, :], metrics._neg(scores.dtype), scores)
+    return metrics.topk_metrics(metrics.mask_scores(scores, batch["seen"]), batch["targets"],
+                                task.ks)
+
+  accumulator = metrics.MetricAccumulator()
+  for batch in task.eval_batches(split):
+    weight = batch.pop("weight") * only_cold(batch)
+    accumulator.add(jax.device_get(step(batch)), weight)
+  return accumulator.result()

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrec.data.tokenize import NUM_HOURS
+from jaxrec.data.vocab import OOV
 from jaxrec.models.frequency import StreamingFrequency
 from jaxrec.models.layers import Dense, TransformerEncoder, embed_init
 
@@ -62,11 +63,14 @@ class ItemTower(nnx.Module):
 
   def __call__(self, items: jax.Array, features: dict[str, jax.Array],
                keep_id: jax.Array | None = None) -> jax.Array:
-    """items [N] ids with their `features` rows; `keep_id` [N] (0/1) drops id embeddings (id
-    dropout in training; metadata-only vectors for cold items)."""
-    ids = self.id_embedding(items)
+    """items [N] ids with their `features` rows; where `keep_id` [N] is 0 the item's id is
+    replaced by the out-of-vocabulary id (id dropout in training; metadata-only vectors for
+    cold items). A learned stand-in rather than a zero vector: whatever all ids share (a common
+    direction the queries align with) it learns too, so a new item is not ranked below every
+    known one for lacking it."""
     if keep_id is not None:
-      ids = ids * keep_id[:, None]
+      items = jnp.where(keep_id > 0, items, OOV)
+    ids = self.id_embedding(items)
     return l2_normalize(self.mlp(jnp.concatenate([ids, self.metadata(features)], -1)))
 
 
