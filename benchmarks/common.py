@@ -28,3 +28,15 @@ def print_table(header: list[str], rows: list[list], widths: list[int] | None = 
   for row in [header] + rows:
     print("".join(str(x).rjust(w) if i else str(x).ljust(w)
                   for i, (x, w) in enumerate(zip(row, widths))))
+
+
+def train_movielens(config_name: str, overrides: list[str], workdir: str) -> dict:
+  """Trains configs/movielens_{config_name}.py with `overrides` into `workdir`; the results
+  with the wall-clock `seconds` it took."""
+  from jaxrec.config import apply_overrides, load_config
+  from jaxrec.train.trainer import train
+  config = load_config(os.path.join(ROOT, "configs", f"movielens_{config_name}.py"))
+  started = time.perf_counter()
+  results = train(apply_overrides(config, overrides), workdir)
+  results["seconds"] = time.perf_counter() - started
+  return results

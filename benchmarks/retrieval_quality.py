@@ -16,15 +16,12 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, print_table, write_result  # noqa: E402
+from common import ROOT, print_table, train_movielens, write_result  # noqa: E402
 
-from jaxrec.config import apply_overrides, load_config  # noqa: E402
-from jaxrec.train.trainer import train  # noqa: E402
 
 KEYS = ["recall@10", "ndcg@10", "recall@100"]
 # (label, config file, overrides, trained: runs once per seed)
@@ -39,16 +36,6 @@ MODELS = [
 ]
 
 
-def run(config_name: str, overrides: list[str], seed: int, data_dir: str, workdir: str) -> dict:
-  config = load_config(os.path.join(ROOT, "configs", f"movielens_{config_name}.py"))
-  config = apply_overrides(config, [f"seed={seed}", f"data.dir={data_dir}", "eval.ks=(10, 100)",
-                                    *overrides])
-  started = time.perf_counter()
-  results = train(config, workdir)
-  results["seconds"] = time.perf_counter() - started
-  return results
-
-
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--seeds", type=int, default=3)
@@ -60,7 +47,8 @@ def main() -> None:
       results = []
       for seed in range(args.seeds if trained else 1):
         workdir = os.path.join(tmp, f"{name}-{len(summary)}-{seed}")
-        results.append(run(name, overrides, seed, args.data, workdir))
+        results.append(train_movielens(name, [f"seed={seed}", f"data.dir={args.data}",
+                                              "eval.ks=(10, 100)", *overrides], workdir))
         print(f"{label} seed {seed}: test ndcg@10 {results[-1]['test']['ndcg@10']:.4f} "
               f"({results[-1]['seconds']:.0f} s)", flush=True)
       tests = [r["test"] for r in results]

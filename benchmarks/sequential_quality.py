@@ -15,27 +15,22 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, print_table, write_result  # noqa: E402
+from common import ROOT, print_table, train_movielens, write_result  # noqa: E402
 
 from jaxrec.config import apply_overrides, load_config  # noqa: E402
 from jaxrec.eval.popularity import evaluate_popularity  # noqa: E402
-from jaxrec.train.trainer import build_task, train  # noqa: E402
+from jaxrec.train.trainer import build_task  # noqa: E402
 
 KEYS = ["ndcg@10", "recall@10", "mrr@10", "ndcg@20", "recall@20"]
 RECBOLE_SASREC = {"ndcg@10": 0.0636, "recall@10": 0.1326, "mrr@10": 0.0429}
 
 
 def run(name: str, seed: int, data_dir: str, workdir: str) -> dict:
-  config = load_config(os.path.join(ROOT, "configs", f"movielens_{name}.py"))
-  config = apply_overrides(config, [f"seed={seed}", f"data.dir={data_dir}"])
-  started = time.perf_counter()
-  results = train(config, workdir)
-  results["seconds"] = time.perf_counter() - started
+  results = train_movielens(name, [f"seed={seed}", f"data.dir={data_dir}"], workdir)
   print(f"{name} seed {seed}: test ndcg@10 {results['test']['ndcg@10']:.4f} "
         f"({results['seconds']:.0f} s, best step {results['best_step']})", flush=True)
   return results

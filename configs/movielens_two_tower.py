@@ -2,7 +2,7 @@
 evaluation under the sequential models' protocol.
 
 The query tower encodes the history with a causal transformer (SASRec) here: on this data it is
-the stronger encoder (benchmarks/retrieval_quality.py: test NDCG@10 0.082 against 0.069 for the
+the stronger encoder (benchmarks/retrieval_quality.py: test NDCG@10 0.082 against 0.065 for the
 time-decayed pooling, `--config.model.query_encoder=pooling`).
 
   jaxrec train --config configs/movielens_two_tower.py --workdir workdirs/ml100k-two-tower
