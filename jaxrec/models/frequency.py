@@ -1,15 +1,15 @@
-"""Streaming item-frequency estimation for sampling-bias correction (Yi et al. 2019, "Sampling-
-bias-corrected neural modeling for large corpus item recommendations", algorithm 2).
+"""Streaming item-frequency estimation for sampling-bias correction (Yi et al. 2019,
+"Sampling-bias-corrected neural modeling for large corpus item recommendations", algorithm 2).
 
-In-batch negatives are the other rows' positives, so an item is drawn as a negative as often as
-it appears in batches. The estimator keeps, per item, the step it was last seen and a moving
-average of the number of steps per occurrence (the steps since the last sighting over the
-occurrences in this batch, so an item in several rows of one batch counts several times); one
-over it is the item's expected occurrences per batch, which the logits are corrected by. It follows the training stream as it
-is, without a pass over the data first, and tracks popularity that changes over time.
+In-batch negatives are the other rows' positives, so an item is drawn as a negative as often as it
+appears in batches. The estimator keeps, per item, the step it was last seen and a moving average
+of the number of steps per occurrence (the steps since the last sighting over the occurrences in
+this batch, so an item in several rows of one batch counts several times); one over it is the
+item's expected occurrences per batch, which the logits are corrected by. It follows the training
+stream as it is, without a pass over the data first, and tracks popularity that changes over time.
 
-The statistics are nnx variables of their own type, not Params: the forward pass updates them
-and the optimizer leaves them alone (see train/step.py); they are checkpointed with the model.
+The statistics are nnx variables of their own type, not Params: the forward pass updates them and
+the optimizer leaves them alone (see train/step.py); they are checkpointed with the model.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """Two-tower retrieval: a user (query) tower and an item tower meeting in one embedding space.
 
-User tower: user id and side features, the recent history pooled with exponential time decay
-(the short-term interest: with a one-hour half-life, an item seen seconds ago weighs far more than
-one seen yesterday), the uniformly pooled history (the long-term interest) and the request context
-(device, hour); or, instead of the two pools, a SASRec transformer over the history. Item tower: item id plus metadata (genres, year, title words hashed into buckets),
-so an item never seen in training still gets an embedding from its metadata alone; id dropout in
-training teaches the tower to rely on it. Both outputs are L2-normalised.
+User tower: user id and side features, the recent history pooled with exponential time decay (the
+short-term interest: with a one-hour half-life, an item seen seconds ago weighs far more than one
+seen yesterday), the uniformly pooled history (the long-term interest) and the request context
+(device, hour); or, instead of the two pools, a SASRec transformer over the history. Item tower:
+item id plus metadata (genres, year, title words hashed into buckets), so an item never seen in
+training still gets an embedding from its metadata alone; id dropout in training teaches the tower
+to rely on it. Both outputs are L2-normalised.
 """
 
 from __future__ import annotations

@@ -3,14 +3,14 @@
 Each step takes K random positions of each user's history window: the history up to a position
 (with its timestamps and context) is a query, the next item its positive, and every other positive
 in the batch a negative. With the SASRec query encoder one causal pass over the window gives the
-history summary at every position; with pooling each position's history is pooled on its own. In-batch negatives are drawn in proportion to popularity, so the logits
-are corrected by subtracting log q(item) (Yi et al. 2019, "Sampling-bias-corrected neural
-modeling"), where q is estimated online from the training stream (models/frequency.py) or taken
-from training-split counts. Optionally, uniformly drawn catalogue items join the negatives (mixed
-negative sampling, Yang et al. 2020), each corrected by its own sampling rate, so that items too
-rare to appear in batches are still pushed away. An accidental hit (another row's positive equal
-to this row's) is removed rather than counted as a negative. Evaluation shares the sequential
-task's protocol.
+history summary at every position; with pooling each position's history is pooled on its own.
+In-batch negatives are drawn in proportion to popularity, so the logits are corrected by subtracting
+log q(item) (Yi et al. 2019, "Sampling-bias-corrected neural modeling"), where q is estimated
+online from the training stream (models/frequency.py) or taken from training-split counts.
+Optionally, uniformly drawn catalogue items join the negatives (mixed negative sampling, Yang et
+al. 2020), each corrected by its own sampling rate, so that items too rare to appear in batches are
+still pushed away. An accidental hit (another row's positive equal to this row's) is removed rather
+than counted as a negative. Evaluation shares the sequential task's protocol.
 """
 
 from __future__ import annotations
