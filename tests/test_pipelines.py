@@ -26,6 +26,8 @@ BUILDERS = {
                                                   options=_options(**kw)),
     "pairs": lambda ds, **kw: P.pair_dataset(ds, options=_options(**kw)),
     "ranking": lambda ds, **kw: P.ranking_dataset(ds, options=_options(**kw)),
+    "ranking_negatives": lambda ds, **kw: P.ranking_dataset(ds, negatives_per_positive=3,
+                                                            options=_options(**kw)),
 }
 
 
@@ -133,3 +135,92 @@ def test_bad_pipeline_arguments(ml100k):
     P.sequence_dataset(ml100k, objective="causal")
   with pytest.raises(UserError, match="batch size"):
     P.sequence_dataset(ml100k, options=P.PipelineOptions(batch_size=10_000))
+
+
+def _ranking_valid(ds, negatives, batch_size, seed=0, **kw):
+  return list(P.ranking_dataset(ds, "valid", negatives_per_positive=negatives,
+                                options=P.PipelineOptions(batch_size=batch_size, seed=seed), **kw))
+
+
+def _concat(batches):
+  if isinstance(batches[0], dict):
+    return {k: _concat([b[k] for b in batches]) for k in batches[0]}
+  return np.concatenate(batches)
+
+
+def _expand(plain, out, pos):
+  """The plain examples placed at the positive rows of `out`, its negative rows copied from out."""
+  if isinstance(plain, dict):
+    return {k: _expand(plain[k], out[k], pos) for k in plain}
+  full = out.copy()
+  full[pos] = plain
+  return full
+
+
+def test_ranking_negatives_are_unrated_items_shown_in_their_positives_context(ml100k):
+  plain = _concat(_ranking_valid(ml100k, 0, 16))
+  batches = _ranking_valid(ml100k, 3, 64)
+  assert all(b["dense"].shape == (64, 8) and b["group"].shape == (64,) for b in batches)
+  out = _concat(batches)
+  slot = np.arange(len(out["group"])) % 4
+  pos, neg = slot == 0, slot > 0
+  # The positives are exactly the examples (features, labels, weights) of the plain pipeline.
+  assert _equal({k: v for k, v in out.items() if k != "group"}, _expand(plain, out, pos))
+  assert all(np.all(v[neg] == 0) for v in out["labels"].values())
+  assert np.array_equal(out["group"], out["sparse"]["user"])
+  real = out["weight"] > 0
+  items, users = out["sparse"]["item"], out["sparse"]["user"]
+  assert items[neg].min() >= 2 and items.max() < ml100k.num_items
+  history = {u: set(ml100k.user_tokens([u])[0]["item"].tolist()) for u in np.unique(users)}
+  assert not any(i in history[u] for u, i in zip(users[neg], items[neg]))
+  # Item features follow the sampled item; context features are the positive's.
+  features = ml100k.item_features
+  assert np.array_equal(out["multi_hot"]["item_genres"], features["genres"][items])
+  np.testing.assert_allclose(out["dense"][:, 0], np.log1p(ml100k.item_counts[items]), rtol=1e-6)
+  owner = np.repeat(np.flatnonzero(pos), 4)
+  for name, values in out["sparse"].items():
+    if name != "item" and not name.startswith("item_"):
+      assert np.array_equal(values, values[owner]), name
+  assert np.array_equal(out["dense"][:, 1:7], out["dense"][owner, 1:7])
+  timestamp = np.array([ml100k.user_tokens([u])[0]["timestamp"][ml100k.splits.train_end[u - 2]]
+                        for u in users[pos][real[pos]]]).repeat(4)
+  age = (timestamp - features["first_seen"][items[real]]) / 86400
+  np.testing.assert_allclose(out["dense"][real, 7], np.log1p(np.maximum(age, 0)), rtol=1e-5)
+
+
+def test_evaluation_negatives_are_the_same_every_pass_and_padding_weighs_nothing(ml100k):
+  first, again = _ranking_valid(ml100k, 3, 64), _ranking_valid(ml100k, 3, 64)
+  assert len(first) == len(again) and all(_equal(a, b) for a, b in zip(first, again))
+  other = _ranking_valid(ml100k, 3, 64, seed=1)
+  assert not _equal(first[0]["sparse"]["item"], other[0]["sparse"]["item"])
+  weight = np.concatenate([b["weight"] for b in first])
+  assert weight.sum() == 4 * 943 and weight[-1] == 0  # 943 tokens do not fill 59 batches of 16
+  assert np.all(weight.reshape(-1, 4) == weight.reshape(-1, 4)[:, :1])  # a group pads as a whole
+
+
+def test_ranking_negatives_on_training_batches(ml100k):
+  batch = _take(P.ranking_dataset(ml100k, negatives_per_positive=4,
+                                  options=_options(batch_size=100)), 1)[0]
+  assert batch["dense"].shape == (100, 8) and batch["sparse"]["item"].shape == (100,)
+  assert batch["labels"]["click"].mean() == 0.2 and "weight" not in batch
+
+
+def test_popularity_negatives_are_unrated_and_more_popular(ml100k):
+  def negatives(sampling):
+    out = _concat(_ranking_valid(ml100k, 3, 64, negative_sampling=sampling))
+    neg = np.arange(len(out["group"])) % 4 > 0
+    return out["sparse"]["user"][neg], out["sparse"]["item"][neg]
+  users, items = negatives("popularity")
+  for u in np.unique(users)[:50]:
+    assert not np.isin(items[users == u], ml100k.user_tokens([u])[0]["item"]).any()
+  counts = ml100k.item_counts
+  assert counts[items].mean() > 2 * counts[negatives("uniform")[1]].mean()
+
+
+def test_bad_ranking_negative_arguments(ml100k):
+  with pytest.raises(UserError, match="multiple of 5, e.g. 60"):
+    P.ranking_dataset(ml100k, negatives_per_positive=4, options=P.PipelineOptions(batch_size=64))
+  with pytest.raises(UserError, match="whole number"):
+    P.ranking_dataset(ml100k, negatives_per_positive=-1)
+  with pytest.raises(UserError, match="negative sampling"):
+    P.ranking_dataset(ml100k, negatives_per_positive=1, negative_sampling="hard")

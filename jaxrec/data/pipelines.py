@@ -17,6 +17,7 @@ import grain
 import numpy as np
 
 from jaxrec.data import events as ev
+from jaxrec.data import ranking_negatives as negatives
 from jaxrec.data.storage import PreparedDataset, decode
 from jaxrec.data.tokenize import NUM_GAP_BUCKETS, TOKEN_DTYPE
 from jaxrec.data.vocab import FIRST_ID
@@ -283,12 +284,33 @@ def ranking_labels(tokens: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def ranking_dataset(ds: PreparedDataset, split: str = "train", *,
+                    negatives_per_positive: int = 0, negative_sampling: str = "uniform",
                     options: PipelineOptions = PipelineOptions()) -> grain.IterDataset:
   """Ranking examples, one per token of the split: `sparse` single-hot ids (user, item, device,
   locale, hour, weekday, gap and categorical side features), `multi_hot` padded id lists
   (genres, title words), `dense` float features, and `labels` per task (see ranking_labels).
+  Evaluation splits add `weight` [B], 0 for the padding rows of the last batch.
+
+  `negatives_per_positive` N > 0 turns a log of positives only (MovieLens ratings) into ranking
+  impressions: each token is followed by N items the user never interacted with in any split,
+  drawn uniformly from the known items (or by training popularity with
+  negative_sampling="popularity"), in the token's context with every label 0 and the item's own
+  features (see ranking_negatives). The batch size still counts output rows, so each batch holds
+  batch_size / (1 + N) tokens, each in rows [k * (1 + N), (k + 1) * (1 + N)), positive first.
+  `group` [B] is then the user id, the unit that per-user ranking metrics (NDCG) sort within.
+  Evaluation negatives depend only on options.seed and the example, so every evaluation ranks the
+  same ones; training draws new ones each epoch.
   """
   _check_split(split)
+  n_neg = negatives_per_positive
+  if not isinstance(n_neg, (int, np.integer)) or n_neg < 0:
+    raise UserError(f"negatives_per_positive must be a whole number >= 0, not {n_neg!r}.")
+  n_neg = int(n_neg)
+  if options.batch_size % (1 + n_neg):
+    fit = max(options.batch_size // (1 + n_neg), 1) * (1 + n_neg)
+    raise UserError(f"batch size {options.batch_size} does not split into groups of 1 positive + "
+                    f"{n_neg} negatives: use a multiple of {1 + n_neg}, e.g. {fit}.")
+  sampler = negatives.NegativeSampler(ds.num_items, negative_sampling, ds.item_counts)
   start, lo, count = _token_index(ds, split)
   records = _Records(ds.tokens_path)
   item_counts = np.log1p(ds.item_counts.astype(np.float32))
@@ -296,13 +318,24 @@ def ranking_dataset(ds: PreparedDataset, split: str = "train", *,
   item_features, user_features = ds.item_features, ds.user_features
   first_seen = item_features["first_seen"]
   train = split == "train"
-  batch_size = options.batch_size
+  batch_size = options.batch_size // (1 + n_neg)
+  # Evaluation keys: the seed and split only, so a token's negatives never change between runs.
+  eval_base = options.seed * len(SPLITS) + SPLITS.index(split)
 
-  def build(indices: np.ndarray) -> dict:
+  def build(indices: np.ndarray, rng: np.random.Generator | None = None) -> dict:
     weight = None
     if not train:
       indices, weight = _pad_batch(indices, batch_size)
-    tokens, record, _ = _gather_tokens(records, start, lo, indices)
+    tokens, record, decoded = _gather_tokens(records, start, lo, indices)
+    if n_neg:
+      base = int(rng.integers(2**63)) if train else eval_base
+      # _gather_tokens decoded each record once, in np.unique order: the whole history, all splits.
+      owner = np.unique(record, return_inverse=True)[1]
+      drawn = sampler.sample([d["item"] for d in decoded], owner,
+                             negatives.example_keys(base, indices), n_neg)
+      tokens = negatives.with_negatives(tokens, drawn)
+      record = np.repeat(record, 1 + n_neg)
+      weight = None if weight is None else np.repeat(weight, 1 + n_neg)
     sparse = _context(tokens, record)
     del sparse["timestamp"]
     sparse["gap"] = tokens["gap"]
@@ -323,8 +356,14 @@ def ranking_dataset(ds: PreparedDataset, split: str = "train", *,
                      axis=1).astype(np.float32)
     out = {"sparse": sparse, "multi_hot": multi_hot, "dense": dense,
            "labels": ranking_labels(tokens)}
+    if n_neg:
+      out["group"] = sparse["user"]
     if weight is not None:
       out["weight"] = weight
     return out
 
-  return _finish(_index_dataset(np.arange(start[-1]), options, train).map(build), options)
+  data = _index_dataset(np.arange(start[-1]), dataclasses.replace(options, batch_size=batch_size),
+                        train)
+  # Only training negatives need Grain's per-batch rng (fresh each epoch, restorable).
+  data = data.random_map(build, seed=options.seed) if n_neg and train else data.map(build)
+  return _finish(data, options)
