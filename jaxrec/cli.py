@@ -126,10 +126,10 @@ def _run_train(args, overrides: list[str]) -> None:
   config = apply_overrides(load_config(args.config), overrides)
   results = train(config, args.workdir)
   rows = {config.model.name: results["test"]}
-  if config.task != "baseline":
+  if config.task not in ("baseline", "ranking"):  # popularity ranks items, not impressions
     from jaxrec.train.trainer import build_task
     rows["popularity"] = evaluate_popularity(build_task(config), "test", tuple(config.eval.ks))
-  keys = [k for k in results["test"] if "@" in k and not k.startswith("sampled_")]
+  keys = [k for k in results["test"] if ("@" in k or "/" in k) and not k.startswith("sampled_")]
   print(f"\n{results['protocol']}; best step {results['best_step']}")
   print(_format_metrics(rows, keys))
 

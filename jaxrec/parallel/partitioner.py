@@ -17,7 +17,22 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxrec.errors import UserError
 
+BATCH_AXIS = "data"
 DEFAULT_RULES = {"vocab": "model", "embed": None, "mlp": "model", "heads": "model"}
+
+
+def axis_size(axis: str | None, dim: int) -> int:
+  """Devices on the current mesh's `axis` when they divide `dim` (the partitioner's rule), else 1."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if axis is None or mesh.empty or axis not in mesh.axis_names:
+    return 1
+  size = mesh.shape[axis]
+  return size if dim % size == 0 else 1
+
+
+def batch_spec(x: jax.Array) -> P:
+  """How a batch array is laid out: split over the data axis when it divides the batch."""
+  return P(BATCH_AXIS) if axis_size(BATCH_AXIS, x.shape[0]) > 1 else P()
 
 
 class Partitioner:
@@ -70,6 +85,17 @@ class Partitioner:
       shardings = self.state_shardings(abstract_state)
       state = jax.jit(lambda: nnx.split(build())[1], out_shardings=shardings)()
     return graphdef, state, shardings
+
+  def jit(self, fn, **jit_kwargs):
+    """`jax.jit(fn)` whose calls run (and trace) with this mesh current, so code inside can ask
+    for it (`jax.sharding.get_abstract_mesh()`): the sharded embedding lookups and updates do."""
+    jitted = jax.jit(fn, **jit_kwargs)
+
+    def call(*args):
+      with jax.set_mesh(self.mesh):
+        return jitted(*args)
+
+    return call
 
   def batch_sharding(self, batch):
     return jax.tree.map(lambda x: NamedSharding(self.mesh, P("data", *([None] * (x.ndim - 1)))),

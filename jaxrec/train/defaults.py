@@ -93,9 +93,40 @@ def two_tower_config() -> ml_collections.ConfigDict:
   return config
 
 
+def ranking_config() -> ml_collections.ConfigDict:
+  """Multi-task DLRM ranking of MovieLens-100K impressions: rated items and sampled unrated ones."""
+  config = sequential_config()
+  config.task = "ranking"
+  config.data.negatives_per_positive = 4  # datasets without impressions: unseen items shown
+  config.model = ml_collections.ConfigDict({
+      "name": "dlrm", "dim": 16, "bottom": (64,), "top": (256, 128),
+      "interaction": "dot",  # dot | dcn | fm | none
+      "cross_layers": 2, "wide": False, "deep": True, "pooling": "sum", "dropout": 0.0,
+      "exclude_features": "",  # e.g. "user,user_zip"
+  })
+  # One head per outcome: its label, kind (binary | regression | weighted_logistic), loss weight.
+  head = lambda label, kind="binary": {"label": label, "kind": kind, "weight": 1.0}
+  config.heads = ml_collections.ConfigDict({
+      "click": head("click"), "like": head("like"), "rating": head("value", "regression")})
+  config.policy = ml_collections.ConfigDict({"click": 1.0, "like": 1.0})
+  config.embedding = ml_collections.ConfigDict({
+      # True: a row optimizer updates the rows a batch touched; False: optax on whole tables.
+      "sparse": True, "optimizer": "rowwise_adagrad", "learning_rate": 0.05})
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.b2 = 0.999
+  config.train.batch_size = 1000  # 200 ratings and 800 sampled unrated items
+  config.train.num_steps = 1000
+  config.train.log_every = 100
+  config.train.eval_every = 100
+  config.train.metric = "click/auc"
+  config.eval.batch_size = 1000
+  return config
+
+
 def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks a run to seconds, for tests and laptops."""
-  c.model.max_len = 20
+  if "max_len" in c.model:
+    c.model.max_len = 20
   c.model.dim = 16
   if "mlp_dim" in c.model:
     c.model.mlp_dim = 32

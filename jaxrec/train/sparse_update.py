@@ -15,6 +15,9 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+
+from jaxrec.parallel.partitioner import BATCH_AXIS, axis_size, batch_spec
 
 KINDS = ("sgd", "adagrad", "rowwise_adagrad")
 
@@ -56,3 +59,30 @@ class RowOptimizer:
       step = grads * (scale if self.kind == "adagrad" else scale[:, None])
     table = table.at[unique].add((-self.learning_rate * step).astype(table.dtype), mode="drop")
     return table, accumulator
+
+
+def update_sharded(optimizer: RowOptimizer, table: jax.Array, accumulator, ids: jax.Array,
+                   row_grads: jax.Array, row_axis: str | None):
+  """`optimizer.update` on a table whose rows are split over the mesh's `row_axis`: every device
+  sees the whole batch's ids and row gradients (gathered over the data axis, [batch, dim] each)
+  and updates the rows it owns, so no table row crosses devices. Elsewhere a plain update."""
+  if axis_size(row_axis, table.shape[0]) == 1:
+    return optimizer.update(table, accumulator, ids, row_grads)
+  spec = batch_spec(ids)
+  gather = (lambda x: jax.lax.all_gather(x, BATCH_AXIS, tiled=True)) if spec else (lambda x: x)
+  rows_spec = P(row_axis, None)
+  accumulator_spec = None if accumulator is None else P(row_axis, *[None] * (accumulator.ndim - 1))
+
+  def local(table, accumulator, ids, row_grads):
+    ids, row_grads = gather(ids), gather(row_grads)
+    local_ids = ids - jax.lax.axis_index(row_axis) * table.shape[0]
+    owned = (local_ids >= 0) & (local_ids < table.shape[0])
+    # Rows another device owns become id N here: out of range, so the update drops them.
+    return optimizer.update(table, accumulator, jnp.where(owned, local_ids, table.shape[0]),
+                            row_grads)
+
+  # Every device along the data axis gathers the same batch and so computes the same rows: the
+  # outputs are replicated over it, which shard_map cannot infer through the gather.
+  return jax.shard_map(local, in_specs=(rows_spec, accumulator_spec, spec, spec),
+                       out_specs=(rows_spec, accumulator_spec), check_vma=False)(
+                           table, accumulator, ids, row_grads)

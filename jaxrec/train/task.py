@@ -12,8 +12,14 @@ from typing import Iterable
 import jax
 from flax import nnx
 
+from jaxrec.eval.metrics import MetricAccumulator
+from jaxrec.train.sparse_update import RowOptimizer
+
 
 class Task(abc.ABC):
+  # Set by tasks whose models have sparsely updated embedding tables (models/embedding.py).
+  row_optimizer: RowOptimizer | None = None
+
   @abc.abstractmethod
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
     """The Flax NNX model, built fresh (the partitioner calls it under eval_shape and jit)."""
@@ -38,6 +44,11 @@ class Task(abc.ABC):
   @abc.abstractmethod
   def eval_step(self, model: nnx.Module, batch: dict, shared) -> dict[str, jax.Array]:
     """Per-row metrics [B] for one batch (jitted by the trainer); `shared` from eval_shared."""
+
+  def metric_accumulator(self):
+    """Collects eval_step outputs over a split: `add(outputs, weight)`, `result()`. The default
+    averages per-row metrics; a task whose metrics are not per-row means (AUC) brings its own."""
+    return MetricAccumulator()
 
   @abc.abstractmethod
   def protocol(self, split: str) -> dict:

@@ -23,7 +23,6 @@ from flax import nnx
 
 from jaxrec.config import save_config
 from jaxrec.errors import UserError
-from jaxrec.eval.metrics import MetricAccumulator
 from jaxrec.parallel.partitioner import Partitioner
 from jaxrec.train.checkpoint import Checkpointer
 from jaxrec.train.optim import build_optimizer, learning_rate_schedule
@@ -37,11 +36,14 @@ def build_task(config):
   if config.task == "two_tower":
     from jaxrec.train.two_tower import TwoTowerTask
     return TwoTowerTask(config)
+  if config.task == "ranking":
+    from jaxrec.train.ranking import RankingTask
+    return RankingTask(config)
   if config.task == "bpr":
     from jaxrec.train.matrix_factorization import BPRTask
     return BPRTask(config)
-  raise UserError(f"unknown task {config.task!r}: use 'sequential', 'two_tower', 'bpr' or "
-                  "'baseline'.")
+  raise UserError(f"unknown task {config.task!r}: use 'sequential', 'two_tower', 'ranking', "
+                  "'bpr' or 'baseline'.")
 
 
 def git_sha() -> str:
@@ -72,15 +74,16 @@ class Run:
         trainable(shardings), transform_non_params=lambda _: replicated)
     self.opt_state = jax.jit(self.tx.init, out_shardings=opt_shardings)(trainable(self.state))
     data = self.partitioner.data_sharding
-    self.train_step = jax.jit(
-        make_train_step(self.graphdef, self.tx, self.task.loss, config.seed),
+    self.train_step = self.partitioner.jit(
+        make_train_step(self.graphdef, self.tx, self.task.loss, config.seed,
+                        self.task.row_optimizer),
         in_shardings=(shardings, opt_shardings, data, replicated),
         out_shardings=(shardings, opt_shardings, replicated), donate_argnums=(0, 1))
-    self.eval_shared = jax.jit(
+    self.eval_shared = self.partitioner.jit(
         lambda state: self.task.eval_shared(nnx.merge(self.graphdef, state)),
         in_shardings=(shardings,))
     # The shared values keep the placement eval_shared gave them.
-    self.eval_step = jax.jit(
+    self.eval_step = self.partitioner.jit(
         lambda state, batch, shared: self.task.eval_step(nnx.merge(self.graphdef, state), batch,
                                                          shared),
         out_shardings=replicated)
@@ -88,7 +91,7 @@ class Run:
   def evaluate(self, split: str, row_weight=None) -> dict:
     """Mean metrics over a split's users; `row_weight(batch) -> [B]` restricts them (e.g. to
     users whose held-out item is new)."""
-    accumulator = MetricAccumulator()
+    accumulator = self.task.metric_accumulator()
     shared = self.eval_shared(self.state)
     for batch in self.task.eval_batches(split):
       weight = batch.pop("weight")

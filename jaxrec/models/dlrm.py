@@ -1,0 +1,146 @@
+"""A multi-task ranking model in the DLRM family, over sharded embedding tables.
+
+    dense features ─► bottom MLP ─┐
+    single-hot ids ─► tables ─────┼─► interaction (dot | DCN-v2 cross | FM | none) ─► top MLP ─► heads
+    multi-hot ids ─► tables, pool ┘                                   optional wide part ─┘
+
+One table per sparse feature (models/embedding.py: row-sharded, sparsely updated). The
+interaction is DLRM's pairwise dot products (Naumov et al. 2019), DCN-v2 cross layers (Wang et al.
+2021), or FM's second-order term kept as a vector (DeepFM / NFM), each fed with the raw features to
+a shared top MLP; each task head is one linear output of it. The optional wide part is a linear
+model on the same one-hot features (Wide & Deep): one scalar per head per id, plus a linear map of
+the dense features. With `deep=False` only the wide part remains: per-head logistic (or linear)
+regression, the baseline the ranking benchmark compares against.
+
+The model reads `rows` (the looked-up embedding rows, gathered by the train step so that gradients
+are taken with respect to them only) or looks them up itself when not given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxrec.models.embedding import ShardedEmbedding, pool
+from jaxrec.models.layers import Dense
+from jaxrec.train.sparse_update import RowOptimizer
+
+INTERACTIONS = ("dot", "dcn", "fm", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class DLRMSpec:
+  single_hot: dict[str, int]    # feature -> table rows
+  multi_hot: dict[str, int]
+  num_dense: int
+  heads: tuple[str, ...]
+  dim: int = 16
+  bottom: tuple[int, ...] = (64,)
+  top: tuple[int, ...] = (256, 128)
+  interaction: str = "dot"
+  cross_layers: int = 2
+  wide: bool = False
+  deep: bool = True
+  pooling: str = "sum"
+  dropout: float = 0.0
+
+  def __post_init__(self):
+    if self.interaction not in INTERACTIONS:
+      raise ValueError(f"unknown interaction {self.interaction!r}: use one of "
+                       f"{', '.join(INTERACTIONS)}")
+    if not (self.deep or self.wide):
+      raise ValueError("a DLRM needs the deep part, the wide part or both")
+
+
+class MLP(nnx.Module):
+  def __init__(self, sizes: tuple[int, ...], *, rngs: nnx.Rngs, dropout: float = 0.0):
+    self.layers = nnx.List([Dense(a, b, ("embed", "mlp"), rngs=rngs)
+                            for a, b in zip(sizes[:-1], sizes[1:])])
+    self.dropout = nnx.Dropout(dropout)
+
+  def __call__(self, x, rngs=None):
+    for layer in self.layers:
+      x = self.dropout(jax.nn.relu(layer(x)), deterministic=rngs is None, rngs=rngs)
+    return x
+
+
+class CrossLayer(nnx.Module):
+  """DCN-v2: x_{l+1} = x0 * (W x_l + b) + x_l."""
+
+  def __init__(self, width: int, *, rngs: nnx.Rngs):
+    self.linear = Dense(width, width, ("embed", "mlp"), rngs=rngs)
+
+  def __call__(self, x0, x):
+    return x0 * self.linear(x) + x
+
+
+class DLRM(nnx.Module):
+  def __init__(self, spec: DLRMSpec, *, rngs: nnx.Rngs, row_optimizer: RowOptimizer | None = None,
+               row_axis: str | None = "model"):
+    self.spec = spec
+    sizes = {**spec.single_hot, **spec.multi_hot}
+    table = lambda rows, dim: ShardedEmbedding(rows, dim, rngs=rngs, row_optimizer=row_optimizer,
+                                               row_axis=row_axis)
+    tables = {}
+    if spec.deep:
+      tables.update({name: table(rows, spec.dim) for name, rows in sizes.items()})
+      num_features = len(sizes) + 1  # + the bottom MLP's output
+      self.bottom = MLP((spec.num_dense, *spec.bottom, spec.dim), rngs=rngs)
+      width = num_features * spec.dim
+      if spec.interaction == "dot":
+        width = spec.dim + num_features * (num_features - 1) // 2
+      elif spec.interaction == "fm":
+        width += spec.dim
+      self.cross = nnx.List([CrossLayer(width, rngs=rngs) for _ in range(
+          spec.cross_layers if spec.interaction == "dcn" else 0)])
+      self.top = MLP((width, *spec.top), rngs=rngs, dropout=spec.dropout)
+      self.heads = Dense(spec.top[-1] if spec.top else width, len(spec.heads), ("mlp", None),
+                         rngs=rngs)
+    if spec.wide:
+      # One scalar per head for every id of every feature: logistic regression on one-hots.
+      tables.update({f"wide_{name}": table(rows, len(spec.heads)) for name, rows in sizes.items()})
+      self.wide_dense = nnx.Linear(spec.num_dense, len(spec.heads), rngs=rngs)
+    self.tables = nnx.Dict(tables)
+
+  def embedding_ids(self, batch: dict) -> dict[str, jax.Array]:
+    """Each table's ids in this batch: [B] for single-hot features, [B, H] for multi-hot."""
+    features = {**batch["sparse"], **batch["multi_hot"]}
+    return {name: features[name.removeprefix("wide_")] for name in self.tables}
+
+  def __call__(self, batch: dict, rows: dict | None = None, rngs: nnx.Rngs | None = None):
+    """Per-head outputs (logits, or the regression value) [B, heads]."""
+    if rows is None:
+      rows = {name: self.tables[name](ids) for name, ids in self.embedding_ids(batch).items()}
+    spec = self.spec
+    weights = batch.get("multi_hot_weights", {})
+    pooled = lambda name: pool(rows[name], batch["multi_hot"][name.removeprefix("wide_")],
+                               weights.get(name.removeprefix("wide_")), spec.pooling)
+    out = 0.0
+    if spec.deep:
+      dense = self.bottom(batch["dense"])
+      features = [dense, *[rows[n] for n in spec.single_hot],
+                  *[pooled(n) for n in spec.multi_hot]]
+      out = self.heads(self.top(self._interact(features), rngs))
+    if spec.wide:
+      out = out + self.wide_dense(batch["dense"])
+      out = out + sum(rows[f"wide_{n}"] for n in spec.single_hot)
+      out = out + sum((pooled(f"wide_{n}") for n in spec.multi_hot), 0.0)
+    return out
+
+  def _interact(self, features: list[jax.Array]) -> jax.Array:
+    stacked = jnp.stack(features, 1)  # [B, F, D]
+    flat = stacked.reshape(len(stacked), -1)
+    if self.spec.interaction == "dot":
+      dots = jnp.einsum("bfd,bgd->bfg", stacked, stacked)
+      upper = jnp.triu_indices(stacked.shape[1], k=1)
+      return jnp.concatenate([features[0], dots[:, upper[0], upper[1]]], -1)
+    if self.spec.interaction == "fm":
+      second_order = 0.5 * (jnp.square(stacked.sum(1)) - jnp.square(stacked).sum(1))
+      return jnp.concatenate([flat, second_order], -1)
+    x = flat
+    for layer in self.cross:
+      x = layer(flat, x)
+    return x
