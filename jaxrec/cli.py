@@ -120,6 +120,8 @@ def _format_metrics(rows: dict[str, dict], keys: list[str]) -> str:
 
 
 def _run_train(args, overrides: list[str]) -> None:
+  from jaxrec.parallel.distributed import initialize
+  initialize()  # joins the other hosts of a pod slice; before anything else touches JAX
   from jaxrec.config import apply_overrides, load_config
   from jaxrec.eval.popularity import evaluate_popularity
   from jaxrec.train.trainer import train

@@ -254,9 +254,12 @@ def _plain(value):
   return str(value)
 
 
+def config_json(config: ml_collections.ConfigDict) -> str:
+  """The config as JSON (indent 2, sorted keys), as a run's workdir keeps it."""
+  return json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n"
+
+
 def save_config(config: ml_collections.ConfigDict, path: str) -> None:
-  """Writes the config as JSON (indent 2, sorted keys), e.g. into a run's workdir."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, "w") as f:
-    json.dump(to_dict(config), f, indent=2, sort_keys=True)
-    f.write("\n")
+    f.write(config_json(config))

@@ -23,6 +23,17 @@ print("RESULTS" + json.dumps(results))
 """
 
 
+def test_embedding_tables_on_8_devices():
+  """Runs tests/multidevice in a process that has 8 fake devices."""
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+         "JAX_PLATFORMS": "cpu"}
+  result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           os.path.join(ROOT, "tests", "multidevice")],
+                          capture_output=True, text=True, cwd=ROOT, env=env)
+  assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+  assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]
+
+
 def test_mesh_of_8_devices_matches_one_device(ml100k, tmp_path):
   overrides = [f"data.dir={ml100k.path}", "mesh.shape=(4,2)", "train.patience=0"]
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",

@@ -50,10 +50,10 @@ class ShardedEmbedding(nnx.Module):
     shape = (padded_rows(num_rows), dim)
     value = nnx.initializers.normal(init_scale)(rngs.params(), shape, jnp.float32)
     kind = nnx.Param if row_optimizer is None else EmbeddingTable
-    self.table = kind(value, sharding_names=("vocab", "embed"))
+    self.table = kind(value, out_sharding=("vocab", "embed"))
     accumulator = row_optimizer.init(value) if row_optimizer is not None else None
     self.accumulator = (None if accumulator is None else RowOptimizerState(
-        accumulator, sharding_names=("vocab", "embed")[:accumulator.ndim]))
+        accumulator, out_sharding=("vocab", "embed")[:accumulator.ndim]))
 
   @property
   def sparse(self) -> bool:

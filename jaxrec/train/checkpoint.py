@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 import jax
+from etils import epath
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
@@ -24,7 +25,7 @@ class Checkpointer:
                  keep_checkpoints_without_metrics=False),
     ])
     self.manager = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        epath.Path(workdir if "://" in workdir else os.path.abspath(workdir)) / "checkpoints",
         options=ocp.CheckpointManagerOptions(preservation_policy=policy,
                                              enable_async_checkpointing=async_save),
         item_names=("state", "loop"))

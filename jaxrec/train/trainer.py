@@ -19,9 +19,11 @@ import jax
 import jax.numpy as jnp
 import optax
 from clu import metric_writers, periodic_actions
+from etils import epath
+from jax.experimental import multihost_utils
 from flax import nnx
 
-from jaxrec.config import save_config
+from jaxrec.config import config_json
 from jaxrec.errors import UserError
 from jaxrec.parallel.partitioner import Partitioner
 from jaxrec.train.checkpoint import Checkpointer
@@ -46,7 +48,18 @@ def build_task(config):
                   "'bpr' or 'baseline'.")
 
 
+def _write(workdir: str, name: str, text: str) -> None:
+  """Writes a run file (local or gs:// workdir) once, from the first process of a pod."""
+  if jax.process_index() == 0:
+    path = epath.Path(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / name).write_text(text)
+
+
 def git_sha() -> str:
+  """The code's commit; a pod worker's copy has no .git, so the launcher passes it along."""
+  if os.environ.get("JAXREC_GIT_SHA"):
+    return os.environ["JAXREC_GIT_SHA"]
   try:
     return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                           cwd=os.path.dirname(os.path.abspath(__file__)), check=True).stdout.strip()
@@ -98,6 +111,8 @@ class Run:
       if row_weight is not None:
         weight = weight * row_weight(batch)
       batch = self.partitioner.shard_inputs(batch)
+      if jax.process_count() > 1:  # the outputs cover every process's rows
+        weight = multihost_utils.process_allgather(weight, tiled=True)
       accumulator.add(jax.device_get(self.eval_step(self.state, batch, shared)), weight)
     return accumulator.result()
 
@@ -106,10 +121,8 @@ def train(config, workdir: str) -> dict:
   if config.task == "baseline":  # fitted in closed form: no training loop
     from jaxrec.baselines.evaluate import fit_baseline
     return fit_baseline(config, workdir)
-  os.makedirs(workdir, exist_ok=True)
-  save_config(config, os.path.join(workdir, "config.json"))
-  with open(os.path.join(workdir, "git_sha.txt"), "w") as f:
-    f.write(git_sha() + "\n")
+  _write(workdir, "config.json", config_json(config))
+  _write(workdir, "git_sha.txt", git_sha() + "\n")
   run = Run(config)
   cfg = config.train
   iterator = iter(run.task.train_data(config.seed))
@@ -173,6 +186,5 @@ def train(config, workdir: str) -> dict:
              "valid": valid, "test": run.evaluate("test"),
              **run.task.protocol("test")}
   checkpoints.close()
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  _write(workdir, "results.json", json.dumps(results, indent=2))
   return results
