@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from jaxrec.data import pipelines as P
+from jaxrec.data import ranking_negatives as N
 from jaxrec.errors import UserError
 
 
@@ -224,3 +225,66 @@ def test_bad_ranking_negative_arguments(ml100k):
     P.ranking_dataset(ml100k, negatives_per_positive=-1)
   with pytest.raises(UserError, match="negative sampling"):
     P.ranking_dataset(ml100k, negatives_per_positive=1, negative_sampling="hard")
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "popularity"])
+@pytest.mark.parametrize("split", ["valid", "test"])
+def test_ranking_negatives_already_existed_at_the_positives_time(ml100k, sampling, split):
+  # A negative first seen after the impression would carry an age of 0 that gives it away.
+  out = _concat(list(P.ranking_dataset(ml100k, split, negatives_per_positive=3,
+                                       negative_sampling=sampling,
+                                       options=P.PipelineOptions(batch_size=64))))
+  real = out["weight"].reshape(-1, 4)[:, 0] > 0
+  users = out["sparse"]["user"].reshape(-1, 4)[real, 0]
+  items = out["sparse"]["item"].reshape(-1, 4)[real, 1:]
+  index = ml100k.splits.train_end if split == "valid" else ml100k.splits.valid_end
+  first_seen = ml100k.item_features["first_seen"]
+  checked = 0
+  for user, negatives in zip(users, items):
+    tokens = ml100k.user_tokens([user])[0]
+    time = tokens["timestamp"][index[user - 2]]
+    available = np.setdiff1d(np.flatnonzero((first_seen >= 0) & (first_seen <= time)), [0, 1])
+    if np.setdiff1d(available, tokens["item"]).size:
+      assert np.all(np.isin(negatives, available)), (user, negatives)
+      checked += 1
+  assert checked > 900
+  # On training batches the age feature (dense column 7, 0 when the item is new or from the future)
+  # must no longer tell negatives apart: far fewer are 0 than among positives.
+  batches = _take(P.ranking_dataset(ml100k, negatives_per_positive=4, negative_sampling=sampling,
+                                    options=_options(batch_size=1000)), 10)
+  age = np.concatenate([b["dense"][:, 7] for b in batches]).reshape(-1, 5)
+  assert (age[:, 1:] == 0).mean() < (age[:, 0] == 0).mean()
+
+
+def _brute_force_pool(first_seen, history, time):
+  """Items first seen (not -1) by `time` and not in the history; else every unrated item."""
+  items = np.arange(2, len(first_seen))
+  unrated = items[~np.isin(items, history)]
+  available = unrated[(first_seen[unrated] >= 0) & (first_seen[unrated] <= time)]
+  return available if available.size else unrated
+
+
+def test_negative_sampler_draws_uniformly_among_available_unrated_items():
+  rng = np.random.default_rng(0)
+  num_items = 30
+  first_seen = np.concatenate([[-1, -1], rng.integers(0, 100, num_items - 2)])
+  first_seen[[5, 9]] = -1  # never seen: never available, only a fallback
+  histories = [np.array([0, 1, 3, 4]), rng.choice(np.arange(2, num_items), 20, replace=False),
+               np.flatnonzero((first_seen >= 0) & (first_seen <= 50))]  # all of t <= 50
+  times = [100, 60, 40]
+  owner = np.repeat(np.arange(3), 3000)
+  sampler = N.NegativeSampler(num_items, "uniform", None, first_seen)
+  out = sampler.sample(histories, owner, N.example_keys(1, np.arange(len(owner))), 2,
+                       np.repeat(times, 3000))
+  for user in range(3):
+    pool = _brute_force_pool(first_seen, histories[user], times[user])
+    items, counts = np.unique(out[owner == user], return_counts=True)
+    assert np.array_equal(items, pool)  # every candidate drawn, nothing else
+    expected = counts.sum() / len(pool)
+    assert np.all(np.abs(counts - expected) < 5 * np.sqrt(expected))
+  # The fallback: user 2 had rated every item of its time, so its negatives are from later.
+  assert np.all((first_seen[out[owner == 2]] > 40) | (first_seen[out[owner == 2]] == -1))
+  # Without timestamps every unrated item is a candidate, as before availability was known.
+  plain = sampler.sample(histories, owner, N.example_keys(1, np.arange(len(owner))), 2)
+  assert np.array_equal(np.unique(plain[owner == 0]),
+                        np.setdiff1d(np.arange(2, num_items), histories[0]))

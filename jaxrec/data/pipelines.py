@@ -293,13 +293,14 @@ def ranking_dataset(ds: PreparedDataset, split: str = "train", *,
 
   `negatives_per_positive` N > 0 turns a log of positives only (MovieLens ratings) into ranking
   impressions: each token is followed by N items the user never interacted with in any split,
-  drawn uniformly from the known items (or by training popularity with
-  negative_sampling="popularity"), in the token's context with every label 0 and the item's own
-  features (see ranking_negatives). The batch size still counts output rows, so each batch holds
-  batch_size / (1 + N) tokens, each in rows [k * (1 + N), (k + 1) * (1 + N)), positive first.
-  `group` [B] is then the user id, the unit that per-user ranking metrics (NDCG) sort within.
-  Evaluation negatives depend only on options.seed and the example, so every evaluation ranks the
-  same ones; training draws new ones each epoch.
+  drawn uniformly from the items already seen in the log at the token's time (or by training
+  popularity with negative_sampling="popularity"), in the token's context with every label 0 and
+  the item's own features (see ranking_negatives; a user who has rated every item of that time
+  gets unrated items from the whole catalogue). The batch size still counts output rows, so each
+  batch holds batch_size / (1 + N) tokens, each in rows [k * (1 + N), (k + 1) * (1 + N)), positive
+  first. `group` [B] is then the user id, the unit that per-user ranking metrics (NDCG) sort
+  within. Evaluation negatives depend only on options.seed and the example, so every evaluation
+  ranks the same ones; training draws new ones each epoch.
   """
   _check_split(split)
   n_neg = negatives_per_positive
@@ -310,13 +311,13 @@ def ranking_dataset(ds: PreparedDataset, split: str = "train", *,
     fit = max(options.batch_size // (1 + n_neg), 1) * (1 + n_neg)
     raise UserError(f"batch size {options.batch_size} does not split into groups of 1 positive + "
                     f"{n_neg} negatives: use a multiple of {1 + n_neg}, e.g. {fit}.")
-  sampler = negatives.NegativeSampler(ds.num_items, negative_sampling, ds.item_counts)
+  item_features, user_features = ds.item_features, ds.user_features
+  first_seen = item_features["first_seen"]
+  sampler = negatives.NegativeSampler(ds.num_items, negative_sampling, ds.item_counts, first_seen)
   start, lo, count = _token_index(ds, split)
   records = _Records(ds.tokens_path)
   item_counts = np.log1p(ds.item_counts.astype(np.float32))
   user_activity = np.log1p(ds.splits.train_end.astype(np.float32))
-  item_features, user_features = ds.item_features, ds.user_features
-  first_seen = item_features["first_seen"]
   train = split == "train"
   batch_size = options.batch_size // (1 + n_neg)
   # Evaluation keys: the seed and split only, so a token's negatives never change between runs.
@@ -332,7 +333,7 @@ def ranking_dataset(ds: PreparedDataset, split: str = "train", *,
       # _gather_tokens decoded each record once, in np.unique order: the whole history, all splits.
       owner = np.unique(record, return_inverse=True)[1]
       drawn = sampler.sample([d["item"] for d in decoded], owner,
-                             negatives.example_keys(base, indices), n_neg)
+                             negatives.example_keys(base, indices), n_neg, tokens["timestamp"])
       tokens = negatives.with_negatives(tokens, drawn)
       record = np.repeat(record, 1 + n_neg)
       weight = None if weight is None else np.repeat(weight, 1 + n_neg)
