@@ -33,9 +33,14 @@ def print_table(header: list[str], rows: list[list], widths: list[int] | None = 
 def train_movielens(config_name: str, overrides: list[str], workdir: str) -> dict:
   """Trains configs/movielens_{config_name}.py with `overrides` into `workdir`; the results
   with the wall-clock `seconds` it took."""
+  return train_config(f"movielens_{config_name}.py", overrides, workdir)
+
+
+def train_config(config_file: str, overrides: list[str], workdir: str) -> dict:
+  """Trains configs/`config_file` with `overrides` into `workdir`: its results and `seconds`."""
   from jaxrec.config import apply_overrides, load_config
   from jaxrec.train.trainer import train
-  config = load_config(os.path.join(ROOT, "configs", f"movielens_{config_name}.py"))
+  config = load_config(os.path.join(ROOT, "configs", config_file))
   started = time.perf_counter()
   results = train(apply_overrides(config, overrides), workdir)
   results["seconds"] = time.perf_counter() - started

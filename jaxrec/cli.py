@@ -113,9 +113,10 @@ def _train_parsers(sub) -> None:
 
 
 def _format_metrics(rows: dict[str, dict], keys: list[str]) -> str:
-  lines = [f"{'':14}" + "".join(f"{k:>12}" for k in keys)]
+  widths = [max(12, len(k) + 2) for k in keys]
+  lines = [f"{'':14}" + "".join(f"{k:>{w}}" for k, w in zip(keys, widths))]
   for name, values in rows.items():
-    lines.append(f"{name:14}" + "".join(f"{values[k]:12.4f}" for k in keys))
+    lines.append(f"{name:14}" + "".join(f"{values[k]:{w}.4f}" for k, w in zip(keys, widths)))
   return "\n".join(lines)
 
 

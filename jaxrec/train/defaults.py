@@ -111,7 +111,10 @@ def ranking_config() -> ml_collections.ConfigDict:
   config.policy = ml_collections.ConfigDict({"click": 1.0, "like": 1.0})
   config.embedding = ml_collections.ConfigDict({
       # True: a row optimizer updates the rows a batch touched; False: optax on whole tables.
-      "sparse": True, "optimizer": "rowwise_adagrad", "learning_rate": 0.05})
+      "sparse": True, "optimizer": "rowwise_adagrad", "learning_rate": 0.05,
+      # optax.adagrad starts its accumulator at 0.1; an embedding row's gradients are far smaller
+      # than that, so a rarely seen row (a user's) would barely move. TorchRec starts at 0.
+      "initial_accumulator": 0.0})
   config.optimizer.learning_rate = 1e-3
   config.optimizer.b2 = 0.999
   config.train.batch_size = 1000  # 200 ratings and 800 sampled unrated items

@@ -74,7 +74,8 @@ class RankingTask(Task):
       if emb.optimizer not in KINDS:
         raise UserError(f"embedding.optimizer must be one of {', '.join(KINDS)}, got "
                         f"{emb.optimizer!r}.")
-      self.row_optimizer = RowOptimizer(emb.optimizer, emb.learning_rate)
+      self.row_optimizer = RowOptimizer(emb.optimizer, emb.learning_rate,
+                                        emb.initial_accumulator)
     self.spec = self._spec()
 
   def _check_heads(self, config):
@@ -143,7 +144,7 @@ class RankingTask(Task):
   def eval_step(self, model, batch, shared):
     outputs = model(batch)
     labels = labels_of(batch)
-    result = {"group": batch["group"]}
+    result = {"group": batch["sparse"]["user"]}  # NDCG within each user's impressions
     for i, (name, head) in enumerate(self.heads.items()):
       result[f"prediction/{name}"] = head_prediction(head["kind"], outputs[:, i])
       result[f"label/{name}"] = labels[head["label"]]
