@@ -36,6 +36,17 @@ class PipelineOptions:
   read_threads: int = 2
 
 
+def process_batch_size(global_batch_size: int) -> int:
+  """A config's batch size is global (every host's rows together); each process's pipeline
+  builds its share of it."""
+  import jax
+  count = jax.process_count()
+  if global_batch_size % count:
+    raise UserError(f"batch size {global_batch_size} does not split over the {count} processes "
+                    f"of this job: use a multiple of {count}.")
+  return global_batch_size // count
+
+
 class _Records:
   """Reads users' token records; opened lazily so the pipeline can be pickled to workers."""
 
@@ -76,10 +87,14 @@ def _index_dataset(indices: np.ndarray, options: PipelineOptions, train: bool) -
   import jax  # only for the process layout; the pipeline itself never touches devices
   shard_index = jax.process_index() if options.shard_index is None else options.shard_index
   shard_count = jax.process_count() if options.shard_count is None else options.shard_count
-  indices = np.asarray(indices)[shard_index::shard_count]
+  all_indices = np.asarray(indices)
+  indices = all_indices[shard_index::shard_count]
   size = options.batch_size
   if not train:
-    return grain.MapDataset.range((len(indices) + size - 1) // size).map(
+    # Every process makes the same number of batches (the largest shard's), padding the rest,
+    # so no process waits at a collective for a batch another never sends.
+    largest = -(-len(all_indices) // shard_count)
+    return grain.MapDataset.range((largest + size - 1) // size).map(
         lambda j: indices[j * size:(j + 1) * size])
   per_epoch = len(indices) // size
   if per_epoch == 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import ml_collections
@@ -21,9 +22,25 @@ def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
+def fit_mesh(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The run's config with a mesh this process can build: a workdir trained on a pod slice
+  (mesh (4, 8)) restores onto the devices here, every one on the data axis, when its mesh does
+  not fit them. Orbax reshards the checkpoint onto whatever mesh it is given."""
+  import jax
+  import numpy as np
+  fixed = int(np.prod([s for s in config.mesh.shape if s != -1]))
+  if jax.device_count() % fixed == 0:
+    return config
+  logging.info("the run's mesh %s does not fit the %d devices here: restoring onto (-1, 1)",
+               tuple(config.mesh.shape), jax.device_count())
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.mesh.shape = (-1,) + (1,) * (len(config.mesh.axes) - 1)
+  return config
+
+
 def restore_best(workdir: str) -> tuple[Run, int]:
   """The workdir's run with its best checkpoint (by the validation metric) loaded, and its step."""
-  config = load_workdir_config(workdir)
+  config = fit_mesh(load_workdir_config(workdir))
   if config.task == "baseline":
     raise UserError(f"{workdir} holds a {config.model.name} baseline, fitted in closed form: it "
                     "has no checkpoint or embeddings to load. Export a two_tower, sequential or "

@@ -46,8 +46,9 @@ class BPRTask(SequentialTask):
                  cfg.get("init_scale", 0.1), rngs=rngs)
 
   def train_data(self, seed: int):
-    options = pipelines.PipelineOptions(batch_size=self.config.train.batch_size, seed=seed,
-                                        num_epochs=None)
+    options = pipelines.PipelineOptions(
+        batch_size=pipelines.process_batch_size(self.config.train.batch_size), seed=seed,
+        num_epochs=None)
     # Only the pair goes to the devices; the pipeline's context features are not used here.
     return pipelines.pair_dataset(self.data, "train", options=options).map(
         lambda batch: {"user": batch["user"], "item": batch["item"]})
@@ -70,7 +71,8 @@ class BPRTask(SequentialTask):
     return bpr + cfg.l2 * jnp.mean(l2)
 
   def eval_batches(self, split: str):
-    options = pipelines.PipelineOptions(batch_size=self.config.eval.batch_size)
+    options = pipelines.PipelineOptions(
+        batch_size=pipelines.process_batch_size(self.config.eval.batch_size))
     negatives = self._negatives(split) if self.config.eval.sampled_negatives else None
     # max_len=1: the model reads the user id only; `seen` holds the whole history.
     for batch in pipelines.sequence_dataset(self.data, split, max_len=1,

@@ -97,7 +97,7 @@ class RankingTask(Task):
   def _options(self, split: str, seed: int = 0) -> pipelines.PipelineOptions:
     train = split == "train"
     batch = self.config.train.batch_size if train else self.config.eval.batch_size
-    return pipelines.PipelineOptions(batch_size=batch, seed=seed,
+    return pipelines.PipelineOptions(batch_size=pipelines.process_batch_size(batch), seed=seed,
                                      num_epochs=None if train else 1)
 
   def _dataset(self, split: str, seed: int = 0):
@@ -154,10 +154,11 @@ class RankingTask(Task):
     return _RankingMetrics(self)
 
   def protocol(self, split: str) -> dict:
-    return {"protocol": f"held-out impressions of the {split} split, with "
-                        f"{self.config.data.negatives_per_positive} sampled unseen items per "
-                        "impression as non-engaged ones; NDCG of the combined score within each "
-                        "user's impressions",
+    negatives = self.config.data.negatives_per_positive
+    shown = (f"each with {negatives} sampled unseen items as non-engaged impressions"
+             if negatives else "as logged")
+    return {"protocol": f"held-out impressions of the {split} split, {shown}; NDCG@10 of the "
+                        "combined policy score within each user's impressions",
             "policy": dict(self.config.policy)}
 
 

@@ -52,8 +52,9 @@ class SequentialTask(Task):
     return cls(self.data.num_items, rngs=rngs, **kwargs)
 
   def train_data(self, seed: int):
-    options = pipelines.PipelineOptions(batch_size=self.config.train.batch_size, seed=seed,
-                                        num_epochs=None)
+    options = pipelines.PipelineOptions(
+        batch_size=pipelines.process_batch_size(self.config.train.batch_size), seed=seed,
+        num_epochs=None)
     return pipelines.sequence_dataset(
         self.data, "train", max_len=self.config.model.max_len,
         objective="masked" if self.masked else "next",
@@ -68,7 +69,8 @@ class SequentialTask(Task):
                           log_q=jnp.asarray(self.log_q), gbce_t=cfg.gbce_t)
 
   def eval_batches(self, split: str):
-    options = pipelines.PipelineOptions(batch_size=self.config.eval.batch_size)
+    options = pipelines.PipelineOptions(
+        batch_size=pipelines.process_batch_size(self.config.eval.batch_size))
     negatives = self._negatives(split) if self.config.eval.sampled_negatives else None
     for batch in pipelines.sequence_dataset(self.data, split, max_len=self.config.model.max_len,
                                             max_targets=self.config.eval.max_targets,
