@@ -36,6 +36,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/sequential_quality.py
 	$(PY) benchmarks/retrieval_quality.py
 	$(PY) benchmarks/cold_start.py
+	$(PY) benchmarks/ranking_quality.py
+	$(PY) benchmarks/embedding_update.py
 	$(VENV)/bin/jaxrec train --config configs/synthetic_two_tower.py --workdir workdirs/synthetic-two-tower
 	$(PY) benchmarks/scann_vs_exact.py --workdir workdirs/synthetic-two-tower
 	$(PY) benchmarks/scann_vs_exact.py --synthetic-clusters --name scann_vs_exact_clusters

@@ -40,7 +40,8 @@ def batch(seed=0, size=16):
 
 @pytest.mark.parametrize("variant", [
     dict(interaction="dot"), dict(interaction="dcn", cross_layers=2), dict(interaction="fm"),
-    dict(interaction="none", wide=True), dict(deep=False, wide=True)])
+    dict(interaction="none", wide=True), dict(deep=False, wide=True),
+    dict(wide=True, stack_below=60)])
 def test_every_variant_scores_each_head(variant):
   model = DLRM(DLRMSpec(**SPEC, **variant), rngs=nnx.Rngs(0))
   out = model(batch())
@@ -80,7 +81,21 @@ def test_head_losses_and_predictions():
   np.testing.assert_allclose(head_prediction("weighted_logistic", z), jnp.exp(z))
 
 
-def test_sparse_sgd_step_equals_dense_sgd_step():
+def test_small_tables_share_one_stacked_table():
+  model = DLRM(DLRMSpec(**SPEC, wide=True, stack_below=60), rngs=nnx.Rngs(0))
+  assert set(model.tables) == {"item", "stacked", "wide_item", "wide_stacked"}
+  assert model.tables["stacked"].num_rows == 50 + 10  # user and genres, at offsets 0 and 50
+  b = batch()
+  ids = model.embedding_ids(b)["stacked"]
+  np.testing.assert_array_equal(ids[:, 0], b["sparse"]["user"])
+  np.testing.assert_array_equal(ids[:, 1:], b["multi_hot"]["genres"] + 50)
+  # The same model through its own lookups and through rows gathered outside it.
+  rows = {name: model.tables[name](i) for name, i in model.embedding_ids(b).items()}
+  np.testing.assert_allclose(model(b, rows), model(b), rtol=1e-6)
+
+
+@pytest.mark.parametrize("stack_below", [0, 60])
+def test_sparse_sgd_step_equals_dense_sgd_step(stack_below):
   """Gradients taken with respect to the gathered rows (repeated ids included), applied to the
   touched rows only, give the table a dense SGD step over the whole table gives."""
   def loss_fn(model, b, key, rows=None):
@@ -88,7 +103,7 @@ def test_sparse_sgd_step_equals_dense_sgd_step():
     return jnp.mean(head_loss("binary", out[:, 0], b["labels"]["click"])
                     + head_loss("regression", out[:, 1], b["labels"]["watch"]))
 
-  spec = DLRMSpec(**SPEC, interaction="dcn", wide=True)
+  spec = DLRMSpec(**SPEC, interaction="dcn", wide=True, stack_below=stack_below)
   results = []
   for row_optimizer in (RowOptimizer("sgd", 0.5), None):
     model = DLRM(spec, rngs=nnx.Rngs(0), row_optimizer=row_optimizer)
@@ -99,10 +114,9 @@ def test_sparse_sgd_step_equals_dense_sgd_step():
     results.append((nnx.merge(graphdef, state), float(out["loss"])))
   (sparse, sparse_loss), (dense, dense_loss) = results
   assert sparse_loss == pytest.approx(dense_loss, rel=1e-6)
-  for name in spec.single_hot | spec.multi_hot:
-    for prefix in ("", "wide_"):
-      np.testing.assert_allclose(sparse.tables[prefix + name].table[...],
-                                 dense.tables[prefix + name].table[...], rtol=1e-5, atol=1e-7)
+  for name in sparse.tables:
+    np.testing.assert_allclose(sparse.tables[name].table[...], dense.tables[name].table[...],
+                               rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(sparse.heads.kernel[...], dense.heads.kernel[...], rtol=1e-5)
 
 

@@ -29,6 +29,7 @@ from jaxrec.models.layers import Dense
 from jaxrec.train.sparse_update import RowOptimizer
 
 INTERACTIONS = ("dot", "dcn", "fm", "none")
+STACKED = "stacked"  # the table small features share
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +47,10 @@ class DLRMSpec:
   deep: bool = True
   pooling: str = "sum"
   dropout: float = 0.0
+  # Features whose tables have fewer rows share one stacked table (each at its own row offset):
+  # one lookup and one row update for all of them instead of one per table, and each device
+  # holds whole small tables rather than a sliver of every one.
+  stack_below: int = 0
 
   def __post_init__(self):
     if self.interaction not in INTERACTIONS:
@@ -81,13 +86,14 @@ class DLRM(nnx.Module):
   def __init__(self, spec: DLRMSpec, *, rngs: nnx.Rngs, row_optimizer: RowOptimizer | None = None,
                row_axis: str | None = "model"):
     self.spec = spec
-    sizes = {**spec.single_hot, **spec.multi_hot}
+    own, offsets, stacked_rows = self._layout()
+    sizes = {**own, **({STACKED: stacked_rows} if offsets else {})}
     table = lambda rows, dim: ShardedEmbedding(rows, dim, rngs=rngs, row_optimizer=row_optimizer,
                                                row_axis=row_axis)
     tables = {}
+    num_features = len(spec.single_hot) + len(spec.multi_hot) + 1  # + the bottom MLP's output
     if spec.deep:
       tables.update({name: table(rows, spec.dim) for name, rows in sizes.items()})
-      num_features = len(sizes) + 1  # + the bottom MLP's output
       self.bottom = MLP((spec.num_dense, *spec.bottom, spec.dim), rngs=rngs)
       width = num_features * spec.dim
       if spec.interaction == "dot":
@@ -105,10 +111,43 @@ class DLRM(nnx.Module):
       self.wide_dense = nnx.Linear(spec.num_dense, len(spec.heads), rngs=rngs)
     self.tables = nnx.Dict(tables)
 
+  def _layout(self) -> tuple[dict[str, int], dict[str, int], int]:
+    """Features with their own table {name: rows}, stacked features {name: row offset}, and the
+    stacked table's rows."""
+    sizes = {**self.spec.single_hot, **self.spec.multi_hot}
+    own = {n: rows for n, rows in sizes.items() if rows >= self.spec.stack_below}
+    offsets, total = {}, 0
+    for name in sizes:
+      if name not in own:
+        offsets[name], total = total, total + sizes[name]
+    return own, offsets, total
+
+  def _prefixes(self) -> tuple[str, ...]:
+    return ("",) * self.spec.deep + ("wide_",) * self.spec.wide
+
   def embedding_ids(self, batch: dict) -> dict[str, jax.Array]:
-    """Each table's ids in this batch: [B] for single-hot features, [B, H] for multi-hot."""
+    """Each table's ids in this batch: [B] for single-hot features, [B, H] for multi-hot, and
+    [B, sum of widths] for the stacked table."""
     features = {**batch["sparse"], **batch["multi_hot"]}
-    return {name: features[name.removeprefix("wide_")] for name in self.tables}
+    own, offsets, _ = self._layout()
+    ids = {name: features[name] for name in own}
+    if offsets:
+      ids[STACKED] = jnp.concatenate([jnp.reshape(features[n], (len(batch["dense"]), -1)) + offset
+                                      for n, offset in offsets.items()], 1)
+    return {prefix + name: value for prefix in self._prefixes() for name, value in ids.items()}
+
+  def _feature_rows(self, batch: dict, rows: dict, prefix: str) -> dict[str, jax.Array]:
+    """Each feature's rows ([B, D] single-hot, [B, H, D] multi-hot) from the tables' lookups."""
+    own, offsets, _ = self._layout()
+    out = {name: rows[prefix + name] for name in own}
+    start = 0
+    for name in offsets:
+      single = name in self.spec.single_hot
+      width = 1 if single else batch["multi_hot"][name].shape[1]
+      part = rows[prefix + STACKED][:, start:start + width]
+      out[name] = part[:, 0] if single else part
+      start += width
+    return out
 
   def __call__(self, batch: dict, rows: dict | None = None, rngs: nnx.Rngs | None = None):
     """Per-head outputs (logits, or the regression value) [B, heads]."""
@@ -116,18 +155,19 @@ class DLRM(nnx.Module):
       rows = {name: self.tables[name](ids) for name, ids in self.embedding_ids(batch).items()}
     spec = self.spec
     weights = batch.get("multi_hot_weights", {})
-    pooled = lambda name: pool(rows[name], batch["multi_hot"][name.removeprefix("wide_")],
-                               weights.get(name.removeprefix("wide_")), spec.pooling)
+    pooled = lambda name, rows: pool(rows, batch["multi_hot"][name], weights.get(name),
+                                     spec.pooling)
     out = 0.0
     if spec.deep:
-      dense = self.bottom(batch["dense"])
-      features = [dense, *[rows[n] for n in spec.single_hot],
-                  *[pooled(n) for n in spec.multi_hot]]
+      deep = self._feature_rows(batch, rows, "")
+      features = [self.bottom(batch["dense"]), *[deep[n] for n in spec.single_hot],
+                  *[pooled(n, deep[n]) for n in spec.multi_hot]]
       out = self.heads(self.top(self._interact(features), rngs))
     if spec.wide:
+      wide = self._feature_rows(batch, rows, "wide_")
       out = out + self.wide_dense(batch["dense"])
-      out = out + sum(rows[f"wide_{n}"] for n in spec.single_hot)
-      out = out + sum((pooled(f"wide_{n}") for n in spec.multi_hot), 0.0)
+      out = out + sum(wide[n] for n in spec.single_hot)
+      out = out + sum((pooled(n, wide[n]) for n in spec.multi_hot), 0.0)
     return out
 
   def _interact(self, features: list[jax.Array]) -> jax.Array:

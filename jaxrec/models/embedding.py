@@ -21,10 +21,10 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from jaxrec.parallel.partitioner import axis_size, batch_spec
-from jaxrec.train.sparse_update import RowOptimizer
+from jaxrec.train.sparse_update import RowOptimizer, update_sharded
 
-# Rows are padded to a multiple of this, so every mesh axis up to 128 devices (and any power of
-# two below) divides them and a checkpoint's shapes do not depend on the mesh it was written on.
+# Rows are padded to a multiple of this, so any row axis of a power-of-two size up to 128 divides
+# them and a checkpoint's shapes do not depend on the mesh it was written on.
 ROW_MULTIPLE = 128
 
 
@@ -55,10 +55,6 @@ class ShardedEmbedding(nnx.Module):
     self.accumulator = (None if accumulator is None else RowOptimizerState(
         accumulator, out_sharding=("vocab", "embed")[:accumulator.ndim]))
 
-  @property
-  def sparse(self) -> bool:
-    return isinstance(self.table, EmbeddingTable)
-
   def __call__(self, ids: jax.Array) -> jax.Array:
     """ids [B, ...] -> rows [B, ..., D]; ids must be in [0, num_rows)."""
     table = self.table[...]
@@ -76,6 +72,15 @@ class ShardedEmbedding(nnx.Module):
 
     return jax.shard_map(local, in_specs=(P(self.row_axis, None), spec), out_specs=spec)(
         table, ids)
+
+
+  def apply_gradients(self, optimizer: RowOptimizer, ids: jax.Array, row_grads: jax.Array):
+    """Updates, in place, the rows `ids` touched from their gradients `row_grads` [..., D]."""
+    accumulator = None if self.accumulator is None else self.accumulator[...]
+    self.table[...], accumulator = update_sharded(optimizer, self.table[...], accumulator, ids,
+                                                  row_grads, self.row_axis)
+    if accumulator is not None:
+      self.accumulator[...] = accumulator
 
 
 def pool(rows: jax.Array, ids: jax.Array, weights: jax.Array | None = None,

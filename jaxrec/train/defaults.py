@@ -108,6 +108,7 @@ def ranking_config() -> ml_collections.ConfigDict:
       "interaction": "dot",  # dot | dcn | fm | none
       "cross_layers": 2, "wide": False, "deep": True, "pooling": "sum", "dropout": 0.0,
       "exclude_features": "",  # e.g. "user,user_zip"
+      "stack_tables_below": 0,  # tables with fewer rows share one stacked table
   })
   config.heads = ml_collections.ConfigDict({
       "click": _head("click"), "like": _head("like"), "rating": _head("value", "regression")})
@@ -163,6 +164,7 @@ def tpu_ranking_config(users: int, items: int, events: int, mesh: tuple[int, int
   config.model.dim = 64
   config.model.bottom = (512, 256)
   config.model.top = (1024, 1024, 512, 256)
+  config.model.stack_tables_below = 10_000  # hour, device, genres, ...: one table, one update
   config.train.batch_size = config.eval.batch_size = batch_size
   config.train.num_steps = 20_000
   config.train.eval_every = 2_000

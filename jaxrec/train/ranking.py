@@ -120,7 +120,7 @@ class RankingTask(Task):
                     bottom=tuple(model.bottom), top=tuple(model.top),
                     interaction=model.interaction, cross_layers=model.cross_layers,
                     wide=model.wide, deep=model.deep, pooling=model.pooling,
-                    dropout=model.dropout)
+                    dropout=model.dropout, stack_below=model.stack_tables_below)
 
   def build_model(self, rngs):
     return DLRM(self.spec, rngs=rngs, row_optimizer=self.row_optimizer,

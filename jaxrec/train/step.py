@@ -11,7 +11,7 @@ from flax import nnx
 
 from jaxrec.errors import UserError
 from jaxrec.models.embedding import EmbeddingTable, RowOptimizerState
-from jaxrec.train.sparse_update import RowOptimizer, update_sharded
+from jaxrec.train.sparse_update import RowOptimizer
 
 
 # Sparsely updated tables and their accumulators: never differentiated, never seen by optax.
@@ -58,13 +58,8 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, loss_fn: Callabl
     for name, table_ids in ids.items():
       # A skipped step updates with zero gradients (a no-op for every row optimizer) rather
       # than selecting between two whole tables, which would cost what the table holds.
-      table = model.tables[name]
-      grad = jnp.where(finite, row_grads[name], 0)
-      accumulator = None if table.accumulator is None else table.accumulator[...]
-      table.table[...], accumulator = update_sharded(
-          row_optimizer, table.table[...], accumulator, table_ids, grad, table.row_axis)
-      if table.accumulator is not None:
-        table.accumulator[...] = accumulator
+      model.tables[name].apply_gradients(row_optimizer, table_ids,
+                                         jnp.where(finite, row_grads[name], 0))
     return (nnx.state(model), keep(new_opt_state, opt_state),
             {"loss": loss, "grad_norm": grad_norm, "finite": finite})
 

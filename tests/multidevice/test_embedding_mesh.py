@@ -20,7 +20,7 @@ from jaxrec.train.step import make_train_step, trainable
 
 SPEC = DLRMSpec(single_hot={"user": 300, "item": 1000, "hour": 25}, multi_hot={"genres": 20},
                 num_dense=3, heads=("click", "like"), dim=8, bottom=(16,), top=(32,),
-                interaction="dcn", wide=True)
+                interaction="dcn", wide=True, stack_below=100)  # hour and genres stacked
 OPTIMIZER = RowOptimizer("rowwise_adagrad", 0.1)
 BATCH = 32
 
@@ -108,9 +108,10 @@ def test_untouched_rows_keep_their_values():
   assert not np.allclose(table[touched], initial[touched])
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (1, 4), (2, 2)])
-def test_checkpoint_saved_on_8_devices_restores_on_another_mesh(tmp_path, shape):
-  state, opt_state, _, _ = trained((2, 4))
+@pytest.mark.parametrize("saved_on, shape", [((2, 4), (1, 1)), ((2, 4), (1, 4)),
+                                              ((2, 4), (2, 2)), ((1, 1), (1, 4))])
+def test_checkpoint_restores_on_another_mesh(tmp_path, saved_on, shape):
+  state, opt_state, _, _ = trained(saved_on)
   saver = Checkpointer(str(tmp_path), keep=1, metric="m", async_save=False)
   saver.save(3, state, opt_state, {"step": 3}, {"m": 1.0})
   saver.close()
