@@ -26,6 +26,9 @@ demo: $(STAMP)
 	$(VENV)/bin/jaxrec train --config configs/movielens_two_tower.py --workdir $(DEMO_DIR)/two_tower \
 	  --config.data.dir=$(DEMO_DIR)/ml-100k
 	$(VENV)/bin/jaxrec export --workdir $(DEMO_DIR)/two_tower --out $(DEMO_DIR)/export
+	rm -rf $(DEMO_DIR)/dlrm
+	$(VENV)/bin/jaxrec train --config configs/movielens_dlrm.py --workdir $(DEMO_DIR)/dlrm \
+	  --config.data.dir=$(DEMO_DIR)/ml-100k
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests
