@@ -105,11 +105,24 @@ def _train_parsers(sub) -> None:
   export.add_argument("--workdir", required=True, help="a two_tower, sequential or bpr workdir")
   export.add_argument("--out", required=True, help="export root: the bundle goes to OUT/<version>")
   export.add_argument("--version", type=int, help="default: one more than the highest in --out")
+  export.add_argument("--ranker", help="a ranking workdir to serve with it (same dataset)")
   index = export.add_argument_group("index (default: chosen from the catalogue size)")
   index.add_argument("--exact", action="store_true", help="brute-force search, no ScaNN tree")
   index.add_argument("--num-leaves", type=int)
   index.add_argument("--leaves-to-search", type=int)
   index.add_argument("--reorder", type=int, help="candidates re-scored exactly")
+  serve = sub.add_parser("serve", help="serve recommendations over HTTP from an export directory",
+                         epilog="The newest bundle in --export serves; newer ones are loaded as "
+                                "they appear.")
+  serve.add_argument("--export", required=True, help="export root written by `jaxrec export "
+                                                     "--ranker ...` (bundles OUT/<version>)")
+  serve.add_argument("--host", default="127.0.0.1")
+  serve.add_argument("--port", type=int, default=8000)
+  serve.add_argument("--candidates", type=int, default=1000, help="retrieved and ranked per request")
+  serve.add_argument("--mmr-lambda", type=float, default=0.7, help="1 = pure relevance")
+  serve.add_argument("--max-batch", type=int, default=32)
+  serve.add_argument("--max-wait-ms", type=float, default=2.0)
+  serve.add_argument("--max-queue", type=int, default=256, help="beyond this, 503 at once")
 
 
 def _format_metrics(rows: dict[str, dict], keys: list[str]) -> str:
@@ -153,12 +166,29 @@ def _run_export(args) -> None:
       ("num_leaves", args.num_leaves), ("num_leaves_to_search", args.leaves_to_search),
       ("reorder", args.reorder)) if value is not None}
   path, manifest = export_workdir(args.workdir, args.out, args.version, exact=args.exact,
-                                  index_overrides=overrides)
+                                  index_overrides=overrides, ranker=args.ranker)
   recall = manifest["recall"]
   print(f"exported {path}: {manifest['num_items']} items x {manifest['dim']}, "
         f"{'exact' if manifest['index'].get('exact') else 'ScaNN'} index, recall@10 "
         f"{recall['recall@10']:.3f} recall@100 {recall['recall@100']:.3f} against exact search "
         f"on {recall['queries']} validation queries")
+
+
+def _run_serve(args) -> None:
+  import uvicorn
+
+  from jaxrec.rerank.pipeline import RerankConfig
+  from jaxrec.retrieval.bundle import latest_version
+  from serving.app import create_app
+  from serving.recommender import ServingConfig
+  latest_version(args.export)  # no bundle: say so before starting a server
+  if args.candidates < 1:
+    raise UserError(f"--candidates must be at least 1, got {args.candidates}.")
+  config = ServingConfig(candidates=args.candidates,
+                         rerank=RerankConfig(mmr_lambda=args.mmr_lambda))
+  app = create_app(args.export, config, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                   max_queue=args.max_queue)
+  uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
       _run_eval(args)
     elif args.command == "export":
       _run_export(args)
+    elif args.command == "serve":
+      _run_serve(args)
   except UserError as e:
     print(f"jaxrec: error: {e}", file=sys.stderr)
     return 2

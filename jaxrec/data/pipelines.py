@@ -298,6 +298,39 @@ def ranking_labels(tokens: np.ndarray) -> dict[str, np.ndarray]:
           "value": tokens["value"].astype(np.float32)}
 
 
+class RankingFeatures:
+  """A ranking example's model inputs from its token (an impression: item, time, context) and its
+  user's record index: `sparse` single-hot ids, `multi_hot` id lists, `dense` floats. Training
+  reads logged tokens; serving makes one token per candidate, so both see the same features."""
+
+  def __init__(self, ds: PreparedDataset):
+    self.item_features, self.user_features = ds.item_features, ds.user_features
+    self.first_seen = self.item_features["first_seen"]
+    self.item_counts = np.log1p(ds.item_counts.astype(np.float32))
+    self.user_activity = np.log1p(ds.splits.train_end.astype(np.float32))
+
+  def __call__(self, tokens: np.ndarray, record: np.ndarray) -> dict:
+    sparse = _context(tokens, record)
+    del sparse["timestamp"]
+    sparse["gap"] = tokens["gap"]
+    multi_hot = {}
+    for name, table in self.item_features.items():
+      if table.dtype != np.int32:
+        continue
+      (multi_hot if table.ndim == 2 else sparse)[f"item_{name}"] = table[tokens["item"]]
+    for name, table in self.user_features.items():
+      if table.dtype == np.int32:
+        sparse[f"user_{name}"] = table[sparse["user"]]
+    hour = 2 * np.pi * (tokens["hour"] - 1) / 24
+    day = 2 * np.pi * (tokens["weekday"] - 1) / 7
+    age_days = (tokens["timestamp"] - self.first_seen[tokens["item"]]) / 86400
+    dense = np.stack([self.item_counts[tokens["item"]], self.user_activity[record],
+                      np.sin(hour), np.cos(hour), np.sin(day), np.cos(day),
+                      tokens["gap"] / NUM_GAP_BUCKETS, np.log1p(np.maximum(age_days, 0))],
+                     axis=1).astype(np.float32)
+    return {"sparse": sparse, "multi_hot": multi_hot, "dense": dense}
+
+
 def ranking_dataset(ds: PreparedDataset, split: str = "train", *,
                     negatives_per_positive: int = 0, negative_sampling: str = "uniform",
                     options: PipelineOptions = PipelineOptions()) -> grain.IterDataset:
@@ -326,13 +359,11 @@ def ranking_dataset(ds: PreparedDataset, split: str = "train", *,
     fit = max(options.batch_size // (1 + n_neg), 1) * (1 + n_neg)
     raise UserError(f"batch size {options.batch_size} does not split into groups of 1 positive + "
                     f"{n_neg} negatives: use a multiple of {1 + n_neg}, e.g. {fit}.")
-  item_features, user_features = ds.item_features, ds.user_features
-  first_seen = item_features["first_seen"]
-  sampler = negatives.NegativeSampler(ds.num_items, negative_sampling, ds.item_counts, first_seen)
+  features = RankingFeatures(ds)
+  sampler = negatives.NegativeSampler(ds.num_items, negative_sampling, ds.item_counts,
+                                      ds.item_features["first_seen"])
   start, lo, count = _token_index(ds, split)
   records = _Records(ds.tokens_path)
-  item_counts = np.log1p(ds.item_counts.astype(np.float32))
-  user_activity = np.log1p(ds.splits.train_end.astype(np.float32))
   train = split == "train"
   batch_size = options.batch_size // (1 + n_neg)
   # Evaluation keys: the seed and split only, so a token's negatives never change between runs.
@@ -352,28 +383,9 @@ def ranking_dataset(ds: PreparedDataset, split: str = "train", *,
       tokens = negatives.with_negatives(tokens, drawn)
       record = np.repeat(record, 1 + n_neg)
       weight = None if weight is None else np.repeat(weight, 1 + n_neg)
-    sparse = _context(tokens, record)
-    del sparse["timestamp"]
-    sparse["gap"] = tokens["gap"]
-    multi_hot = {}
-    for name, table in item_features.items():
-      if table.dtype != np.int32:
-        continue
-      (multi_hot if table.ndim == 2 else sparse)[f"item_{name}"] = table[tokens["item"]]
-    for name, table in user_features.items():
-      if table.dtype == np.int32:
-        sparse[f"user_{name}"] = table[sparse["user"]]
-    hour = 2 * np.pi * (tokens["hour"] - 1) / 24
-    day = 2 * np.pi * (tokens["weekday"] - 1) / 7
-    age_days = (tokens["timestamp"] - first_seen[tokens["item"]]) / 86400
-    dense = np.stack([item_counts[tokens["item"]], user_activity[record],
-                      np.sin(hour), np.cos(hour), np.sin(day), np.cos(day),
-                      tokens["gap"] / NUM_GAP_BUCKETS, np.log1p(np.maximum(age_days, 0))],
-                     axis=1).astype(np.float32)
-    out = {"sparse": sparse, "multi_hot": multi_hot, "dense": dense,
-           "labels": ranking_labels(tokens)}
+    out = {**features(tokens, record), "labels": ranking_labels(tokens)}
     if n_neg:
-      out["group"] = sparse["user"]
+      out["group"] = out["sparse"]["user"]
     if weight is not None:
       out["weight"] = weight
     return out

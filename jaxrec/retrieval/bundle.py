@@ -6,6 +6,9 @@
     item_ids.npy      the vocabulary ids of the rows
     index/            the retrieval index over items.npy (see index.py)
     query_encoder/    the query tower's Orbax checkpoint, copied in as given (optional)
+    ranker/           the multi-task ranker's Orbax checkpoint (optional)
+    dataset/          the prepared dataset the models read features from (optional): side
+                      features, vocabularies, users' histories
     vocab/            the vocabularies, copied in as given (optional)
 
 A bundle is written under a temporary name and renamed when complete, so a reader never sees a
@@ -38,6 +41,8 @@ ITEM_IDS = "item_ids.npy"
 INDEX = "index"
 QUERY_ENCODER = "query_encoder"
 VOCAB = "vocab"
+RANKER = "ranker"
+DATASET = "dataset"
 RECALL_KS = (10, 100)
 RECALL_SAMPLE = 1000  # item vectors used as queries when no held-out queries are given
 
@@ -64,6 +69,14 @@ class Bundle:
   def vocab_dir(self) -> str | None:
     return self._optional(VOCAB)
 
+  @property
+  def ranker_dir(self) -> str | None:
+    return self._optional(RANKER)
+
+  @property
+  def dataset_dir(self) -> str | None:
+    return self._optional(DATASET)
+
   def _optional(self, name: str) -> str | None:
     path = os.path.join(self.path, name)
     return path if os.path.isdir(path) else None
@@ -71,6 +84,7 @@ class Bundle:
 
 def write_bundle(out_dir: str, *, item_embeddings: np.ndarray, item_ids: np.ndarray,
                  query_params_dir: str | None = None, vocab_dir: str | None = None,
+                 ranker_dir: str | None = None, dataset_dir: str | None = None,
                  metadata: dict | None = None, scann: ScannParams | None = None,
                  held_out_queries: np.ndarray | None = None, overwrite: bool = False,
                  seed: int = 0) -> dict:
@@ -81,8 +95,11 @@ def write_bundle(out_dir: str, *, item_embeddings: np.ndarray, item_ids: np.ndar
   """
   items = _check_items(item_embeddings)
   item_ids = _check_ids(item_ids, len(items))
-  for name, source in (("query_params_dir", query_params_dir), ("vocab_dir", vocab_dir)):
+  arguments = {"query_params_dir": query_params_dir, "vocab_dir": vocab_dir,
+               "ranker_dir": ranker_dir, "dataset_dir": dataset_dir}
+  for name, source in arguments.items():
     _check_source_dir(name, source)
+  copies = dict(zip((QUERY_ENCODER, VOCAB, RANKER, DATASET), arguments.values()))
   if held_out_queries is not None:
     held_out_queries = np.asarray(held_out_queries, np.float32)
     if held_out_queries.ndim != 2 or held_out_queries.shape[1] != items.shape[1]:
@@ -99,10 +116,9 @@ def write_bundle(out_dir: str, *, item_embeddings: np.ndarray, item_ids: np.ndar
     retriever = build_index(items, params)
     build_seconds = time.perf_counter() - started
     retriever.save(os.path.join(tmp, INDEX))
-    if query_params_dir:
-      shutil.copytree(query_params_dir, os.path.join(tmp, QUERY_ENCODER))
-    if vocab_dir:
-      shutil.copytree(vocab_dir, os.path.join(tmp, VOCAB))
+    for name, source in copies.items():
+      if source:
+        shutil.copytree(source, os.path.join(tmp, name))
     recall = _measure_recall(retriever, held_out_queries, seed)
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -157,7 +173,12 @@ def load_bundle(path: str) -> Bundle:
 
 
 def latest_version(export_root: str) -> str:
-  """The path of the highest-numbered complete bundle under `export_root`.
+  """The path of the highest-numbered complete bundle under `export_root`."""
+  return complete_versions(export_root)[0]
+
+
+def complete_versions(export_root: str) -> list[str]:
+  """Paths of the complete bundles under `export_root`, newest (highest version) first.
 
   Version directories are named by integers (counters or timestamps); anything else, such as
   the hidden temporary directory of an export in progress, is ignored, and so is a version
@@ -172,7 +193,7 @@ def latest_version(export_root: str) -> str:
     raise UserError(f"{export_root} holds no complete bundle: expected directories named by an "
                     f"integer version (e.g. {export_root}/1) containing {MANIFEST}. Export one "
                     "first.")
-  return os.path.join(export_root, max(versions, key=int))
+  return [os.path.join(export_root, v) for v in sorted(versions, key=int, reverse=True)]
 
 
 def _check_items(item_embeddings) -> np.ndarray:

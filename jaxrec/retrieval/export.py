@@ -56,9 +56,23 @@ def embeddings(run) -> tuple[np.ndarray, np.ndarray]:
   return np.asarray(items, np.float32)[FIRST_ID:], np.concatenate(queries).astype(np.float32)
 
 
+def save_params(run, out_dir: str) -> None:
+  """A restored run's parameters (Orbax, host arrays: they restore onto any mesh, or none) and
+  the config that rebuilds its model."""
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(os.path.join(out_dir, PARAMS), jax.device_get(nnx.to_pure_dict(run.state)))
+  checkpointer.wait_until_finished()
+  save_config(run.config, os.path.join(out_dir, CONFIG))
+
+
 def export_workdir(workdir: str, export_root: str, version: int | None = None,
-                   exact: bool = False, index_overrides: dict | None = None) -> tuple[str, dict]:
+                   exact: bool = False, index_overrides: dict | None = None,
+                   ranker: str | None = None) -> tuple[str, dict]:
   """Writes `export_root/<version>` (default: the next one) and returns (path, manifest).
+
+  With `ranker` (a ranking workdir trained on the same dataset) the bundle also holds the
+  multi-task ranker and the prepared dataset both models read features from: what a serving job
+  needs to answer a request.
 
   The index is brute force with `exact`, else ScaNN with parameters chosen from the catalogue
   size (params_for: brute force below EXACT_BELOW items) and `index_overrides` applied, e.g.
@@ -75,6 +89,7 @@ def export_workdir(workdir: str, export_root: str, version: int | None = None,
     raise UserError(f"{out} already exists: bundles are never overwritten. Pick another "
                     "--version or leave it out to take the next one.")
   run, step = restore_best(workdir)
+  ranker_run = _ranker(ranker, run) if ranker else None
   items, queries = embeddings(run)
   scann = ScannParams(exact=True) if exact else None
   if index_overrides:
@@ -101,16 +116,33 @@ def export_workdir(workdir: str, export_root: str, version: int | None = None,
       "query_dim": int(queries.shape[1]),
       "item_ids": "rows are item vocabulary ids 2..V-1 (vocab/item.npz maps them to raw ids)",
   }
+  if ranker_run is not None:
+    metadata["ranker"] = {"workdir": os.path.abspath(ranker), "step": ranker_run[1],
+                          "heads": list(ranker_run[0].task.heads),
+                          "policy": dict(ranker_run[0].config.policy)}
   with tempfile.TemporaryDirectory() as tmp:
     params_dir = os.path.join(tmp, "query_encoder")
-    # Host arrays: the saved parameters restore onto any mesh, or none.
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(params_dir, PARAMS),
-                      jax.device_get(nnx.to_pure_dict(run.state)))
-    checkpointer.wait_until_finished()
-    save_config(config, os.path.join(params_dir, CONFIG))
+    save_params(run, params_dir)
+    ranker_dir = None
+    if ranker_run is not None:
+      ranker_dir = os.path.join(tmp, "ranker")
+      save_params(ranker_run[0], ranker_dir)
     manifest = write_bundle(
         out, item_embeddings=items, item_ids=np.arange(FIRST_ID, FIRST_ID + len(items)),
         query_params_dir=params_dir, vocab_dir=os.path.join(run.task.data.path, "vocab"),
+        ranker_dir=ranker_dir, dataset_dir=run.task.data.path if ranker_run else None,
         metadata=metadata, scann=scann, held_out_queries=queries)
   return out, manifest
+
+
+def _ranker(workdir: str, retrieval_run):
+  """The ranking workdir's best checkpoint, checked to fit beside the retrieval model."""
+  run, step = restore_best(workdir)
+  if run.config.task != "ranking":
+    raise UserError(f"--ranker {workdir} holds a {run.config.task!r} run: pass a workdir "
+                    "trained with task 'ranking' (e.g. configs/movielens_dlrm.py).")
+  ours, theirs = (os.path.realpath(r.task.data.path) for r in (retrieval_run, run))
+  if ours != theirs:
+    raise UserError(f"the ranker was trained on {theirs} and the retrieval model on {ours}: "
+                    "both must read the same prepared dataset (their item ids must agree).")
+  return run, step

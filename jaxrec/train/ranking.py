@@ -141,12 +141,18 @@ class RankingTask(Task):
   def eval_batches(self, split: str):
     return self._dataset(split)
 
-  def eval_step(self, model, batch, shared):
+  def predictions(self, model, batch) -> jax.Array:
+    """Each head's prediction on its label's scale [B, heads] (what serving scores with)."""
     outputs = model(batch)
+    return jnp.stack([head_prediction(head["kind"], outputs[:, i])
+                      for i, head in enumerate(self.heads.values())], -1)
+
+  def eval_step(self, model, batch, shared):
+    predictions = self.predictions(model, batch)
     labels = labels_of(batch)
     result = {"group": batch["sparse"]["user"]}  # NDCG within each user's impressions
     for i, (name, head) in enumerate(self.heads.items()):
-      result[f"prediction/{name}"] = head_prediction(head["kind"], outputs[:, i])
+      result[f"prediction/{name}"] = predictions[:, i]
       result[f"label/{name}"] = labels[head["label"]]
     return result
 

@@ -1,0 +1,227 @@
+"""The HTTP service (`jaxrec serve --export DIR`): FastAPI under uvicorn.
+
+    POST /v1/recommend   user and/or recent history, context, k, exclusions -> top-k with per-head
+                         and combined scores, the stage that placed each item, per-stage timings
+    POST /v1/similar     item-to-item by embedding
+    POST /v1/feedback    impressions and outcomes -> the exploration posteriors
+    GET  /healthz, /readyz, /metrics (Prometheus), /docs (OpenAPI)
+
+The newest complete bundle under the export directory serves. A watcher loads a newer version
+when one appears, warms it up (every batch size compiled) and swaps it in atomically: requests
+already batched finish on the old one. A bundle that fails to load (incomplete, modified,
+incompatible) is refused and logged, and the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+
+from fastapi import FastAPI, Request as HttpRequest
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from jaxrec.errors import UserError
+from jaxrec.rerank.posteriors import BetaPosteriors
+from jaxrec.retrieval.bundle import complete_versions, latest_version
+from serving.batcher import Batcher, Overloaded
+from serving.recommender import BUCKETS, Recommender, Request, ServingConfig
+
+
+class Strict(BaseModel):
+  model_config = ConfigDict(extra="forbid")
+
+
+class HistoryItem(Strict):
+  item_id: str
+  timestamp: int = Field(description="Unix seconds")
+
+
+class Context(Strict):
+  device: str | None = None
+  hour: int | None = Field(None, ge=0, le=23, description="hour of day, 0-23 (UTC)")
+
+
+class RecommendBody(Strict):
+  user_id: str | None = None
+  history: list[HistoryItem] = []
+  context: Context = Context()
+  k: int = 20
+  exclude: list[str] = []
+
+
+class SimilarBody(Strict):
+  item_id: str
+  k: int = 20
+
+
+class Outcome(Strict):
+  item_id: str
+  impressions: int = Field(1, ge=0)
+  engagements: int = Field(0, ge=0)
+
+
+class FeedbackBody(Strict):
+  events: list[Outcome]
+
+
+class Metrics:
+  def __init__(self):
+    self.registry = CollectorRegistry()
+    self.requests = Counter("jaxrec_requests", "HTTP requests", ["endpoint", "status"],
+                            registry=self.registry)
+    self.latency = Histogram("jaxrec_stage_seconds", "latency per pipeline stage", ["stage"],
+                             buckets=(.001, .0025, .005, .01, .02, .03, .05, .075, .1, .25, .5, 1),
+                             registry=self.registry)
+    self.reloads = Counter("jaxrec_reloads", "bundle loads", ["result"], registry=self.registry)
+    self.version = Gauge("jaxrec_model_version", "the bundle version serving",
+                         registry=self.registry)
+
+
+class Service:
+  def __init__(self, export_root: str, config: ServingConfig, max_batch: int, max_wait_ms: float,
+               max_queue: int):
+    self.export_root = export_root
+    self.config = config
+    self.posteriors = BetaPosteriors(0)
+    self.current: Recommender | None = None
+    self.refused: set[str] = set()
+    self.metrics = Metrics()
+    self.batcher = Batcher(self._answer, max_batch=min(max_batch, BUCKETS[-1]),
+                           max_wait_ms=max_wait_ms, max_queue=max_queue)
+
+  def _answer(self, requests: list[Request]) -> list[dict]:
+    recommender = self.current  # one bundle for the whole batch, whatever swaps meanwhile
+    return recommender.recommend(requests)
+
+  def load(self, path: str) -> bool:
+    """Loads, warms up and swaps in the bundle at `path`; False (old one kept) if it fails."""
+    try:
+      recommender = Recommender(path, self.config, self.posteriors)
+      recommender.warm_up()
+    except Exception as e:  # any failure refuses the bundle: the service must keep serving
+      logging.error("refusing bundle %s: %s", path, e)
+      self.refused.add(path)
+      self.metrics.reloads.labels("refused").inc()
+      return False
+    self.current = recommender
+    self.metrics.reloads.labels("loaded").inc()
+    self.metrics.version.set(int(os.path.basename(path)))
+    logging.info("serving bundle %s", path)
+    return True
+
+  async def watch(self, interval: float) -> None:
+    while True:
+      await asyncio.sleep(interval)
+      try:
+        path = latest_version(self.export_root)
+      except UserError:
+        continue
+      if path != getattr(self.current, "version", None) and path not in self.refused:
+        await asyncio.to_thread(self.load, path)
+
+
+def create_app(export_root: str, config: ServingConfig | None = None, *, max_batch: int = 32,
+               max_wait_ms: float = 2.0, max_queue: int = 256,
+               reload_interval: float = 2.0) -> FastAPI:
+  config = config or ServingConfig()
+  service = Service(export_root, config, max_batch, max_wait_ms, max_queue)
+
+  @contextlib.asynccontextmanager
+  async def lifespan(app):
+    # The newest bundle that loads; none at all: refuse to start, with the message.
+    versions = complete_versions(export_root)
+    for path in versions:
+      if await asyncio.to_thread(service.load, path):
+        break
+    else:
+      raise UserError(f"none of the bundles in {export_root} could be loaded (see the log): "
+                      "export one again.")
+    service.batcher.start()
+    watcher = asyncio.create_task(service.watch(reload_interval))
+    yield
+    watcher.cancel()
+    await service.batcher.stop()
+
+  app = FastAPI(title="jaxrec", lifespan=lifespan,
+                description="Retrieval -> multi-task ranking -> re-ranking, from export bundles.")
+  app.state.service = service
+  metrics = service.metrics
+
+  def error(status: int, message: str, endpoint: str) -> JSONResponse:
+    metrics.requests.labels(endpoint, str(status)).inc()
+    return JSONResponse({"error": message}, status_code=status)
+
+  @app.exception_handler(RequestValidationError)
+  async def invalid(request: HttpRequest, exc: RequestValidationError):
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: "
+                         f"{e['msg']}" for e in exc.errors())
+    return error(422, f"invalid request: {problems}", request.url.path)
+
+  @app.post("/v1/recommend")
+  async def recommend(body: RecommendBody):
+    endpoint = "/v1/recommend"
+    if not 1 <= body.k <= config.max_k:
+      return error(400, f"k must be between 1 and {config.max_k}, got {body.k}.", endpoint)
+    if len(body.history) > config.max_history:
+      return error(400, f"history has {len(body.history)} items; send at most "
+                        f"{config.max_history} (the most recent).", endpoint)
+    request = Request(user_id=body.user_id, history=[(h.item_id, h.timestamp) for h in body.history],
+                      device=body.context.device, hour=body.context.hour, k=body.k,
+                      exclude=body.exclude, now=int(time.time()))
+    started = time.perf_counter()
+    try:
+      response = await service.batcher.submit(request)
+    except Overloaded as e:
+      return error(503, f"overloaded: {e}; retry shortly.", endpoint)
+    metrics.latency.labels("total").observe(time.perf_counter() - started)
+    for stage, ms in response["timings_ms"].items():
+      if stage != "total":
+        metrics.latency.labels(stage).observe(ms / 1000)
+    metrics.requests.labels(endpoint, "200").inc()
+    return response
+
+  @app.post("/v1/similar")
+  async def similar(body: SimilarBody):
+    if not 1 <= body.k <= config.max_k:
+      return error(400, f"k must be between 1 and {config.max_k}, got {body.k}.", "/v1/similar")
+    try:
+      items = service.current.similar(body.item_id, body.k)
+    except KeyError:
+      return error(404, f"unknown item_id {body.item_id!r}.", "/v1/similar")
+    metrics.requests.labels("/v1/similar", "200").inc()
+    return {"items": items, "model_version": service.current.version}
+
+  @app.post("/v1/feedback")
+  async def feedback(body: FeedbackBody):
+    ids = service.current.item_ids([e.item_id for e in body.events])
+    known = ids >= 2
+    if any(e.engagements > e.impressions for e in body.events):
+      return error(400, "an event has more engagements than impressions.", "/v1/feedback")
+    service.posteriors.update(ids[known], [e.impressions for e, k in zip(body.events, known) if k],
+                              [e.engagements for e, k in zip(body.events, known) if k])
+    metrics.requests.labels("/v1/feedback", "200").inc()
+    return {"updated": int(known.sum()),
+            "unknown_items": [e.item_id for e, k in zip(body.events, known) if not k]}
+
+  @app.get("/healthz")
+  async def healthz():
+    return {"status": "ok"}
+
+  @app.get("/readyz")
+  async def readyz():
+    if service.current is None:
+      return JSONResponse({"status": "loading"}, status_code=503)
+    return {"status": "ready", "model_version": service.current.version}
+
+  @app.get("/metrics")
+  async def prometheus():
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+  return app

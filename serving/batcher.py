@@ -1,0 +1,72 @@
+"""Micro-batching: concurrent requests share one pass through the jitted models.
+
+Requests wait in a bounded queue; one worker takes the first, then whatever else arrives within
+`max_wait_ms` (up to `max_batch`), and answers them together on a single model thread (JAX and
+ScaNN use their own threads inside). A full queue refuses at once (`Overloaded`, a 503), so an
+overloaded service answers fast instead of queueing without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from typing import Callable
+
+
+class Overloaded(Exception):
+  pass
+
+
+class Batcher:
+  def __init__(self, run: Callable[[list], list], max_batch: int, max_wait_ms: float,
+               max_queue: int):
+    self.run = run  # run(items) -> results, one per item, on the model thread
+    self.max_batch = max_batch
+    self.max_wait = max_wait_ms / 1000
+    self.queue: asyncio.Queue = asyncio.Queue(maxsize=max_queue)
+    self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model")
+    self.worker: asyncio.Task | None = None
+
+  def start(self) -> None:
+    self.worker = asyncio.get_running_loop().create_task(self._work())
+
+  async def stop(self) -> None:
+    if self.worker:
+      self.worker.cancel()
+    self.executor.shutdown(wait=False, cancel_futures=True)
+
+  async def submit(self, item):
+    future = asyncio.get_running_loop().create_future()
+    try:
+      self.queue.put_nowait((item, future))
+    except asyncio.QueueFull:
+      raise Overloaded(f"{self.queue.maxsize} requests are already waiting") from None
+    return await future
+
+  async def _work(self) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+      batch = [await self.queue.get()]
+      deadline = time.perf_counter() + self.max_wait
+      while len(batch) < self.max_batch:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0 and self.queue.empty():
+          break
+        try:
+          batch.append(self.queue.get_nowait() if remaining <= 0 else
+                       await asyncio.wait_for(self.queue.get(), remaining))
+        except (asyncio.QueueEmpty, asyncio.TimeoutError):
+          break
+      items = [item for item, _ in batch]
+      try:
+        results = await loop.run_in_executor(self.executor, self.run, items)
+      except Exception as e:  # one bad batch fails its requests, not the worker
+        results = [e] * len(batch)
+      for (_, future), result in zip(batch, results):
+        if future.done():
+          continue
+        if isinstance(result, Exception):
+          future.set_exception(result)
+        else:
+          future.set_result(result)

@@ -1,0 +1,207 @@
+"""The serving job end to end: a real server on a free local port, over a bundle exported from a
+two-tower and a DLRM trained on MovieLens-100K."""
+
+import os
+import shutil
+import socket
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+
+from jaxrec.config import apply_overrides, load_config
+from jaxrec.retrieval.export import export_workdir
+from jaxrec.train.trainer import train
+from serving.app import create_app
+from serving.recommender import ServingConfig
+
+
+@pytest.fixture(scope="module")
+def export_root(ml100k, tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("serving")
+  for name, config in (("two_tower", "movielens_two_tower.py:smoke"),
+                       ("dlrm", "movielens_dlrm.py:smoke")):
+    train(apply_overrides(load_config(f"configs/{config}"), [f"data.dir={ml100k.path}"]),
+          str(tmp / name))
+  export_workdir(str(tmp / "two_tower"), str(tmp / "export"), ranker=str(tmp / "dlrm"))
+  return str(tmp / "export")
+
+
+class Server:
+  def __init__(self, app):
+    with socket.socket() as s:
+      s.bind(("127.0.0.1", 0))
+      self.port = s.getsockname()[1]
+    self.url = f"http://127.0.0.1:{self.port}"
+    self.app = app
+    self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                log_level="warning"))
+    self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+  def __enter__(self):
+    self.thread.start()
+    deadline = time.time() + 300
+    while not self.server.started:
+      assert self.thread.is_alive() and time.time() < deadline, "the server did not start"
+      time.sleep(0.1)
+    return self
+
+  def __exit__(self, *exc):
+    self.server.should_exit = True
+    self.thread.join(30)
+
+  @property
+  def service(self):
+    return self.app.state.service
+
+
+@pytest.fixture(scope="module")
+def server(export_root):
+  with Server(create_app(export_root, ServingConfig(candidates=200),
+                         reload_interval=0.3)) as server:
+    yield server
+
+
+def post(server, path, body, **kwargs):
+  return httpx.post(server.url + path, timeout=30, **kwargs,
+                    **({"json": body} if body is not None else {}))
+
+
+def test_recommendation_end_to_end(server, ml100k):
+  user = str(ml100k.vocabs["user"].raw(np.array([5]))[0])
+  seen = set(ml100k.vocabs["item"].raw(ml100k.user_tokens([5])[0]["item"]).astype(str))
+  response = post(server, "/v1/recommend", {"user_id": user, "k": 10,
+                                            "context": {"device": "web", "hour": 20}})
+  assert response.status_code == 200, response.text
+  body = response.json()
+  items = body["items"]
+  assert len(items) == 10 and not body["cold_start"]
+  assert len({item["item_id"] for item in items}) == 10
+  assert not seen & {item["item_id"] for item in items}  # the user's own items are excluded
+  for item in items:
+    assert set(item["heads"]) == {"click", "like", "rating"}
+    assert 0 <= item["heads"]["click"] <= 1 and item["stage"] in (
+        "ranking", "mmr", "freshness", "exploration")
+  assert {"query", "retrieval", "ranking", "rerank", "total"} <= set(body["timings_ms"])
+
+
+def test_history_only_request_lists_unknown_items(server, ml100k):
+  raw = ml100k.vocabs["item"].raw(np.array([10, 20]))
+  history = [{"item_id": str(raw[0]), "timestamp": 880000000},
+             {"item_id": "no-such-film", "timestamp": 880000100},
+             {"item_id": str(raw[1]), "timestamp": 880000200}]
+  body = post(server, "/v1/recommend", {"history": history, "k": 5}).json()
+  assert body["unknown_history_items"] == ["no-such-film"] and len(body["items"]) == 5
+  assert not {str(raw[0]), str(raw[1])} & {item["item_id"] for item in body["items"]}
+
+
+def test_unknown_user_takes_the_cold_start_path(server):
+  body = post(server, "/v1/recommend", {"user_id": "never-seen", "k": 5}).json()
+  assert body["cold_start"] and len(body["items"]) == 5
+  assert {item["stage"] for item in body["items"]} <= {"popular", "mmr", "freshness",
+                                                        "exploration"}
+
+
+@pytest.mark.parametrize("request_kwargs, status, message", [
+    (dict(content=b"{not json", headers={"content-type": "application/json"}), 422, "JSON"),
+    (dict(json={"user_id": "5", "k": "ten"}), 422, "k"),
+    (dict(json={"user_id": "5", "k": 0}), 400, "k must be between 1 and 100"),
+    (dict(json={"user_id": "5", "k": 101}), 400, "k must be between 1 and 100"),
+    (dict(json={"history": [{"item_id": "1", "timestamp": 1}] * 1001}), 400, "at most 1000"),
+    (dict(json={"user_id": "5", "colour": "red"}), 422, "colour"),
+    (dict(json={"user_id": "5", "context": {"hour": 25}}), 422, "hour"),
+])
+def test_bad_requests_get_a_4xx_that_says_why(server, request_kwargs, status, message):
+  response = httpx.post(server.url + "/v1/recommend", timeout=30, **request_kwargs)
+  assert response.status_code == status, response.text
+  assert message in response.json()["error"]
+
+
+def test_similar_feedback_health_and_metrics(server, ml100k):
+  item = str(ml100k.vocabs["item"].raw(np.array([30]))[0])
+  similar = post(server, "/v1/similar", {"item_id": item, "k": 5}).json()["items"]
+  assert len(similar) == 5 and item not in {s["item_id"] for s in similar}
+  assert post(server, "/v1/similar", {"item_id": "nope", "k": 5}).status_code == 404
+  posteriors = server.service.posteriors
+  before = posteriors.impressions(np.array([30]))[0]
+  response = post(server, "/v1/feedback", {"events": [
+      {"item_id": item, "impressions": 10, "engagements": 3},
+      {"item_id": "nope", "impressions": 1}]})
+  assert response.json() == {"updated": 1, "unknown_items": ["nope"]}
+  assert posteriors.impressions(np.array([30]))[0] == before + 10
+  bad = post(server, "/v1/feedback", {"events": [{"item_id": item, "impressions": 1,
+                                                  "engagements": 2}]})
+  assert bad.status_code == 400
+  assert httpx.get(server.url + "/healthz").json()["status"] == "ok"
+  assert httpx.get(server.url + "/readyz").status_code == 200
+  metrics = httpx.get(server.url + "/metrics").text
+  assert 'jaxrec_requests_total{endpoint="/v1/recommend",status="200"}' in metrics
+  assert "jaxrec_stage_seconds_bucket" in metrics and "jaxrec_model_version 1.0" in metrics
+
+
+def test_hot_reload_under_traffic_and_a_broken_bundle_refused(server, export_root):
+  failures, done = [], threading.Event()
+
+  def traffic():
+    with httpx.Client(timeout=30) as client:
+      while not done.is_set():
+        response = client.post(server.url + "/v1/recommend", json={"user_id": "7", "k": 5})
+        if response.status_code != 200:
+          failures.append(response.text)
+
+  threads = [threading.Thread(target=traffic) for _ in range(2)]
+  for thread in threads:
+    thread.start()
+  try:
+    # A new version appears atomically (copied under a hidden name, then renamed).
+    shutil.copytree(os.path.join(export_root, "1"), os.path.join(export_root, ".2.tmp"))
+    os.rename(os.path.join(export_root, ".2.tmp"), os.path.join(export_root, "2"))
+    wait_for(lambda: server.service.current.version.endswith("/2"))
+    # A damaged one is refused; version 2 keeps serving.
+    shutil.copytree(os.path.join(export_root, "1"), os.path.join(export_root, ".3.tmp"))
+    with open(os.path.join(export_root, ".3.tmp", "items.npy"), "r+b") as f:
+      f.truncate(100)
+    os.rename(os.path.join(export_root, ".3.tmp"), os.path.join(export_root, "3"))
+    wait_for(lambda: any(p.endswith("/3") for p in server.service.refused))
+    time.sleep(0.5)
+  finally:
+    done.set()
+    for thread in threads:
+      thread.join()
+  assert not failures, failures[:3]
+  assert server.service.current.version.endswith("/2")
+  body = post(server, "/v1/recommend", {"user_id": "7", "k": 5}).json()
+  assert body["model_version"].endswith("/2")
+
+
+def wait_for(condition, timeout=300):
+  deadline = time.time() + timeout
+  while not condition():
+    assert time.time() < deadline, "timed out"
+    time.sleep(0.2)
+
+
+def test_overload_answers_503_fast(export_root):
+  app = create_app(export_root, ServingConfig(candidates=50), max_batch=1, max_queue=1,
+                   reload_interval=3600)
+  with Server(app) as server:
+    slow = server.service.current.recommend
+    server.service.current.recommend = lambda requests: (time.sleep(1.0), slow(requests))[1]
+    results = []
+
+    def call():
+      started = time.perf_counter()
+      response = post(server, "/v1/recommend", {"user_id": "5", "k": 3})
+      results.append((response.status_code, time.perf_counter() - started))
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for thread in threads:
+      thread.start()
+    for thread in threads:
+      thread.join()
+  statuses = [status for status, _ in results]
+  assert statuses.count(200) >= 1 and statuses.count(503) >= 1, statuses
+  assert all(seconds < 0.5 for status, seconds in results if status == 503)
