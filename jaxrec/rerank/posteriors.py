@@ -1,0 +1,110 @@
+"""Beta posteriors of each item's engagement rate, for Thompson-sampling exploration of items
+with few impressions.
+
+Item i's rate has posterior Beta(alpha0 + engagements_i, beta0 + impressions_i - engagements_i).
+The counts live in numpy arrays indexed by item id, sized to the catalogue (8 bytes per item per
+count, so 16 MB per million items), which makes a request's lookup one gather.
+
+One instance is shared by a serving process: feedback handlers `update` it while request threads
+`sample` from it, so every access holds a lock. Sampling copies the parameters under the lock
+and draws outside it, keeping the lock's hold time to a gather.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from jaxrec.errors import UserError
+from jaxrec.rerank import checks
+
+
+class BetaPosteriors:
+  """Per-item Beta(alpha, beta) posteriors of engagement, for item ids 0..num_items-1."""
+
+  def __init__(self, num_items: int, alpha0: float = 1.0, beta0: float = 1.0):
+    num_items = checks.count("num_items", num_items)
+    if not (alpha0 > 0 and beta0 > 0):
+      raise UserError(f"alpha0 and beta0 must be positive, got {alpha0} and {beta0}; "
+                      "1 and 1 is the uniform prior.")
+    self.alpha0, self.beta0 = float(alpha0), float(beta0)
+    self._impressions = np.zeros(num_items, np.int64)
+    self._engagements = np.zeros(num_items, np.int64)
+    self._lock = threading.Lock()
+
+  @property
+  def num_items(self) -> int:
+    return len(self._impressions)
+
+  def update(self, items, impressions, engagements) -> None:
+    """Add feedback: items [B] ids (repeats allowed), impressions and engagements [B] counts."""
+    items = self._ids(items)
+    impressions = checks.vector("impressions", impressions, len(items))
+    engagements = checks.vector("engagements", engagements, len(items))
+    for name, x in (("impressions", impressions), ("engagements", engagements)):
+      if not np.issubdtype(x.dtype, np.integer) and len(x):
+        raise UserError(f"{name} must be integer counts, got dtype {x.dtype}.")
+    if (impressions < 0).any() or (engagements < 0).any() or (engagements > impressions).any():
+      raise UserError("each feedback row needs 0 <= engagements <= impressions; an engagement "
+                      "without its impression must count the impression too.")
+    with self._lock:
+      np.add.at(self._impressions, items, impressions)  # add.at: repeated ids all count
+      np.add.at(self._engagements, items, engagements)
+
+  def impressions(self, items) -> np.ndarray:
+    items = self._ids(items)
+    with self._lock:
+      return self._impressions[items]
+
+  def engagements(self, items) -> np.ndarray:
+    items = self._ids(items)
+    with self._lock:
+      return self._engagements[items]
+
+  def sample(self, items, rng: np.random.Generator, draws: int | None = None) -> np.ndarray:
+    """Thompson draws of the items' engagement rates: [B], or [draws, B] when draws is given."""
+    items = self._ids(items)
+    with self._lock:
+      shown, engaged = self._impressions[items], self._engagements[items]
+    alpha = self.alpha0 + engaged
+    beta = self.beta0 + (shown - engaged)
+    size = None if draws is None else (checks.count("draws", draws, 1), len(items))
+    return rng.beta(alpha, beta, size)
+
+  def grow(self, num_items: int) -> None:
+    """Make room for item ids up to num_items - 1, as the catalogue gains items."""
+    with self._lock:
+      extra = checks.count("num_items", num_items) - len(self._impressions)
+      if extra > 0:
+        self._impressions = np.concatenate([self._impressions, np.zeros(extra, np.int64)])
+        self._engagements = np.concatenate([self._engagements, np.zeros(extra, np.int64)])
+
+  def state_dict(self) -> dict:
+    """Copies of the counts and the prior, for saving (e.g. np.savez(path, **state))."""
+    with self._lock:
+      return {"alpha0": np.float64(self.alpha0), "beta0": np.float64(self.beta0),
+              "impressions": self._impressions.copy(), "engagements": self._engagements.copy()}
+
+  @classmethod
+  def from_state_dict(cls, state) -> BetaPosteriors:
+    missing = {"alpha0", "beta0", "impressions", "engagements"} - set(state)
+    if missing:
+      raise UserError(f"posterior state lacks {sorted(missing)}; pass what state_dict() returned.")
+    impressions = checks.vector("impressions", state["impressions"], dtype=np.int64)
+    engagements = checks.vector("engagements", state["engagements"], len(impressions), np.int64)
+    posteriors = cls(len(impressions), float(state["alpha0"]), float(state["beta0"]))
+    posteriors._impressions[:] = impressions
+    posteriors._engagements[:] = engagements
+    return posteriors
+
+  def _ids(self, items) -> np.ndarray:
+    items = checks.vector("items", items)
+    if len(items) and not np.issubdtype(items.dtype, np.integer):
+      raise UserError(f"items must be integer item ids, got dtype {items.dtype}.")
+    # Reading the length outside the lock is safe: grow() only ever makes it larger.
+    if len(items) and (items.min() < 0 or items.max() >= len(self._impressions)):
+      raise UserError(f"item ids must be in [0, {len(self._impressions)}), got "
+                      f"[{items.min()}, {items.max()}]; call grow(num_items) when the "
+                      "catalogue gains items.")
+    return items.astype(np.int64, copy=False)
