@@ -2,8 +2,9 @@
 
 Requests wait in a bounded queue; one worker takes the first, then whatever else arrives within
 `max_wait_ms` (up to `max_batch`), and answers them together on a single model thread (JAX and
-ScaNN use their own threads inside). A full queue refuses at once (`Overloaded`, a 503), so an
-overloaded service answers fast instead of queueing without bound.
+ScaNN use their own threads inside). A full queue refuses at once (`Overloaded`, a 503), and a request that
+waited longer than `max_queue_seconds` is refused rather than answered late, so an overloaded
+service answers fast instead of working through a backlog its clients gave up on.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ class Overloaded(Exception):
 
 class Batcher:
   def __init__(self, run: Callable[[list], list], max_batch: int, max_wait_ms: float,
-               max_queue: int):
+               max_queue: int, max_queue_seconds: float = 1.0):
     self.run = run  # run(items) -> results, one per item, on the model thread
     self.max_batch = max_batch
     self.max_wait = max_wait_ms / 1000
+    self.max_queue_seconds = max_queue_seconds
     self.queue: asyncio.Queue = asyncio.Queue(maxsize=max_queue)
     self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model")
     self.worker: asyncio.Task | None = None
@@ -39,7 +41,7 @@ class Batcher:
   async def submit(self, item):
     future = asyncio.get_running_loop().create_future()
     try:
-      self.queue.put_nowait((item, future))
+      self.queue.put_nowait((item, future, time.perf_counter()))
     except asyncio.QueueFull:
       raise Overloaded(f"{self.queue.maxsize} requests are already waiting") from None
     return await future
@@ -58,12 +60,19 @@ class Batcher:
                        await asyncio.wait_for(self.queue.get(), remaining))
         except (asyncio.QueueEmpty, asyncio.TimeoutError):
           break
-      items = [item for item, _ in batch]
+      stale = time.perf_counter() - self.max_queue_seconds
+      for _, future, queued in batch:
+        if queued < stale and not future.done():
+          future.set_exception(Overloaded(f"waited over {self.max_queue_seconds:g} s in the queue"))
+      batch = [entry for entry in batch if not entry[1].done()]
+      if not batch:
+        continue
+      items = [item for item, _, _ in batch]
       try:
         results = await loop.run_in_executor(self.executor, self.run, items)
       except Exception as e:  # one bad batch fails its requests, not the worker
         results = [e] * len(batch)
-      for (_, future), result in zip(batch, results):
+      for (_, future, _), result in zip(batch, results):
         if future.done():
           continue
         if isinstance(result, Exception):

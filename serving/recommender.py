@@ -16,9 +16,10 @@ import dataclasses
 import time
 
 import numpy as np
+from array_record.python import array_record_module
 
 from jaxrec.data.pipelines import RankingFeatures
-from jaxrec.data.storage import PreparedDataset
+from jaxrec.data.storage import PreparedDataset, decode
 from jaxrec.data.tokenize import TOKEN_DTYPE, gap_bucket
 from jaxrec.data.vocab import FIRST_ID, OOV
 from jaxrec.errors import UserError
@@ -84,6 +85,8 @@ class Recommender:
     self.popular = np.argsort(-self.data.item_counts, kind="stable")[:self.num_candidates]
     self.genres = self.data.item_features.get("genres")
     self.first_seen = self.data.item_features["first_seen"]
+    # Users' stored histories, read per request: one reader for the bundle's life.
+    self.histories = array_record_module.ArrayRecordReader(self.data.tokens_path)
     self.posteriors = posteriors
     posteriors.grow(len(self.items))
 
@@ -93,8 +96,10 @@ class Recommender:
     """Per request: user id, the history tokens (stored + request), unknown request items."""
     user_ids = np.array([self.user_index.get(r.user_id, OOV) for r in requests])
     known = user_ids >= FIRST_ID
-    stored = dict(zip(np.flatnonzero(known), self.data.user_tokens(user_ids[known]))) \
-        if known.any() else {}
+    stored = {}
+    if known.any():
+      records = self.histories.read([int(u) - FIRST_ID for u in user_ids[known]])
+      stored = dict(zip(np.flatnonzero(known), map(decode, records)))
     out = []
     for i, request in enumerate(requests):
       tokens = stored.get(i, np.zeros(0, TOKEN_DTYPE))
@@ -182,7 +187,7 @@ class Recommender:
     candidates = np.zeros((size, self.num_candidates), np.int32)
     for row, ids in enumerate(found):
       pool = self.popular if cold[row] else ids
-      kept = [i for i in pool if i not in excluded[row]][:self.num_candidates]
+      kept = pool[~np.isin(pool, list(excluded[row]))][:self.num_candidates]
       candidates[row, :len(kept)] = kept
     lap("retrieval")
     padded = resolved + [resolved[0]] * (size - len(requests))

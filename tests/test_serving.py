@@ -204,4 +204,4 @@ def test_overload_answers_503_fast(export_root):
       thread.join()
   statuses = [status for status, _ in results]
   assert statuses.count(200) >= 1 and statuses.count(503) >= 1, statuses
-  assert all(seconds < 0.5 for status, seconds in results if status == 503)
+  assert all(seconds < 0.9 for status, seconds in results if status == 503)  # before a 1 s answer
