@@ -22,13 +22,14 @@ demo: $(STAMP)
 	rm -rf $(DEMO_DIR)/sasrec
 	$(VENV)/bin/jaxrec train --config configs/movielens_sasrec.py --workdir $(DEMO_DIR)/sasrec \
 	  --config.data.dir=$(DEMO_DIR)/ml-100k
-	rm -rf $(DEMO_DIR)/two_tower $(DEMO_DIR)/export
+	rm -rf $(DEMO_DIR)/two_tower $(DEMO_DIR)/dlrm $(DEMO_DIR)/export
 	$(VENV)/bin/jaxrec train --config configs/movielens_two_tower.py --workdir $(DEMO_DIR)/two_tower \
 	  --config.data.dir=$(DEMO_DIR)/ml-100k
-	$(VENV)/bin/jaxrec export --workdir $(DEMO_DIR)/two_tower --out $(DEMO_DIR)/export
-	rm -rf $(DEMO_DIR)/dlrm
 	$(VENV)/bin/jaxrec train --config configs/movielens_dlrm.py --workdir $(DEMO_DIR)/dlrm \
 	  --config.data.dir=$(DEMO_DIR)/ml-100k
+	$(VENV)/bin/jaxrec export --workdir $(DEMO_DIR)/two_tower --ranker $(DEMO_DIR)/dlrm \
+	  --out $(DEMO_DIR)/export
+	$(PY) -m serving.demo --export $(DEMO_DIR)/export --user 5
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests
@@ -41,6 +42,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/cold_start.py
 	$(PY) benchmarks/ranking_quality.py
 	$(PY) benchmarks/embedding_update.py
+	$(PY) benchmarks/serving_latency.py
 	$(VENV)/bin/jaxrec train --config configs/synthetic_two_tower.py --workdir workdirs/synthetic-two-tower
 	$(PY) benchmarks/scann_vs_exact.py --workdir workdirs/synthetic-two-tower
 	$(PY) benchmarks/scann_vs_exact.py --synthetic-clusters --name scann_vs_exact_clusters

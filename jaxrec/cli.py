@@ -120,6 +120,11 @@ def _train_parsers(sub) -> None:
   serve.add_argument("--port", type=int, default=8000)
   serve.add_argument("--candidates", type=int, default=1000, help="retrieved and ranked per request")
   serve.add_argument("--mmr-lambda", type=float, default=0.7, help="1 = pure relevance")
+  serve.add_argument("--freshness-slots", type=int, default=1,
+                     help="places kept for items added in the last day")
+  serve.add_argument("--explore-slots", type=int, default=1,
+                     help="Thompson-sampled places for items with few impressions")
+  serve.add_argument("--genre-cap", type=int, help="at most this many items per first genre")
   serve.add_argument("--max-batch", type=int, default=8,
                      help="requests answered together (8 take ~35 ms on 2 CPU cores)")
   serve.add_argument("--max-wait-ms", type=float, default=2.0)
@@ -185,8 +190,9 @@ def _run_serve(args) -> None:
   latest_version(args.export)  # no bundle: say so before starting a server
   if args.candidates < 1:
     raise UserError(f"--candidates must be at least 1, got {args.candidates}.")
-  config = ServingConfig(candidates=args.candidates,
-                         rerank=RerankConfig(mmr_lambda=args.mmr_lambda))
+  config = ServingConfig(candidates=args.candidates, rerank=RerankConfig(
+      mmr_lambda=args.mmr_lambda, freshness_slots=args.freshness_slots,
+      explore_slots=args.explore_slots, group_cap=args.genre_cap))
   app = create_app(args.export, config, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                    max_queue=args.max_queue)
   uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -177,6 +177,12 @@ def test_hot_reload_under_traffic_and_a_broken_bundle_refused(server, export_roo
   assert body["model_version"].endswith("/2")
 
 
+def test_serve_without_a_bundle_says_so(tmp_path, capsys):
+  from jaxrec.cli import main
+  assert main(["serve", "--export", str(tmp_path)]) == 2
+  assert "holds no complete bundle" in capsys.readouterr().err
+
+
 def wait_for(condition, timeout=300):
   deadline = time.time() + timeout
   while not condition():
