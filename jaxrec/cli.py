@@ -125,6 +125,7 @@ def _train_parsers(sub) -> None:
   serve.add_argument("--explore-slots", type=int, default=1,
                      help="Thompson-sampled places for items with few impressions")
   serve.add_argument("--genre-cap", type=int, help="at most this many items per first genre")
+  serve.add_argument("--blocked", default="", help="item ids never to show, comma-separated")
   serve.add_argument("--max-batch", type=int, default=8,
                      help="requests answered together (8 take ~35 ms on 2 CPU cores)")
   serve.add_argument("--max-wait-ms", type=float, default=2.0)
@@ -190,7 +191,8 @@ def _run_serve(args) -> None:
   latest_version(args.export)  # no bundle: say so before starting a server
   if args.candidates < 1:
     raise UserError(f"--candidates must be at least 1, got {args.candidates}.")
-  config = ServingConfig(candidates=args.candidates, rerank=RerankConfig(
+  config = ServingConfig(candidates=args.candidates,
+                         blocked=tuple(filter(None, args.blocked.split(","))), rerank=RerankConfig(
       mmr_lambda=args.mmr_lambda, freshness_slots=args.freshness_slots,
       explore_slots=args.explore_slots, group_cap=args.genre_cap))
   app = create_app(args.export, config, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,

@@ -49,12 +49,17 @@ class Context(Strict):
   hour: int | None = Field(None, ge=0, le=23, description="hour of day, 0-23 (UTC)")
 
 
+class Filters(Strict):
+  genres: list[str] = Field([], description="only items with at least one of these genres")
+
+
 class RecommendBody(Strict):
   user_id: str | None = None
   history: list[HistoryItem] = []
   context: Context = Context()
   k: int = 20
   exclude: list[str] = []
+  filters: Filters = Filters()
 
 
 class SimilarBody(Strict):
@@ -177,9 +182,12 @@ def create_app(export_root: str, config: ServingConfig | None = None, *, max_bat
     if len(body.history) > config.max_history:
       return error(400, f"history has {len(body.history)} items; send at most "
                         f"{config.max_history} (the most recent).", endpoint)
+    unknown = service.current.unknown_genres(body.filters.genres)
+    if unknown:
+      return error(400, f"unknown genres {unknown} in filters.genres.", endpoint)
     request = Request(user_id=body.user_id, history=[(h.item_id, h.timestamp) for h in body.history],
                       device=body.context.device, hour=body.context.hour, k=body.k,
-                      exclude=body.exclude, now=int(time.time()))
+                      exclude=body.exclude, genres=body.filters.genres, now=int(time.time()))
     started = time.perf_counter()
     try:
       response = await service.batcher.submit(request)

@@ -39,6 +39,7 @@ class Request:
   hour: int | None = None
   k: int = 20
   exclude: list[str] = dataclasses.field(default_factory=list)
+  genres: list[str] = dataclasses.field(default_factory=list)  # filter: any of these genres
   now: int | None = None  # unix seconds; default: the request's arrival
 
 
@@ -52,6 +53,7 @@ class ServingConfig:
   rerank: RerankConfig = dataclasses.field(
       default_factory=lambda: RerankConfig(mmr_lambda=0.7, freshness_slots=1, explore_slots=1))
   policy: dict | None = None  # head -> weight; default: the ranker's own
+  blocked: tuple[str, ...] = ()  # raw item ids never shown
 
 
 class Recommender:
@@ -84,6 +86,8 @@ class Recommender:
     self.vectors[self.bundle.item_ids] = self.bundle.items
     self.popular = np.argsort(-self.data.item_counts, kind="stable")[:self.num_candidates]
     self.genres = self.data.item_features.get("genres")
+    self.genre_ids = self.data.vocabs.get("item_genres")
+    self.blocked = self.item_ids(config.blocked)
     self.first_seen = self.data.item_features["first_seen"]
     # Users' stored histories, read per request: one reader for the bundle's life.
     self.histories = array_record_module.ArrayRecordReader(self.data.tokens_path)
@@ -187,7 +191,10 @@ class Recommender:
     candidates = np.zeros((size, self.num_candidates), np.int32)
     for row, ids in enumerate(found):
       pool = self.popular if cold[row] else ids
-      kept = pool[~np.isin(pool, list(excluded[row]))][:self.num_candidates]
+      kept = pool[~np.isin(pool, list(excluded[row]))]
+      if requests[row].genres:
+        kept = kept[self._has_genre(kept, requests[row].genres)]
+      kept = kept[:self.num_candidates]
       candidates[row, :len(kept)] = kept
     lap("retrieval")
     padded = resolved + [resolved[0]] * (size - len(requests))
@@ -207,8 +214,8 @@ class Recommender:
                      for head, weight in self.policy.items())
       result = rerank(items, combined, self.vectors[items], request.k, self.config.rerank,
                       groups=self.genres[items, 0] if self.genres is not None else None,
-                      ages=now[row] - self.first_seen[items], posteriors=self.posteriors,
-                      rng=rng)
+                      ages=now[row] - self.first_seen[items], blocked=self.blocked,
+                      posteriors=self.posteriors, rng=rng)
       responses.append({
           "items": [{"item_id": self.item_raw[item],
                      "score": float(combined[i]),
@@ -227,6 +234,15 @@ class Recommender:
       response["timings_ms"] = {**{k: round(v, 3) for k, v in timings.items()},
                                 "total": round(total, 3)}
     return responses
+
+  def unknown_genres(self, names: list[str]) -> list[str]:
+    """The names a genre filter cannot use (all of them when the catalogue has no genres)."""
+    known = set() if self.genre_ids is None else {str(g) for g in self.genre_ids.raw_ids}
+    return [name for name in names if name not in known]
+
+  def _has_genre(self, items: np.ndarray, names: list[str]) -> np.ndarray:
+    wanted = self.genre_ids.lookup(np.array(names).astype(self.genre_ids.raw_ids.dtype))
+    return np.isin(self.genres[items], wanted).any(1)
 
   def warm_up(self) -> None:
     """Compiles every batch size once, so no request waits for XLA."""
