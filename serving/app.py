@@ -185,7 +185,8 @@ def create_app(export_root: str, config: ServingConfig | None = None, *, max_bat
     unknown = service.current.unknown_genres(body.filters.genres)
     if unknown:
       return error(400, f"unknown genres {unknown} in filters.genres.", endpoint)
-    request = Request(user_id=body.user_id, history=[(h.item_id, h.timestamp) for h in body.history],
+    request = Request(user_id=body.user_id,
+                      history=[(h.item_id, h.timestamp) for h in body.history],
                       device=body.context.device, hour=body.context.hour, k=body.k,
                       exclude=body.exclude, genres=body.filters.genres, now=int(time.time()))
     started = time.perf_counter()

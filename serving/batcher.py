@@ -2,9 +2,9 @@
 
 Requests wait in a bounded queue; one worker takes the first, then whatever else arrives within
 `max_wait_ms` (up to `max_batch`), and answers them together on a single model thread (JAX and
-ScaNN use their own threads inside). A full queue refuses at once (`Overloaded`, a 503), and a request that
-waited longer than `max_queue_seconds` is refused rather than answered late, so an overloaded
-service answers fast instead of working through a backlog its clients gave up on.
+ScaNN use their own threads inside). A full queue refuses at once (`Overloaded`, a 503), and a
+request that waited longer than `max_queue_seconds` is refused rather than answered late, so an
+overloaded service answers fast instead of working through a backlog its clients gave up on.
 """
 
 from __future__ import annotations

@@ -11,36 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
-import sys
-import time
 
 import httpx
 import numpy as np
 
 from jaxrec.data.storage import PreparedDataset
 from jaxrec.retrieval.bundle import latest_version
-
-
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def wait_ready(url: str, server: subprocess.Popen, timeout: float = 600) -> None:
-  deadline = time.time() + timeout
-  while time.time() < deadline:
-    if server.poll() is not None:
-      raise SystemExit(f"the server exited with code {server.returncode}")
-    try:
-      if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-        return
-    except httpx.HTTPError:
-      pass
-    time.sleep(0.5)
-  raise SystemExit(f"the server was not ready after {timeout:.0f} s")
+from serving.process import running_server
 
 
 def main() -> None:
@@ -51,19 +28,11 @@ def main() -> None:
   args = parser.parse_args()
   bundle = latest_version(args.export)
   titles = PreparedDataset(os.path.join(bundle, "dataset"))
-  port = free_port()
-  url = f"http://127.0.0.1:{port}"
-  server = subprocess.Popen([sys.executable, "-m", "jaxrec.cli", "serve", "--export", args.export,
-                             "--port", str(port)])
-  try:
-    wait_ready(url, server)
+  with running_server(args.export) as url:
     response = httpx.post(url + "/v1/recommend", timeout=30, json={
         "user_id": args.user, "k": args.k, "context": {"device": "web", "hour": 20}})
     response.raise_for_status()
     body = response.json()
-  finally:
-    server.terminate()
-    server.wait(30)
   items = titles.vocabs["item"]
   title = titles.item_features.get("title")
   print(f"\nPOST /v1/recommend user {args.user} -> {body['model_version']}")

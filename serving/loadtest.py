@@ -416,7 +416,8 @@ def format_result(r: LoadResult) -> str:
 def _parse(argv):
   p = argparse.ArgumentParser(prog="python -m serving.loadtest", description=__doc__.split("\n")[0])
   p.add_argument("--url", default="http://127.0.0.1:8000/v1/recommend")
-  p.add_argument("--rate", type=float, default=100.0, help="requests/s (the start rate with --find-max)")
+  p.add_argument("--rate", type=float, default=100.0,
+                 help="requests/s (the start rate with --find-max)")
   p.add_argument("--duration", type=float, default=60.0, help="measured seconds")
   p.add_argument("--warmup", type=float, default=0.0, help="seconds sent first, not measured")
   p.add_argument("--timeout", type=float, default=2.0, help="seconds per request")

@@ -20,7 +20,7 @@ from array_record.python import array_record_module
 
 from jaxrec.data.pipelines import RankingFeatures
 from jaxrec.data.storage import PreparedDataset, decode
-from jaxrec.data.tokenize import TOKEN_DTYPE, gap_bucket
+from jaxrec.data.tokenize import TOKEN_DTYPE, gap_bucket, hour_of_day, weekday_of
 from jaxrec.data.vocab import FIRST_ID, OOV
 from jaxrec.errors import UserError
 from jaxrec.rerank.pipeline import RerankConfig, rerank
@@ -122,8 +122,8 @@ class Recommender:
   def _context(self, request: Request, now: int) -> tuple[int, int, int]:
     """(device id, hour 1..24, weekday 1..7) of a request."""
     device = int(self.devices.lookup(np.array([request.device]))[0]) if request.device else 0
-    hour = (request.hour if request.hour is not None else (now // 3600) % 24) + 1
-    return device, hour, int((now // 86400 + 3) % 7 + 1)
+    hour = request.hour + 1 if request.hour is not None else hour_of_day(now)
+    return device, hour, weekday_of(now)
 
   # ------------------------------------------------------------------------- the stages
 

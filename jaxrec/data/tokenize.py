@@ -32,6 +32,16 @@ NUM_HOURS = 25
 NUM_WEEKDAYS = 8
 
 
+def hour_of_day(seconds):
+  """1..24: the UTC hour of day of Unix `seconds`, plus one (0 is padding)."""
+  return (seconds // 3600) % 24 + 1
+
+
+def weekday_of(seconds):
+  """1..7, Monday is 1, of Unix `seconds` (0 is padding)."""
+  return (seconds // 86400 + 3) % 7 + 1  # 1970-01-01 was a Thursday
+
+
 def gap_bucket(seconds: np.ndarray) -> np.ndarray:
   """1 + floor(log2(1 + gap)): an hour and a day apart land in different buckets, a minute's
   jitter does not matter."""
@@ -68,8 +78,8 @@ def tokenize(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, event_ty
   tokens["device"] = device[starts]
   tokens["locale"] = locale[starts]
   ts = tokens["timestamp"]
-  tokens["hour"] = (ts // 3600) % 24 + 1
-  tokens["weekday"] = (ts // 86400 + 3) % 7 + 1  # 1970-01-01 was a Thursday
+  tokens["hour"] = hour_of_day(ts)
+  tokens["weekday"] = weekday_of(ts)
   token_user = user[starts]
   gaps = np.zeros(len(starts), np.int64)
   if len(starts) > 1:

@@ -73,7 +73,6 @@ class ShardedEmbedding(nnx.Module):
     return jax.shard_map(local, in_specs=(P(self.row_axis, None), spec), out_specs=spec)(
         table, ids)
 
-
   def apply_gradients(self, optimizer: RowOptimizer, ids: jax.Array, row_grads: jax.Array):
     """Updates, in place, the rows `ids` touched from their gradients `row_grads` [..., D]."""
     accumulator = None if self.accumulator is None else self.accumulator[...]

@@ -60,7 +60,7 @@ class Partitioner:
   @property
   def data_sharding(self) -> NamedSharding:
     """Leading (batch) dimension split over "data"; a prefix for every leaf of a batch."""
-    return NamedSharding(self.mesh, P("data"))
+    return NamedSharding(self.mesh, P(BATCH_AXIS))
 
   def _mesh_spec(self, logical: P, shape: tuple[int, ...]) -> NamedSharding:
     axes = []
@@ -98,7 +98,7 @@ class Partitioner:
     return call
 
   def batch_sharding(self, batch):
-    return jax.tree.map(lambda x: NamedSharding(self.mesh, P("data", *([None] * (x.ndim - 1)))),
+    return jax.tree.map(lambda x: NamedSharding(self.mesh, P(BATCH_AXIS, *([None] * (x.ndim - 1)))),
                         batch)
 
   def shard_inputs(self, batch):

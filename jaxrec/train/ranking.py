@@ -25,7 +25,7 @@ from flax import nnx
 
 from jaxrec.data import pipelines
 from jaxrec.data.prepare import open_or_prepare
-from jaxrec.data.tokenize import NUM_GAP_BUCKETS
+from jaxrec.data.tokenize import NUM_GAP_BUCKETS, NUM_HOURS, NUM_WEEKDAYS
 from jaxrec.errors import UserError
 from jaxrec.eval.ranking_metrics import RankingAccumulator
 from jaxrec.models.dlrm import DLRM, DLRMSpec
@@ -35,7 +35,7 @@ from jaxrec.train.task import Task
 HEAD_KINDS = ("binary", "regression", "weighted_logistic")
 LABELS = (*pipelines.LABELS, "complete")
 # Ids that come from the clock rather than a vocabulary: hour 1..24, weekday 1..7, gap buckets.
-FIXED_SIZES = {"hour": 25, "weekday": 8, "gap": NUM_GAP_BUCKETS}
+FIXED_SIZES = {"hour": NUM_HOURS, "weekday": NUM_WEEKDAYS, "gap": NUM_GAP_BUCKETS}
 COMPLETE_FRACTION = 0.9
 
 
