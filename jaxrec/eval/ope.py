@@ -83,12 +83,12 @@ class Estimate:
   diagnostics: dict
 
 
-def _int_array(x, name):
+def _int_array(x, name, owner='BanditLog'):
   a = np.asarray(x)
   if a.ndim != 1:
-    raise UserError(f'BanditLog.{name} must be one-dimensional, got shape {a.shape}.')
+    raise UserError(f'{owner}.{name} must be one-dimensional, got shape {a.shape}.')
   if a.size and not np.issubdtype(a.dtype, np.integer):
-    raise UserError(f'BanditLog.{name} must hold integer ids, got dtype {a.dtype}.')
+    raise UserError(f'{owner}.{name} must hold integer ids, got dtype {a.dtype}.')
   return a.astype(np.int64)
 
 
@@ -166,7 +166,10 @@ def _bootstrap(num, den, n_boot, seed, level):
   return float(low), float(high)
 
 
-def _estimate(num, den, diagnostics, n_boot, seed, level):
+def estimate_from_terms(num, den, diagnostics, n_boot, seed, level):
+  """sum(num) / sum(den) (den=None: mean(num)) with its bootstrap interval over the rows of
+  `num`; an estimator that reduces a log to one term per independent unit (a row here, a slate in
+  slate_ope.py) gets its interval by resampling those units."""
   value = float(num.sum() / (den.sum() if den is not None else len(num)))
   low, high = _bootstrap(num, den, n_boot, seed, level)
   return Estimate(value, low, high, diagnostics)
@@ -174,7 +177,7 @@ def _estimate(num, den, diagnostics, n_boot, seed, level):
 
 def ips(log, target_probs, *, n_boot=1000, seed=0, level=0.95):
   w = importance_weights(log, target_probs)
-  return _estimate(w * log.reward, None, weight_diagnostics(w), n_boot, seed, level)
+  return estimate_from_terms(w * log.reward, None, weight_diagnostics(w), n_boot, seed, level)
 
 
 def clipped_ips(log, target_probs, *, max_weight, n_boot=1000, seed=0, level=0.95):
@@ -183,7 +186,7 @@ def clipped_ips(log, target_probs, *, max_weight, n_boot=1000, seed=0, level=0.9
   diagnostics = weight_diagnostics(w)
   # How much of the log clipping touched: a large share means the estimate is mostly bias.
   diagnostics['clipped_fraction'] = float((raw > max_weight).mean())
-  return _estimate(w * log.reward, None, diagnostics, n_boot, seed, level)
+  return estimate_from_terms(w * log.reward, None, diagnostics, n_boot, seed, level)
 
 
 def snips(log, target_probs, *, n_boot=1000, seed=0, level=0.95):
@@ -192,14 +195,14 @@ def snips(log, target_probs, *, n_boot=1000, seed=0, level=0.95):
     raise UserError(
         'SNIPS is undefined: the target policy gives zero probability to every logged action, so '
         'the log says nothing about it; log with a policy that explores the target\'s actions.')
-  return _estimate(w * log.reward, w, weight_diagnostics(w), n_boot, seed, level)
+  return estimate_from_terms(w * log.reward, w, weight_diagnostics(w), n_boot, seed, level)
 
 
 def direct_method(reward_model_target, *, n_boot=1000, seed=0, level=0.95):
   q = _float_array(reward_model_target, 'reward_model_target')
   if len(q) == 0:
     raise UserError('reward_model_target is empty: pass one value per logged row.')
-  return _estimate(q, None, {'n': len(q)}, n_boot, seed, level)
+  return estimate_from_terms(q, None, {'n': len(q)}, n_boot, seed, level)
 
 
 def doubly_robust(log, target_probs, reward_model_logged, reward_model_target, *, n_boot=1000,
@@ -208,7 +211,7 @@ def doubly_robust(log, target_probs, reward_model_logged, reward_model_target, *
   q_logged = _float_array(reward_model_logged, 'reward_model_logged', len(log))
   q_target = _float_array(reward_model_target, 'reward_model_target', len(log))
   terms = q_target + w * (log.reward - q_logged)
-  return _estimate(terms, None, weight_diagnostics(w), n_boot, seed, level)
+  return estimate_from_terms(terms, None, weight_diagnostics(w), n_boot, seed, level)
 
 
 def estimate_all(log, target_probs, reward_model_logged=None, reward_model_target=None, *,
