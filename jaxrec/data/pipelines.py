@@ -129,7 +129,8 @@ def _pad_batch(indices: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.nda
 
 def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int = 200,
                      objective: str = "next", mask_prob: float = 0.2, max_targets: int = 1,
-                     fields: tuple[str, ...] = (), with_seen: bool = False,
+                     fields: tuple[str, ...] = (), target_fields: tuple[str, ...] = (),
+                     with_seen: bool = False,
                      options: PipelineOptions = PipelineOptions()) -> grain.IterDataset:
   """Per-user histories, left-padded to `max_len` (0 is padding).
 
@@ -144,7 +145,8 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
     `seen` [B, S] holds every item of the user's history (not only the last max_len), for
     excluding them from the ranking; S is a power of two, so few shapes ever compile.
   Every batch has `user` [B]; each name in `fields` (token fields such as "event", "hour", "gap")
-  adds `<field>` aligned with `inputs`.
+  adds `<field>` aligned with `inputs`; each name in `target_fields` adds `target_<field>` aligned
+  with `targets` (the target token's field, e.g. its event type for weighting the loss).
   """
   _check_split(split)
   if objective not in ("next", "masked"):
@@ -166,6 +168,8 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
     for name in fields:
       out[name] = np.zeros((n, max_len), TOKEN_DTYPE[name])
     targets = np.zeros((n, max_len) if train else (n, max_targets), np.int32)
+    for name in target_fields:
+      out[f"target_{name}"] = np.zeros(targets.shape, TOKEN_DTYPE[name])
     decoded = records(indices)
     if with_seen and not train:
       longest = max(int(lo[r]) for r in indices)
@@ -179,14 +183,18 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
           start = rng.integers(0, len(seq) - window + 1)
           seq = seq[start:start + window]
         if objective == "next":
-          inputs, target = seq[:-1], seq[1:]["item"]
+          inputs, target = seq[:-1], seq[1:]
         else:
-          inputs, target = seq, seq["item"]
-        targets[row, max_len - len(target):] = target
+          inputs, target = seq, seq
+        targets[row, max_len - len(target):] = target["item"]
+        for name in target_fields:
+          out[f"target_{name}"][row, max_len - len(target):] = target[name]
       else:
         inputs = tokens[:lo[record]][-max_len:]
-        held_out = tokens[lo[record]:hi[record]]["item"][:max_targets]
-        targets[row, :len(held_out)] = held_out
+        held_out = tokens[lo[record]:hi[record]][:max_targets]
+        targets[row, :len(held_out)] = held_out["item"]
+        for name in target_fields:
+          out[f"target_{name}"][row, :len(held_out)] = held_out[name]
       if len(inputs):
         out["inputs"][row, max_len - len(inputs):] = inputs["item"]
         for name in fields:

@@ -93,6 +93,34 @@ def two_tower_config() -> ml_collections.ConfigDict:
   return config
 
 
+def foundation_config() -> ml_collections.ConfigDict:
+  """The foundation model (task `foundation`) on MovieLens-100K; see jaxrec/train/foundation.py."""
+  config = sequential_config()
+  config.task = "foundation"
+  config.model = ml_collections.ConfigDict({
+      "name": "foundation", "max_len": 100, "dim": 64, "num_layers": 2, "num_heads": 2,
+      "mlp_dim": 256, "dropout": 0.2,
+      "combine": "sum",  # token fields: "sum" or "concat" (+ projection)
+      # Attention: window None = full causal; an int W = W recent keys + num_global summary
+      # tokens, in chunks of `chunk` queries (memory linear in max_len).
+      "window": ml_collections.FieldReference(None, field_type=int), "num_global": 0,
+      "chunk": 128,
+      "id_dropout": 0.1,  # share of item ids replaced by OOV each step: metadata learns the item
+      "title_buckets": 4096,
+  })
+  config.loss = ml_collections.ConfigDict({
+      "name": "ce",  # ce (full softmax) | sampled_softmax (logQ-corrected)
+      "num_negatives": 256,
+      # Per-token weight of the next-token loss: by the target's event type (types left out: 1),
+      # times (1 + value_weight * engagement value).
+      "event_weights": {"impression": 0.1, "skip": 0.1, "click": 0.5, "report": 0.0},
+      "value_weight": 0.0,
+      "horizon": 1, "horizon_decay": 0.5,  # multi-token prediction: items 1..horizon ahead
+      "genre_weight": 0.0, "event_type_weight": 0.0,  # auxiliary heads
+  })
+  return config
+
+
 def _head(label: str, kind: str = "binary", weight: float = 1.0) -> dict:
   """A ranking head: its label, kind (binary | regression | weighted_logistic), loss weight."""
   return {"label": label, "kind": kind, "weight": weight}

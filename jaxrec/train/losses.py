@@ -27,20 +27,30 @@ def _mean(per_position: jax.Array, targets: jax.Array) -> jax.Array:
   return (per_position * weight).sum() / jnp.maximum(weight.sum(), 1.0)
 
 
-def full_softmax(h, targets, items):
+def full_softmax_nll(h, targets, items):
+  """Per-position negative log-likelihood [B, L] of the target under the full softmax."""
   logits = jnp.einsum("bld,vd->blv", h, items)
   logits = logits.at[..., :FIRST_ID].set(NEG)
   target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-  return _mean(jax.nn.logsumexp(logits, axis=-1) - target_logit, targets)
+  return jax.nn.logsumexp(logits, axis=-1) - target_logit
 
 
-def sampled_softmax(h, targets, items, key, num_negatives, log_q):
+def full_softmax(h, targets, items):
+  return _mean(full_softmax_nll(h, targets, items), targets)
+
+
+def sampled_softmax_nll(h, targets, items, key, num_negatives, log_q):
+  """Per-position [B, L] sampled-softmax loss with logQ correction, accidental hits removed."""
   negatives = jax.random.categorical(key, log_q, shape=(num_negatives,))
   positive = jnp.einsum("bld,bld->bl", h, items[targets]) - log_q[targets]
   negative = jnp.einsum("bld,kd->blk", h, items[negatives]) - log_q[negatives]
   negative = jnp.where(negatives[None, None] == targets[..., None], NEG, negative)
   logits = jnp.concatenate([positive[..., None], negative], axis=-1)
-  return _mean(jax.nn.logsumexp(logits, axis=-1) - positive, targets)
+  return jax.nn.logsumexp(logits, axis=-1) - positive
+
+
+def sampled_softmax(h, targets, items, key, num_negatives, log_q):
+  return _mean(sampled_softmax_nll(h, targets, items, key, num_negatives, log_q), targets)
 
 
 def _pos_neg_scores(h, targets, items, key, num_negatives):

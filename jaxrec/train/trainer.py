@@ -44,8 +44,11 @@ def build_task(config):
   if config.task == "bpr":
     from jaxrec.train.matrix_factorization import BPRTask
     return BPRTask(config)
+  if config.task == "foundation":
+    from jaxrec.train.foundation import FoundationTask
+    return FoundationTask(config)
   raise UserError(f"unknown task {config.task!r}: use 'sequential', 'two_tower', 'ranking', "
-                  "'bpr' or 'baseline'.")
+                  "'bpr', 'foundation' or 'baseline'.")
 
 
 def _write(workdir: str, name: str, text: str) -> None:

@@ -1,0 +1,155 @@
+"""The recommendation foundation model: a causal event transformer over rich tokens.
+
+One model learns a user's preferences from the whole interaction history and is reused by
+retrieval (its last state is the query, its item encoder the item side), ranking and fine-tuning.
+
+- Input: one embedding per merged event token (models/event_tokens.py: item, action, engagement,
+  context, time gap), plus position.
+- Blocks: pre-LayerNorm transformer blocks over `causal_attention` (models/local_attention.py):
+  full causal attention for short contexts, or a sliding window plus `num_global` learned summary
+  tokens placed before the history, computed in chunks, for histories of thousands of tokens.
+- Items: an item's vector is its id embedding plus its metadata embedding (genres, year, hashed
+  title words), shared by the input and the output layer. Id dropout in training replaces ids by
+  the learned out-of-vocabulary row, so the metadata part learns to carry the item; an item never
+  seen in training gets that row plus its metadata: its metadata alone, nothing item-specific.
+- Heads: the next token's item from the state itself; the item h tokens ahead through a projection
+  per extra step (multi-token prediction); the next token's genres and event type.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxrec.data.events import NUM_EVENT_TYPES
+from jaxrec.data.vocab import OOV
+from jaxrec.models.event_tokens import EventTokenEmbedding
+from jaxrec.models.layers import Dense, embed_init
+from jaxrec.models.local_attention import causal_attention
+
+
+def _mean_pool(embeddings: jax.Array, ids: jax.Array) -> jax.Array:
+  """Mean of the embeddings of non-padding ids along the second-to-last axis."""
+  mask = (ids > 0)[..., None].astype(embeddings.dtype)
+  return (embeddings * mask).sum(-2) / jnp.maximum(mask.sum(-2), 1.0)
+
+
+class ItemEncoder(nnx.Module):
+  """item id + metadata -> [D]. Multi-valued metadata (genres, title words) is mean-pooled."""
+
+  def __init__(self, num_items: int, metadata_sizes: dict[str, int], dim: int,
+               title_buckets: int, *, rngs: nnx.Rngs):
+    self.title_buckets = title_buckets
+    sizes = dict(metadata_sizes)
+    if "title_words" in sizes:
+      sizes["title_words"] = title_buckets
+    self.id_embedding = nnx.Embed(num_items, dim, embedding_init=embed_init("vocab", "embed"),
+                                  rngs=rngs)
+    self.metadata_tables = nnx.Dict({
+        name: nnx.Embed(size, dim, embedding_init=embed_init("vocab", "embed"), rngs=rngs)
+        for name, size in sizes.items()})
+
+  def metadata(self, features: dict[str, jax.Array]) -> jax.Array:
+    out = 0.0
+    for name, table in self.metadata_tables.items():
+      ids = features[name]
+      if name == "title_words":  # hashed: words of a new title still land in a trained bucket
+        ids = jnp.where(ids > 0, ids % (self.title_buckets - 1) + 1, 0)
+      out = out + (_mean_pool(table(ids), ids) if ids.ndim == 2 else table(ids))
+    return out
+
+  def __call__(self, items: jax.Array, features: dict[str, jax.Array],
+               keep_id: jax.Array | None = None) -> jax.Array:
+    """items [N] with their metadata rows; where keep_id [N] is False the id becomes OOV."""
+    if keep_id is not None:
+      items = jnp.where(keep_id, items, OOV)
+    return self.id_embedding(items) + self.metadata(features)
+
+
+class FoundationBlock(nnx.Module):
+  """Pre-LayerNorm attention + feed-forward block; attention through `causal_attention`."""
+
+  def __init__(self, dim: int, num_heads: int, mlp_dim: int, dropout: float,
+               window: int | None, num_global: int, chunk: int, *, rngs: nnx.Rngs):
+    if dim % num_heads:
+      raise ValueError(f"model dim {dim} is not divisible by num_heads {num_heads}")
+    self.num_heads, self.window, self.num_global, self.chunk = num_heads, window, num_global, chunk
+    self.norm1 = nnx.LayerNorm(dim, rngs=rngs)
+    self.qkv = Dense(dim, 3 * dim, ("embed", "heads"), rngs=rngs)
+    self.out = Dense(dim, dim, ("heads", "embed"), rngs=rngs)
+    self.norm2 = nnx.LayerNorm(dim, rngs=rngs)
+    self.mlp_in = Dense(dim, mlp_dim, ("embed", "mlp"), rngs=rngs)
+    self.mlp_out = Dense(mlp_dim, dim, ("mlp", "embed"), rngs=rngs)
+    self.dropout = nnx.Dropout(dropout)
+
+  def __call__(self, x: jax.Array, valid: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
+    deterministic = rngs is None
+    b, length, d = x.shape
+    heads = lambda t: t.reshape(b, length, self.num_heads, d // self.num_heads)
+    q, k, v = (heads(t) for t in jnp.split(self.qkv(self.norm1(x)), 3, axis=-1))
+    attended = causal_attention(q, k, v, valid, window=self.window, num_global=self.num_global,
+                                chunk=self.chunk).reshape(b, length, d)
+    x = x + self.dropout(self.out(attended), deterministic=deterministic, rngs=rngs)
+    h = self.mlp_out(self.dropout(jax.nn.gelu(self.mlp_in(self.norm2(x))),
+                                  deterministic=deterministic, rngs=rngs))
+    return x + self.dropout(h, deterministic=deterministic, rngs=rngs)
+
+
+class FoundationModel(nnx.Module):
+  def __init__(self, num_items: int, metadata_sizes: dict[str, int],
+               token_field_sizes: dict[str, int], num_genres: int, max_len: int, dim: int = 64,
+               num_layers: int = 2, num_heads: int = 2, mlp_dim: int = 256,
+               dropout: float = 0.2, combine: str = "sum", window: int | None = None,
+               num_global: int = 0, chunk: int = 128, horizon: int = 1,
+               title_buckets: int = 4096, *, rngs: nnx.Rngs):
+    if horizon < 1:
+      raise ValueError(f"horizon must be >= 1 (1 = next token only), got {horizon}")
+    self.num_items, self.num_global = num_items, num_global
+    self.items = ItemEncoder(num_items, metadata_sizes, dim, title_buckets, rngs=rngs)
+    self.tokens = EventTokenEmbedding(token_field_sizes, dim, max_len, combine, rngs=rngs)
+    if num_global:
+      self.global_tokens = nnx.Param(
+          nnx.initializers.truncated_normal(0.02)(rngs.params(), (num_global, dim)))
+    # With window=None there is no window for global tokens to reach past: attention is full.
+    self.blocks = nnx.List([
+        FoundationBlock(dim, num_heads, mlp_dim, dropout, window, num_global if window else 0,
+                        chunk, rngs=rngs) for _ in range(num_layers)])
+    self.norm = nnx.LayerNorm(dim, rngs=rngs)
+    self.dropout = nnx.Dropout(dropout)
+    self.horizon_heads = nnx.List([Dense(dim, dim, ("embed", "mlp"), rngs=rngs)
+                                   for _ in range(horizon - 1)])
+    self.genre_head = Dense(dim, num_genres, ("embed", "mlp"), rngs=rngs)
+    self.event_head = Dense(dim, NUM_EVENT_TYPES, ("embed", "mlp"), rngs=rngs)
+
+  def item_vectors(self, metadata: dict[str, jax.Array],
+                   keep_id: jax.Array | None = None) -> jax.Array:
+    """Every item's vector [V, D] from the catalogue's metadata rows (`metadata[name]` [V, ...]);
+    keep_id [V] False: that item from its metadata alone (unseen items, id dropout)."""
+    return self.items(jnp.arange(self.num_items), metadata, keep_id)
+
+  def __call__(self, inputs: jax.Array, fields: dict[str, jax.Array], item_table: jax.Array,
+               rngs: nnx.Rngs | None = None) -> jax.Array:
+    """inputs [B, L] left-padded item ids, `fields` their token fields, item_table [V, D] from
+    item_vectors -> hidden states [B, L, D]; position t summarises the tokens up to t."""
+    valid = inputs > 0
+    x = self.tokens(item_table[inputs], fields, valid)
+    x = self.dropout(x, deterministic=rngs is None, rngs=rngs) * valid[..., None]
+    g = self.num_global
+    if g:  # learned summary tokens before the history, visible to every later position
+      b = x.shape[0]
+      x = jnp.concatenate([jnp.broadcast_to(self.global_tokens[...], (b, g, x.shape[-1])), x], 1)
+      valid = jnp.concatenate([jnp.ones((b, g), bool), valid], 1)
+    for block in self.blocks:
+      x = block(x, valid, rngs) * valid[..., None]
+    return self.norm(x[:, g:])
+
+  def horizon_queries(self, hidden: jax.Array) -> list[jax.Array]:
+    """The query for the item 1, 2, ..., h tokens ahead: the state itself, then projections."""
+    return [hidden] + [head(hidden) for head in self.horizon_heads]
+
+  def genre_logits(self, hidden: jax.Array) -> jax.Array:
+    return self.genre_head(hidden)
+
+  def event_logits(self, hidden: jax.Array) -> jax.Array:
+    return self.event_head(hidden)

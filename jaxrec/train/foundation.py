@@ -1,0 +1,168 @@
+"""The task `foundation`: the foundation model's objectives, evaluation and embeddings.
+
+Objectives, all over one causal pass of each user's history window (models/foundation.py):
+- next-token prediction, each position weighted by its target token's action strength
+  (`loss.event_weights`, by event type: a full watch counts more than a click, a click more than
+  an impression) times (1 + `loss.value_weight` × engagement), e.g. a 5-star rating more than a
+  1-star one;
+- multi-token prediction: the item 2..h tokens ahead (`loss.horizon`), each step down-weighted
+  by `loss.horizon_decay`;
+- auxiliary heads: the next token's genres (`loss.genre_weight`) and event type
+  (`loss.event_type_weight`);
+- full softmax over the catalogue (`loss.name="ce"`), or sampled softmax with logQ correction for
+  large catalogues (`"sampled_softmax"`).
+Evaluation is the sequential task's: full ranking of the whole catalogue from the last state,
+every earlier item of the user excluded. item_vectors / query_vectors make it exportable.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxrec.data import events as ev
+from jaxrec.data import pipelines
+from jaxrec.errors import UserError
+from jaxrec.models.event_tokens import TOKEN_FIELDS, field_sizes
+from jaxrec.models.foundation import FoundationModel
+from jaxrec.train.losses import full_softmax_nll, sampled_softmax_nll
+from jaxrec.train.sequential import SequentialTask
+
+SOFTMAXES = ("ce", "sampled_softmax")
+TARGET_FIELDS = ("event", "value")
+
+
+def weighted_mean(per_position: jax.Array, weights: jax.Array) -> jax.Array:
+  return (per_position * weights).sum() / jnp.maximum(weights.sum(), 1e-9)
+
+
+def token_weights(targets, target_event, target_value, event_weights, value_weight):
+  """[B, L]: event_weights[type] × (1 + value_weight × value) where there is a target, else 0."""
+  weights = event_weights[target_event] * (1.0 + value_weight * target_value)
+  return jnp.where(targets > 0, weights, 0.0)
+
+
+def shift_ahead(x: jax.Array, steps: int) -> jax.Array:
+  """x [B, L, ...] -> x[:, t + steps] at position t, zeros past the end (no target there)."""
+  if steps == 0:
+    return x
+  pad = jnp.zeros((x.shape[0], steps) + x.shape[2:], x.dtype)
+  return jnp.concatenate([x[:, steps:], pad], axis=1)
+
+
+def genre_nll(logits: jax.Array, genres: jax.Array) -> jax.Array:
+  """Cross-entropy [B, L] of genre logits [B, L, G] against the next item's genres [B, L, K]
+  (0 = padding), spread evenly over them; 0 where the item has none."""
+  hits = jax.nn.one_hot(genres, logits.shape[-1]).at[..., 0].set(0).sum(-2)  # [B, L, G]
+  count = hits.sum(-1)
+  target = hits / jnp.maximum(count, 1.0)[..., None]
+  return jnp.where(count > 0, -(target * jax.nn.log_softmax(logits)).sum(-1), 0.0)
+
+
+def event_nll(logits: jax.Array, events: jax.Array) -> jax.Array:
+  """Cross-entropy [B, L] of event-type logits against the next token's type."""
+  log_p = jax.nn.log_softmax(logits)
+  return -jnp.take_along_axis(log_p, events[..., None], axis=-1)[..., 0]
+
+
+def event_weight_table(weights) -> np.ndarray:
+  """config loss.event_weights (event type name -> weight) -> [NUM_EVENT_TYPES]; unnamed: 1."""
+  table = np.ones(ev.NUM_EVENT_TYPES, np.float32)
+  names = {t.name.lower(): int(t) for t in ev.EventType}
+  for name, weight in dict(weights).items():
+    if name not in names:
+      raise UserError(f"loss.event_weights has unknown event type {name!r}: use "
+                      f"{', '.join(sorted(names))}.")
+    if weight < 0:
+      raise UserError(f"loss.event_weights.{name} must be >= 0, got {weight}.")
+    table[names[name]] = weight
+  return table
+
+
+class FoundationTask(SequentialTask):
+  MODELS = {"foundation": FoundationModel}
+  FIELDS = TOKEN_FIELDS
+
+  def __init__(self, config):
+    super().__init__(config)
+    cfg = config.loss
+    if cfg.name not in SOFTMAXES:
+      raise UserError(f"loss.name {cfg.name!r} is not a foundation objective: use 'ce' (full "
+                      "softmax) or 'sampled_softmax' (logQ-corrected, for large catalogues).")
+    if cfg.horizon < 1:
+      raise UserError(f"loss.horizon must be >= 1 (1 = next token only), got {cfg.horizon}.")
+    if not 0 <= config.model.id_dropout < 1:
+      raise UserError(f"model.id_dropout must be in [0, 1), got {config.model.id_dropout}.")
+    self.event_weights = event_weight_table(cfg.event_weights)
+    features = self.data.item_features
+    # The integer metadata tables (genres, year, title words), indexed by item id.
+    self.metadata = {k: v for k, v in features.items() if v.dtype == np.int32}
+    # Items without training interactions have untrained id rows: metadata alone stands for them.
+    self.trained = self.data.item_counts > 0
+
+  def build_model(self, rngs):
+    ds, cfg = self.data, dict(self.config.model)
+    cfg.pop("name"), cfg.pop("id_dropout")
+    vocab_size = lambda name: len(ds.vocabs[name])
+    genres = vocab_size("item_genres") if "genres" in self.metadata else 2
+    return FoundationModel(
+        ds.num_items, {k: vocab_size(f"item_{k}") for k in self.metadata},
+        field_sizes(vocab_size("device"), vocab_size("locale")), genres,
+        horizon=self.config.loss.horizon, rngs=rngs, **cfg)
+
+  def train_data(self, seed: int):
+    options = pipelines.PipelineOptions(
+        batch_size=pipelines.process_batch_size(self.config.train.batch_size), seed=seed,
+        num_epochs=None)
+    return pipelines.sequence_dataset(
+        self.data, "train", max_len=self.config.model.max_len, fields=self.FIELDS,
+        target_fields=TARGET_FIELDS, options=options)
+
+  def _metadata(self) -> dict[str, jax.Array]:
+    return {k: jnp.asarray(v) for k, v in self.metadata.items()}
+
+  def _fields(self, batch) -> dict[str, jax.Array]:
+    return {name: batch[name] for name in self.FIELDS}
+
+  def loss(self, model, batch, key):
+    dropout_key, sample_key, id_key = jax.random.split(key, 3)
+    keep = jax.random.bernoulli(id_key, 1.0 - self.config.model.id_dropout, (model.num_items,))
+    items = model.item_vectors(self._metadata(), keep)
+    hidden = model(batch["inputs"], self._fields(batch), items,
+                   rngs=nnx.Rngs(dropout=dropout_key))
+    return self.objective(model, hidden, batch, items, sample_key)
+
+  def objective(self, model, hidden, batch, items, key) -> jax.Array:
+    """The weighted sum of every objective for hidden states [B, L, D] of a training batch."""
+    cfg = self.config.loss
+    targets = batch["targets"]
+    weights = token_weights(targets, batch["target_event"], batch["target_value"],
+                            jnp.asarray(self.event_weights), cfg.value_weight)
+    total = 0.0
+    for step, query in enumerate(model.horizon_queries(hidden)):
+      step_targets = shift_ahead(targets, step)
+      if cfg.name == "ce":
+        nll = full_softmax_nll(query, step_targets, items)
+      else:
+        nll = sampled_softmax_nll(query, step_targets, items, jax.random.fold_in(key, step),
+                                  cfg.num_negatives, jnp.asarray(self.log_q))
+      total = total + cfg.horizon_decay ** step * weighted_mean(nll, shift_ahead(weights, step))
+    has_target = (targets > 0).astype(hidden.dtype)
+    if cfg.genre_weight and "genres" in self.metadata:
+      genres = jnp.asarray(self.metadata["genres"])[targets]
+      total = total + cfg.genre_weight * weighted_mean(
+          genre_nll(model.genre_logits(hidden), genres), has_target)
+    if cfg.event_type_weight:
+      total = total + cfg.event_type_weight * weighted_mean(
+          event_nll(model.event_logits(hidden), batch["target_event"]), has_target)
+    return total
+
+  def item_vectors(self, model):
+    """Every item's vector [V, D]; items unseen in training from their metadata alone."""
+    return model.item_vectors(self._metadata(), jnp.asarray(self.trained))
+
+  def query_vectors(self, model, batch):
+    """The state after each row's last token [B, D]: the query for its next item."""
+    return model(batch["inputs"], self._fields(batch), self.item_vectors(model))[:, -1]
