@@ -132,3 +132,6 @@ class RawDataset:
   events: EventLog
   items: SideTable
   users: SideTable
+  # How a generated dataset was made (the synthetic generator's config), recorded in the prepared
+  # manifest so a simulator can rebuild the same world; None for real logs.
+  source_config: dict | None = None

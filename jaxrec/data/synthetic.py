@@ -311,4 +311,5 @@ def generate(config: SyntheticConfig) -> RawDataset:
     columns[field.name] = np.concatenate([getattr(log, field.name) for log in logs])
     for log in logs:
       setattr(log, field.name, None)
-  return RawDataset("synthetic", EventLog(**columns), items.table, users)
+  return RawDataset("synthetic", EventLog(**columns), items.table, users,
+                    source_config=dataclasses.asdict(config))

@@ -1,0 +1,230 @@
+"""Policies that choose slates in the simulated world (simulator.py), with their propensities.
+
+A policy answers `slates(world, state, requests, k, rng) -> (items [U, k], propensity [U, k])`:
+world item indices and, per slot, the probability that the policy put that item in that slot
+given the items above it (1 for deterministic choices). For a one-slot slate that is the
+probability of the shown action, what the off-policy estimators (ope.py) weigh by.
+
+Policies that score a candidate set also answer `probabilities(world, state, requests) ->
+(candidates [U, C], probs [U, C])`: the distribution of their first slot, which is what a target
+policy must give the estimators on logged contexts.
+
+  SoftmaxPolicy   Plackett-Luce sampling from softmax(score / temperature) over a scorer's
+                  candidates: a logging policy with known propensities.
+  GreedyPolicy    the top-k of a scorer, optionally re-ranked by MMR (deterministic).
+  ServingPolicy   an export bundle through the serving pipeline in-process (serving/recommender.py:
+                  retrieval, DLRM ranking, re-ranking with RerankConfig), propensities from its
+                  exploration.
+Scorers (`scorer(world, state, requests) -> (candidates [U, C], scores [U, C])`):
+  BundleScorer    the bundle's two-tower: each user's query vector from their dataset history and
+                  their clicks in the simulation, dotted with every item vector; the top C unseen.
+  PopularityScorer  re-scores another scorer's candidates by the dataset's item counts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxrec.data.vocab import FIRST_ID
+from jaxrec.errors import UserError
+from jaxrec.eval.simulator import Requests, World, WorldState
+from jaxrec.rerank.mmr import mmr
+
+BATCH = 32  # the serving pipeline's largest compiled batch
+
+
+def _check_temperature(temperature):
+  if not (isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature > 0):
+    raise UserError(f"temperature must be a positive number, got {temperature!r}; smaller is "
+                    "closer to greedy.")
+
+
+def softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
+  z = np.asarray(scores, np.float64) / temperature
+  z = np.where(np.isfinite(z), z, -np.inf)
+  z = z - z.max(1, keepdims=True)
+  e = np.exp(z)
+  return e / e.sum(1, keepdims=True)
+
+
+class SoftmaxPolicy:
+  def __init__(self, scorer, temperature: float):
+    _check_temperature(temperature)
+    self.scorer, self.temperature = scorer, float(temperature)
+    self.name = f"softmax(T={temperature:g}) over {scorer.name}"
+
+  def probabilities(self, world, state, requests):
+    candidates, scores = self.scorer(world, state, requests)
+    return candidates, softmax(scores, self.temperature)
+
+  def slates(self, world, state, requests, k, rng):
+    candidates, scores = self.scorer(world, state, requests)
+    if k > candidates.shape[1]:
+      raise UserError(f"k={k} is more than the {candidates.shape[1]} candidates the scorer gives.")
+    z = np.asarray(scores, np.float64) / self.temperature
+    # Gumbel-top-k draws a Plackett-Luce ranking: the same law as sampling slot by slot without
+    # replacement from the softmax.
+    order = np.argsort(-(z + rng.gumbel(size=z.shape)), 1)[:, :k]
+    rows = np.arange(len(z))[:, None]
+    picked = z[rows, order]
+    # Slot j's propensity: its softmax share among the candidates not placed above it.
+    z_max = z.max(1, keepdims=True)
+    total = np.exp(z - z_max).sum(1, keepdims=True)
+    above = np.concatenate([np.zeros((len(z), 1)), np.cumsum(np.exp(picked - z_max), 1)[:, :-1]],
+                           1)
+    propensity = np.exp(picked - z_max) / (total - above)
+    return candidates[rows, order], np.clip(propensity, 1e-12, 1.0)
+
+
+class GreedyPolicy:
+  def __init__(self, scorer, mmr_lambda: float = 1.0):
+    if not (isinstance(mmr_lambda, (int, float)) and 0 <= mmr_lambda <= 1):
+      raise UserError(f"mmr_lambda must be between 0 and 1 (1 is pure relevance), got "
+                      f"{mmr_lambda!r}")
+    self.scorer, self.mmr_lambda = scorer, float(mmr_lambda)
+    self.name = f"greedy {scorer.name}" + (f", MMR lambda={mmr_lambda:g}" if mmr_lambda < 1
+                                           else "")
+
+  def probabilities(self, world, state, requests):
+    candidates, scores = self.scorer(world, state, requests)
+    probs = np.zeros(scores.shape)
+    probs[np.arange(len(scores)), np.argmax(scores, 1)] = 1.0  # MMR keeps the top item first
+    return candidates, probs
+
+  def slates(self, world, state, requests, k, rng):
+    candidates, scores = self.scorer(world, state, requests)
+    if self.mmr_lambda >= 1:
+      order = np.argsort(-scores, 1, kind="stable")[:, :k]
+    else:
+      order = np.stack([mmr(s, world.item_vec[c], k, self.mmr_lambda)
+                        for s, c in zip(scores, candidates)])
+    return np.take_along_axis(candidates, order, 1), np.ones(order.shape)
+
+
+class _Bundle:
+  """A bundle's serving pipeline and its map between the world's items and the vocabulary."""
+
+  def __init__(self, bundle_path: str, world: World, serving_config=None):
+    from jaxrec.rerank.posteriors import BetaPosteriors
+    from serving.recommender import Recommender, ServingConfig
+    self.recommender = Recommender(bundle_path, serving_config or ServingConfig(),
+                                   BetaPosteriors())
+    vocab = self.recommender.items
+    self.vocab_of_rank = vocab.lookup(world.item_ids.astype(vocab.raw_ids.dtype))
+    if (self.vocab_of_rank < FIRST_ID).any():
+      raise UserError(f"{bundle_path}: its dataset's items are not the world's; export a bundle "
+                      "trained on a dataset prepared from the same synthetic config.")
+    self.rank_of_vocab = np.full(len(vocab), -1)
+    self.rank_of_vocab[self.vocab_of_rank] = np.arange(len(world.item_ids))
+
+  def requests(self, world, state, requests: Requests, k: int = 1):
+    from serving.recommender import Request
+    histories = world.simulated_histories(state, requests.users)
+    return [Request(user_id=str(u), history=[(str(i), t) for i, t in h], device=str(d),
+                    hour=int(hr), k=k, now=int(now))
+            for u, h, d, hr, now in zip(requests.users, histories, requests.device,
+                                        requests.hour, requests.now)]
+
+
+class BundleScorer:
+  def __init__(self, bundle_path: str, world: World, candidates: int = 20):
+    if not (isinstance(candidates, int) and candidates >= 1):
+      raise UserError(f"candidates must be a positive integer, got {candidates!r}")
+    self.bundle = _Bundle(bundle_path, world)
+    self.num_candidates = candidates
+    self.name = f"two-tower top-{candidates}"
+    self._cache = {}
+
+  def __call__(self, world, state, requests):
+    # Target policies are asked about the same contexts as the logging policy: score once.
+    key = (id(state), state.day, len(state.clicks), requests.users.tobytes())
+    if key not in self._cache:
+      self._cache = {key: self._score(world, state, requests)}
+    return self._cache[key]
+
+  def _score(self, world, state, requests):
+    rec = self.bundle.recommender
+    cands, scores = [], []
+    reqs = self.bundle.requests(world, state, requests)
+    for lo in range(0, len(reqs), BATCH):
+      chunk = reqs[lo:lo + BATCH]
+      size = next(b for b in (1, 2, 4, 8, 16, 32) if b >= len(chunk))
+      resolved = rec._histories(chunk)
+      contexts = [rec._context(r, r.now) for r in chunk]
+      queries = np.asarray(rec.query_vectors(rec._query_batch(resolved, contexts, size)))
+      s = queries[:len(chunk)] @ rec.vectors.T
+      s[:, :FIRST_ID] = -np.inf
+      for row, (_, tokens, _) in enumerate(resolved):
+        s[row, tokens["item"]] = -np.inf  # never re-recommend what the user already saw
+      top = np.argpartition(-s, self.num_candidates, 1)[:, :self.num_candidates]
+      top_scores = np.take_along_axis(s, top, 1)
+      order = np.argsort(-top_scores, 1)
+      cands.append(np.take_along_axis(top, order, 1))
+      scores.append(np.take_along_axis(top_scores, order, 1))
+    return self.bundle.rank_of_vocab[np.concatenate(cands)], np.concatenate(scores)
+
+
+class PopularityScorer:
+  """Another scorer's candidates, ranked by how often the dataset's users interacted with them."""
+
+  def __init__(self, base: BundleScorer):
+    self.base = base
+    counts = base.bundle.recommender.data.item_counts
+    self.log_count = np.log1p(counts[base.bundle.vocab_of_rank]).astype(np.float64)
+    self.name = f"popularity among {base.name}"
+
+  def __call__(self, world, state, requests):
+    candidates, _ = self.base(world, state, requests)
+    return candidates, self.log_count[candidates]
+
+
+class ServingPolicy:
+  """The bundle's full serving pipeline. `serving_config` defaults to MMR lambda 0.7 with no
+  freshness or exploration slots: a deterministic policy (propensity 1), unless exploration is
+  configured, whose propensities the re-ranker reports."""
+
+  def __init__(self, bundle_path: str, world: World, serving_config=None):
+    from jaxrec.rerank.pipeline import RerankConfig
+    from serving.recommender import ServingConfig
+    config = serving_config or ServingConfig(candidates=200, rerank=RerankConfig(mmr_lambda=0.7))
+    self.bundle = _Bundle(bundle_path, world, config)
+    self.name = f"serving pipeline, MMR lambda={config.rerank.mmr_lambda:g}"
+
+  def slates(self, world, state, requests, k, rng):
+    rec = self.bundle.recommender
+    if k > rec.config.max_k:
+      raise UserError(f"k={k} is more than the serving config's max_k={rec.config.max_k}.")
+    items = np.zeros((len(requests.users), k), np.int64)
+    propensity = np.ones((len(requests.users), k))
+    reqs = self.bundle.requests(world, state, requests, k)
+    for lo in range(0, len(reqs), BATCH):
+      for row, response in enumerate(rec.recommend(reqs[lo:lo + BATCH]), lo):
+        shown = response["items"]
+        if len(shown) < k:
+          raise UserError(f"the serving pipeline returned {len(shown)} items for k={k}; raise "
+                          "ServingConfig.candidates.")
+        items[row] = self.bundle.rank_of_vocab[rec.item_ids([x["item_id"] for x in shown])]
+        propensity[row] = [x["propensity"] for x in shown]
+    return items, propensity
+
+
+class OracleScorer:
+  """The world's own click affinity (no fatigue): the reference a learned scorer is measured
+  against, and a scorer for tests that need no trained model. Candidates: the top C items."""
+
+  def __init__(self, candidates: int = 20):
+    self.num_candidates = candidates
+    self.name = f"oracle top-{candidates}"
+
+  def __call__(self, world, state, requests):
+    taste = world.taste(requests.users, requests.now)
+    scores = taste @ world.item_vec.T
+    row_of = np.full(world.num_users, -1)
+    row_of[requests.users] = np.arange(len(requests.users))
+    for users, items, _ in state.clicks:  # like the bundle's scorer: nothing watched again
+      rows = row_of[users]
+      scores[rows[rows >= 0], items[rows >= 0]] = -np.inf
+    top = np.argpartition(-scores, self.num_candidates, 1)[:, :self.num_candidates]
+    top_scores = np.take_along_axis(scores, top, 1)
+    order = np.argsort(-top_scores, 1)
+    return np.take_along_axis(top, order, 1), np.take_along_axis(top_scores, order, 1)
