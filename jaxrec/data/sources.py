@@ -6,7 +6,7 @@ from jaxrec.data.events import RawDataset
 from jaxrec.errors import UserError
 
 DATASETS = ("movielens-100k", "movielens-1m", "movielens-20m", "movielens-25m", "synthetic",
-            "csv", "parquet")
+            "synthetic-long", "csv", "parquet")
 
 
 def load_raw(name: str, *, data_dir: str | None = None, path: str | None = None,
@@ -14,7 +14,7 @@ def load_raw(name: str, *, data_dir: str | None = None, path: str | None = None,
              items_path: str | None = None, users_path: str | None = None,
              synthetic: dict | None = None) -> RawDataset:
   """Loads a named source. `path`/`columns`/... apply to csv and parquet, `synthetic` holds
-  SyntheticConfig fields."""
+  SyntheticConfig (or, for synthetic-long, LongHistoryConfig) fields."""
   if name not in DATASETS:
     raise UserError(f"unknown dataset {name!r}. Choose one of: {', '.join(DATASETS)}.")
   if name == "movielens-100k":
@@ -26,6 +26,9 @@ def load_raw(name: str, *, data_dir: str | None = None, path: str | None = None,
   if name == "synthetic":
     from jaxrec.data.synthetic import SyntheticConfig, generate
     return generate(SyntheticConfig(**(synthetic or {})))
+  if name == "synthetic-long":  # long histories with drifting interests (issue 7)
+    from jaxrec.data.synthetic_sessions import LongHistoryConfig, generate_long_histories
+    return generate_long_histories(LongHistoryConfig.from_options(synthetic))
   if path is None:
     raise UserError(f"dataset {name!r} reads your own file: give it with --path FILE.")
   expected = (".parquet", ".pq") if name == "parquet" else (".csv", ".tsv", ".txt")
