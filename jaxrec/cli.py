@@ -163,8 +163,10 @@ def _run_eval(args) -> None:
   if args.json:
     print(json.dumps(result))
   else:
+    from jaxrec.eval.list_metrics import format_report
     print(result["protocol"])
     print(_format_metrics({result["model"]: result}, [k for k in result if "@" in k]))
+    print(format_report(result["beyond_accuracy"]))
 
 
 def _run_export(args) -> None:

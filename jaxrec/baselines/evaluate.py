@@ -41,14 +41,16 @@ MODELS = {"popularity": Popularity, "itemknn": ItemKNN, "userknn": UserKNN, "als
 
 
 def evaluate_scorer(ds, scorer, split: str, batch_size: int = 256,
-                    ks: Sequence[int] = (10, 20, 100), max_targets: int = 1) -> dict:
+                    ks: Sequence[int] = (10, 20, 100), max_targets: int = 1, lists=None) -> dict:
   """Mean per-user metrics of `scorer.scores(users, seen)` on a split: full ranking over all
-  items, each user's earlier items excluded, exactly as the trainer evaluates a model."""
+  items, each user's earlier items excluded, exactly as the trainer evaluates a model. `lists`
+  (eval/list_metrics.ListCollector) gathers each user's top list, as Run.evaluate does."""
   ks = tuple(ks)
 
   @jax.jit
   def step(scores, seen, targets):
-    return metrics.topk_metrics(metrics.mask_scores(scores, seen), targets, ks)
+    return metrics.topk_metrics(metrics.mask_scores(scores, seen), targets, ks,
+                                list_k=metrics.LIST_K)
 
   accumulator = metrics.MetricAccumulator()
   # max_len=1: the baselines read the whole history from `seen`, not the recent window.
@@ -56,8 +58,11 @@ def evaluate_scorer(ds, scorer, split: str, batch_size: int = 256,
       ds, split, max_len=1, max_targets=max_targets, with_seen=True,
       options=pipelines.PipelineOptions(batch_size=batch_size)):
     scores = scorer.scores(batch["user"], batch["seen"])
-    accumulator.add(jax.device_get(step(scores, batch["seen"], batch["targets"])),
-                    batch["weight"])
+    out = jax.device_get(step(scores, batch["seen"], batch["targets"]))
+    top_items = out.pop(metrics.TOP_ITEMS)
+    if lists is not None:
+      lists.add(top_items, batch, batch["weight"])
+    accumulator.add(out, batch["weight"])
   return accumulator.result()
 
 
@@ -99,12 +104,12 @@ def fitted_baseline(config):
   return model, ds, time.time() - started
 
 
-def evaluate_baseline(config, split: str, model=None, ds=None) -> dict:
+def evaluate_baseline(config, split: str, model=None, ds=None, lists=None) -> dict:
   """A baseline's metrics on a split (fitted first unless `model` and `ds` are given)."""
   if model is None:
     model, ds, _ = fitted_baseline(config)
   return evaluate_scorer(ds, model, split, config.eval.batch_size, config.eval.ks,
-                         config.eval.max_targets)
+                         config.eval.max_targets, lists)
 
 
 def fit_baseline(config, workdir: str) -> dict:

@@ -26,6 +26,10 @@ from jaxrec.data.vocab import FIRST_ID
 from jaxrec.errors import UserError
 
 KS = (10, 20)
+# The eval-step output key holding each row's top LIST_K item ids (0 = none), for the
+# beyond-accuracy metrics of the lists (eval/list_metrics.py); it is not a per-row metric.
+TOP_ITEMS = "top_items"
+LIST_K = 10
 # Finite rather than -inf so sums or differences of masked scores never make NaN; `top_k`
 # compares it like any other number.
 NEG = -1e30
@@ -58,17 +62,19 @@ def _num_distinct_targets(targets: jax.Array) -> jax.Array:
   return jnp.sum(new & (ordered != 0), axis=-1)
 
 
-def topk_metrics(scores: jax.Array, targets: jax.Array,
-                 ks: Sequence[int] = KS) -> dict[str, jax.Array]:
+def topk_metrics(scores: jax.Array, targets: jax.Array, ks: Sequence[int] = KS,
+                 list_k: int | None = None) -> dict[str, jax.Array]:
   """Recall@k, NDCG@k and MRR@k per row for already-masked `scores` `[B, V]`.
 
   `targets` is `[B, T]` item ids, 0 = padding: leave-one-out has T == 1, a temporal split has
   several. Recall is hits / distinct targets (HR@k when T == 1); IDCG counts min(targets, k)
   ideal positions; MRR is 1 / (rank of the first hit + 1) within the top k. An OOV target (1)
-  counts as a target that can never be hit.
+  counts as a target that can never be hit. With `list_k`, TOP_ITEMS holds each row's first
+  `list_k` ranked ids ([B, list_k], 0 where only masked items were left), from the same top_k.
   """
   targets = jnp.asarray(targets, jnp.int32)
-  top = min(max(ks), scores.shape[-1])  # a catalogue smaller than k ranks everything
+  # A catalogue smaller than k ranks everything.
+  top = min(max(max(ks), list_k or 0), scores.shape[-1])
   top_scores, top_ids = jax.lax.top_k(scores, top)
   valid = top_scores > _neg(scores.dtype)  # masked items fill the tail of a tiny catalogue
   matches = (top_ids[:, :, None] == targets[:, None, :]) & (targets[:, None, :] != 0)
@@ -86,6 +92,8 @@ def topk_metrics(scores: jax.Array, targets: jax.Array,
     idcg = ideal[jnp.minimum(num_targets, k)]
     out[f"ndcg@{k}"] = jnp.sum(gains[:, :k], axis=-1) / jnp.where(idcg > 0, idcg, 1.0)
     out[f"mrr@{k}"] = jnp.where(any_hit & (first_hit < k), 1.0 / (first_hit + 1.0), 0.0)
+  if list_k:
+    out[TOP_ITEMS] = jnp.where(valid, top_ids, 0)[:, :list_k]
   return out
 
 

@@ -6,9 +6,12 @@ import json
 import logging
 import os
 
+import jax
 import ml_collections
+from flax import nnx
 
 from jaxrec.errors import UserError
+from jaxrec.eval.list_metrics import ListCollector, list_report
 from jaxrec.train.checkpoint import Checkpointer
 from jaxrec.train.trainer import Run
 
@@ -60,11 +63,21 @@ def evaluate_workdir(workdir: str, split: str = "test") -> dict:
   if split not in ("valid", "test"):
     raise UserError(f"--split must be valid or test, got {split!r}.")
   config = load_workdir_config(workdir)
+  lists = ListCollector()
   if config.task == "baseline":  # closed form: fitted again (deterministic), then evaluated
     from jaxrec.baselines.evaluate import evaluate_baseline, fitted_baseline, protocol
     model, ds, _ = fitted_baseline(config)
-    return {"model": config.model.name, "step": 0, **evaluate_baseline(config, split, model, ds),
-            **protocol(ds, split)}
+    return {"model": config.model.name, "step": 0,
+            **evaluate_baseline(config, split, model, ds, lists), **protocol(ds, split),
+            "beyond_accuracy": list_report(lists, ds, getattr(model, "item_factors", None))}
   run, step = restore_best(workdir)
-  return {"model": run.config.model.name, "step": step, **run.evaluate(split),
-          **run.task.protocol(split)}
+  result = {"model": run.config.model.name, "step": step, **run.evaluate(split, lists=lists),
+            **run.task.protocol(split)}
+  item_vectors = None
+  if len(lists):
+    try:
+      item_vectors = jax.device_get(run.task.item_vectors(nnx.merge(run.graphdef, run.state)))
+    except NotImplementedError:
+      pass
+  result["beyond_accuracy"] = list_report(lists, getattr(run.task, "data", None), item_vectors)
+  return result

@@ -102,7 +102,7 @@ class SequentialTask(Task):
   def eval_step(self, model, batch, items):
     scores = self.query_vectors(model, batch) @ items.T
     scores = metrics.mask_scores(scores, batch["seen"])
-    out = metrics.topk_metrics(scores, batch["targets"], self.ks)
+    out = metrics.topk_metrics(scores, batch["targets"], self.ks, list_k=metrics.LIST_K)
     if "negatives" in batch:
       out.update(metrics.sampled_metrics(scores, batch["targets"][:, 0], batch["negatives"],
                                          self.ks))

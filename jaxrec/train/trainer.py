@@ -25,6 +25,7 @@ from flax import nnx
 
 from jaxrec.config import config_json
 from jaxrec.errors import UserError
+from jaxrec.eval.metrics import TOP_ITEMS
 from jaxrec.parallel.partitioner import Partitioner
 from jaxrec.train.checkpoint import Checkpointer
 from jaxrec.train.optim import build_optimizer, learning_rate_schedule
@@ -104,19 +105,24 @@ class Run:
                                                          shared),
         out_shardings=replicated)
 
-  def evaluate(self, split: str, row_weight=None) -> dict:
+  def evaluate(self, split: str, row_weight=None, lists=None) -> dict:
     """Mean metrics over a split's users; `row_weight(batch) -> [B]` restricts them (e.g. to
-    users whose held-out item is new)."""
+    users whose held-out item is new). `lists` (eval/list_metrics.ListCollector) gathers the
+    top-k list the eval step ranked for each user, when the task ranks the catalogue."""
     accumulator = self.task.metric_accumulator()
     shared = self.eval_shared(self.state)
     for batch in self.task.eval_batches(split):
       weight = batch.pop("weight")
       if row_weight is not None:
         weight = weight * row_weight(batch)
-      batch = self.partitioner.shard_inputs(batch)
+      host_batch, batch = batch, self.partitioner.shard_inputs(batch)
       if jax.process_count() > 1:  # the outputs cover every process's rows
         weight = multihost_utils.process_allgather(weight, tiled=True)
-      accumulator.add(jax.device_get(self.eval_step(self.state, batch, shared)), weight)
+      out = jax.device_get(self.eval_step(self.state, batch, shared))
+      top_items = out.pop(TOP_ITEMS, None)
+      if lists is not None and top_items is not None:
+        lists.add(top_items, host_batch, weight)
+      accumulator.add(out, weight)
     return accumulator.result()
 
 

@@ -1,0 +1,130 @@
+import json
+import os
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrec import cli
+from jaxrec.config import apply_overrides, load_config
+from jaxrec.eval import metrics
+from jaxrec.eval.list_metrics import ListCollector, format_report, list_report, popularity_lists
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEYS = ("coverage", "exposure_gini", "intra_list_diversity", "genre_entropy", "calibration_kl",
+        "novelty", "serendipity")
+
+
+def test_top_items_come_from_the_masked_ranking():
+  # Ids 0, 1 are padding/OOV; row 0 saw item 5, row 1 saw 2, 3 and 4 so only 5 and 6 remain.
+  scores = jnp.array([[9., 9., 1., 2., 3., 8., 7.],
+                      [9., 9., 4., 5., 6., 1., 2.]])
+  masked = metrics.mask_scores(scores, jnp.array([[5, 0, 0], [2, 3, 4]]))
+  out = metrics.topk_metrics(masked, jnp.array([[6], [5]]), ks=(2,), list_k=4)
+  # Row 0 ranks 6 > 4 > 3 > 2; row 1 ranks 6 > 5, then only masked items: 0 = none.
+  np.testing.assert_array_equal(out[metrics.TOP_ITEMS], [[6, 4, 3, 2], [6, 5, 0, 0]])
+  np.testing.assert_allclose(out["recall@2"], [1, 1])
+  assert metrics.TOP_ITEMS not in metrics.topk_metrics(masked, jnp.array([[6], [5]]), ks=(2,))
+
+
+def test_collector_keeps_weighted_rows_and_pads_histories():
+  lists = ListCollector()
+  lists.add(np.array([[5, 6], [7, 8]]), {"seen": np.array([[2, 3], [4, 0]]),
+                                         "targets": np.array([[5], [9]])}, np.array([1., 0.]))
+  lists.add(np.array([[9, 2]]), {"seen": np.array([[3, 4, 5, 6]]), "targets": np.array([[2]])},
+            np.array([1.]))
+  a = lists.arrays()
+  assert len(lists) == 2
+  np.testing.assert_array_equal(a["lists"], [[5, 6], [9, 2]])
+  np.testing.assert_array_equal(a["seen"], [[2, 3, 0, 0], [3, 4, 5, 6]])
+  np.testing.assert_array_equal(a["targets"], [[5], [2]])
+
+
+def test_popularity_lists_skip_seen_items():
+  counts = np.array([0, 0, 5, 9, 1, 7, 3])          # popularity order 3, 5, 2, 6, 4
+  seen = np.array([[3, 0], [5, 2], [0, 0]])
+  np.testing.assert_array_equal(popularity_lists(counts, seen, 2), [[5, 2], [3, 6], [3, 5]])
+
+
+def test_report_by_hand():
+  # 6 ids (4 catalogue items), two users. Popularity lists (k=2): user 0 saw 3 -> [5, 2]; user 1
+  # saw nothing -> [3, 5].
+  ds = types.SimpleNamespace(num_items=6, item_counts=np.array([0, 0, 5, 9, 1, 7]),
+                             item_features={"genres": np.array([[0], [0], [1], [1], [2], [2]])})
+  lists = ListCollector()
+  lists.add(np.array([[2, 4], [4, 5]]), {"seen": np.array([[3], [0]]),
+                                         "targets": np.array([[4], [4]])}, np.ones(2))
+  report = list_report(lists, ds)
+  assert report["users"] == 2 and report["list_length"] == 2
+  assert report["coverage"] == pytest.approx(3 / 4)       # 2, 4, 5 shown; 3 never
+  # Both lists hold one genre-1 and one genre-2 item except list 1 ([4, 5]: both genre 2).
+  assert report["genre_entropy"] == pytest.approx(np.log(2) / 2)
+  # Held-out 4 is in both lists and in neither popularity list: 1 of 2 items each.
+  assert report["serendipity"] == pytest.approx(0.5)
+  assert "intra_list_diversity" not in report
+  assert any("item vectors" in note for note in report["notes"])
+  assert "no catalogue lists" in list_report(ListCollector(), ds)["notes"][0]
+  assert "coverage" in format_report(report) and "not reported" in format_report(report)
+
+
+@pytest.fixture(scope="module")
+def sasrec_workdir(ml100k, tmp_path_factory):
+  from jaxrec.train.trainer import train
+  workdir = str(tmp_path_factory.mktemp("sasrec"))
+  config = apply_overrides(load_config(os.path.join(ROOT, "configs/movielens_sasrec.py:smoke")),
+                           [f"data.dir={ml100k.path}"])
+  train(config, workdir)
+  return workdir
+
+
+def test_eval_reports_beyond_accuracy_of_the_ranked_lists(sasrec_workdir, capsys, monkeypatch):
+  import jaxrec.train.evaluate as evaluate
+  collectors = []
+
+  class Recording(ListCollector):  # keeps the lists the one evaluation below gathers
+    def __init__(self):
+      super().__init__()
+      collectors.append(self)
+
+  monkeypatch.setattr(evaluate, "ListCollector", Recording)
+  assert cli.main(["eval", "--workdir", sasrec_workdir, "--json"]) == 0
+  result = json.loads(capsys.readouterr().out)
+  report = result["beyond_accuracy"]
+  assert report["users"] == result["num_users"] == 943 and report["list_length"] == 10
+  assert report["notes"] == []
+  for key in KEYS:
+    assert np.isfinite(report[key]), key
+  for key in ("coverage", "exposure_gini", "serendipity"):
+    assert 0 <= report[key] <= 1, key
+  assert 0 < report["intra_list_diversity"] <= 2 and report["novelty"] > 0
+  assert 0 <= report["genre_entropy"] <= np.log(19) and report["calibration_kl"] >= 0
+
+  # The lists are the ones the accuracy metrics ranked: with leave-one-out, recall@10 is the
+  # share of users whose held-out item is in their list; seen items were masked out.
+  a = collectors[0].arrays()
+  hits = (a["lists"] == a["targets"][:, :1]).any(axis=1)
+  assert hits.mean() == pytest.approx(result["recall@10"], abs=1e-6)
+  assert not (a["lists"][:, :, None] == np.where(a["seen"] > 0, a["seen"], -1)[:, None]).any()
+  assert (a["lists"] >= 2).all()
+
+  # The text report prints them under the accuracy table (same result, not evaluated again).
+  monkeypatch.setattr(evaluate, "evaluate_workdir", lambda workdir, split: result)
+  assert cli.main(["eval", "--workdir", sasrec_workdir]) == 0
+  printed = capsys.readouterr().out
+  assert printed.index("ndcg@10") < printed.index("beyond accuracy, top-10 lists of 943 users")
+  assert "intra_list_diversity" in printed
+
+
+def test_popularity_baseline_has_no_serendipity(ml100k, tmp_path):
+  from jaxrec.config import save_config
+  from jaxrec.train.evaluate import evaluate_workdir
+  config = apply_overrides(load_config(os.path.join(ROOT, "configs/movielens_popularity.py")),
+                           [f"data.dir={ml100k.path}"])
+  save_config(config, os.path.join(tmp_path, "config.json"))
+  report = evaluate_workdir(str(tmp_path))["beyond_accuracy"]
+  # Its lists are the expected (popularity) lists themselves.
+  assert report["serendipity"] == 0
+  assert report["users"] == 943 and report["coverage"] < 0.2
+  assert "intra_list_diversity" not in report
