@@ -96,6 +96,9 @@ def _train_parsers(sub) -> None:
                          epilog="Override any config field with --config.a.b=value.")
   train.add_argument("--config", required=True, help="configs/FILE.py or configs/FILE.py:arg")
   train.add_argument("--workdir", required=True, help="checkpoints, metrics and results go here")
+  train.add_argument("--init-from", metavar="WORKDIR",
+                     help="start from this earlier run's best checkpoint: vocabularies grow by raw "
+                          "id, and only data after its cut-off trains (train.new_data_only)")
   evaluate = sub.add_parser("eval", help="evaluate a trained workdir's best checkpoint")
   evaluate.add_argument("--workdir", required=True)
   evaluate.add_argument("--split", default="test", help="valid or test")
@@ -146,6 +149,8 @@ def _run_train(args, overrides: list[str]) -> None:
   from jaxrec.config import apply_overrides, load_config
   from jaxrec.eval.popularity import evaluate_popularity
   from jaxrec.train.trainer import train
+  if args.init_from:  # a config field, so the run's config.json records it
+    overrides = [f"train.init_from={args.init_from}", *overrides]
   config = apply_overrides(load_config(args.config), overrides)
   results = train(config, args.workdir)
   rows = {config.model.name: results["test"]}

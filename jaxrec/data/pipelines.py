@@ -130,7 +130,7 @@ def _pad_batch(indices: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.nda
 def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int = 200,
                      objective: str = "next", mask_prob: float = 0.2, max_targets: int = 1,
                      fields: tuple[str, ...] = (), target_fields: tuple[str, ...] = (),
-                     with_seen: bool = False,
+                     with_seen: bool = False, targets_after: int | None = None,
                      options: PipelineOptions = PipelineOptions()) -> grain.IterDataset:
   """Per-user histories, left-padded to `max_len` (0 is padding).
 
@@ -147,6 +147,9 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
   Every batch has `user` [B]; each name in `fields` (token fields such as "event", "hour", "gap")
   adds `<field>` aligned with `inputs`; each name in `target_fields` adds `target_<field>` aligned
   with `targets` (the target token's field, e.g. its event type for weighting the loss).
+  `targets_after` (train, "next" only; Unix seconds): only tokens after that time are targets,
+    the earlier ones stay as input (a warm-started run learning from new data only); only users
+    with such a token train, and each window ends at or after the user's first of them.
   """
   _check_split(split)
   if objective not in ("next", "masked"):
@@ -154,6 +157,13 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
   lo, hi = _split_range(ds, split)
   train = split == "train"
   eligible = np.flatnonzero(hi >= 2 if train else hi > lo)
+  first_new = None
+  if targets_after is not None and train:
+    if objective != "next":
+      raise UserError("training on new data only (targets_after) needs the next-item objective; "
+                      "masked-item training has no per-token targets to restrict.")
+    first_new = _first_target_after(ds, hi, targets_after)
+    eligible = np.flatnonzero(first_new < hi)
   records = _Records(ds.tokens_path)
   mask_id = ds.num_items
   window = max_len + 1 if objective == "next" else max_len
@@ -180,7 +190,9 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
       if train:
         seq = tokens[:hi[record]]
         if len(seq) > window:
-          start = rng.integers(0, len(seq) - window + 1)
+          # With targets_after, the window's last target is at or after the first new token.
+          low = 0 if first_new is None else max(0, int(first_new[record]) - window + 1)
+          start = rng.integers(low, len(seq) - window + 1)
           seq = seq[start:start + window]
         if objective == "next":
           inputs, target = seq[:-1], seq[1:]
@@ -189,6 +201,9 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
         targets[row, max_len - len(target):] = target["item"]
         for name in target_fields:
           out[f"target_{name}"][row, max_len - len(target):] = target[name]
+        if first_new is not None:  # earlier tokens are input only: no loss on them
+          old = seq[1:]["timestamp"] <= targets_after
+          targets[row, max_len - len(old):][old] = 0
       else:
         inputs = tokens[:lo[record]][-max_len:]
         held_out = tokens[lo[record]:hi[record]][:max_targets]
@@ -215,6 +230,20 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
   data = _index_dataset(eligible, options, train)
   data = data.random_map(build, seed=options.seed)
   return _finish(data, options)
+
+
+def _first_target_after(ds: PreparedDataset, hi: np.ndarray, after: int,
+                        chunk: int = 4096) -> np.ndarray:
+  """Per user, the position of the first training token (at position >= 1, so it has a history)
+  later than `after`; hi[user] when there is none."""
+  first = np.array(hi, np.int64, copy=True)
+  for begin in range(0, ds.num_users, chunk):
+    users = np.arange(begin, min(begin + chunk, ds.num_users))
+    for record, tokens in zip(users, ds.user_tokens(users + FIRST_ID)):
+      later = np.flatnonzero(tokens["timestamp"][1:hi[record]] > after)
+      if len(later):
+        first[record] = later[0] + 1
+  return first
 
 
 # ----------------------------------------------------------------------------- token examples

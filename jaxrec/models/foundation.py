@@ -128,6 +128,13 @@ class FoundationModel(nnx.Module):
     keep_id [V] False: that item from its metadata alone (unseen items, id dropout)."""
     return self.items(jnp.arange(self.num_items), metadata, keep_id)
 
+  def init_new_items(self, ids: jax.Array) -> None:
+    """A warm start's new items (ids the earlier run never saw) start as their metadata
+    embedding alone: a zero id row, which is how an unseen item was represented in training (id
+    dropout) and evaluation, so their first scores are already the metadata's."""
+    table = self.items.id_embedding.embedding
+    table[...] = table[...].at[ids].set(0.0)
+
   def __call__(self, inputs: jax.Array, fields: dict[str, jax.Array], item_table: jax.Array,
                rngs: nnx.Rngs | None = None) -> jax.Array:
     """inputs [B, L] left-padded item ids, `fields` their token fields, item_table [V, D] from

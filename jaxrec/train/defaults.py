@@ -21,6 +21,9 @@ def sequential_config() -> ml_collections.ConfigDict:
   c.data.kcore = 0
   c.data.merge_gap = 1800
   c.data.events = ""  # keep only these event types, e.g. "click,play,like"; "" keeps all
+  # Unix seconds: training targets only after this time, the tokens before stay as input; 0 = all.
+  # --init-from with train.new_data_only sets it to the earlier run's last event.
+  c.data.train_targets_after = 0
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "sasrec"
@@ -56,6 +59,12 @@ def sequential_config() -> ml_collections.ConfigDict:
   c.train.patience = 5  # evaluations without improvement; 0 = never stop early
   c.train.keep_checkpoints = 2
   c.train.max_nonfinite_in_a_row = 10
+  # Warm start (jaxrec/train/warm_start.py): an earlier workdir whose best checkpoint starts this
+  # run, vocabularies grown by raw id; then train on the data after its cut-off only, and freeze
+  # "" nothing, "backbone" (every restored parameter: only new heads train) or a path regex.
+  c.train.init_from = ""
+  c.train.new_data_only = True
+  c.train.freeze = ""
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 256

@@ -118,7 +118,7 @@ class FoundationTask(SequentialTask):
         num_epochs=None)
     return pipelines.sequence_dataset(
         self.data, "train", max_len=self.config.model.max_len, fields=self.FIELDS,
-        target_fields=TARGET_FIELDS, options=options)
+        target_fields=TARGET_FIELDS, targets_after=self.targets_after, options=options)
 
   def _metadata(self) -> dict[str, jax.Array]:
     return {k: jnp.asarray(v) for k, v in self.metadata.items()}

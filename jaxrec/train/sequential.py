@@ -46,6 +46,11 @@ class SequentialTask(Task):
   def masked(self) -> bool:
     return self.config.model.name == "bert4rec"
 
+  @property
+  def targets_after(self) -> int | None:
+    """Train on tokens after this time only (a warm start's new data); None trains on all."""
+    return self.config.data.get("train_targets_after", 0) or None
+
   def build_model(self, rngs):
     kwargs = dict(self.config.model)
     cls = MODELS[kwargs.pop("name")]
@@ -58,7 +63,8 @@ class SequentialTask(Task):
     return pipelines.sequence_dataset(
         self.data, "train", max_len=self.config.model.max_len,
         objective="masked" if self.masked else "next",
-        mask_prob=self.config.loss.get("mask_prob", 0.2), fields=self.FIELDS, options=options)
+        mask_prob=self.config.loss.get("mask_prob", 0.2), fields=self.FIELDS,
+        targets_after=self.targets_after, options=options)
 
   def loss(self, model, batch, key):
     dropout_key, sample_key = jax.random.split(key)

@@ -30,6 +30,7 @@ from jaxrec.parallel.partitioner import Partitioner
 from jaxrec.train.checkpoint import Checkpointer
 from jaxrec.train.optim import build_optimizer, learning_rate_schedule
 from jaxrec.train.step import NonFiniteGuard, make_train_step, trainable
+from jaxrec.train import warm_start
 
 
 def build_task(config):
@@ -83,7 +84,8 @@ class Run:
     self.partitioner.check_batch_size(config.eval.batch_size)
     self.graphdef, self.state, shardings = self.partitioner.init(
         lambda: self.task.build_model(nnx.Rngs(config.seed)))
-    self.tx = build_optimizer(config.optimizer, config.train.num_steps)
+    self.tx = warm_start.with_freezing(
+        config, build_optimizer(config.optimizer, config.train.num_steps), trainable(self.state))
     replicated = self.partitioner.replicated
     # Optimizer moments follow their parameters; counters and other scalars are replicated.
     opt_shardings = optax.tree_map_params(
@@ -130,6 +132,7 @@ def train(config, workdir: str) -> dict:
   if config.task == "baseline":  # fitted in closed form: no training loop
     from jaxrec.baselines.evaluate import fit_baseline
     return fit_baseline(config, workdir)
+  warm_start.resolve(config)  # before config.json: it records the data cut-off it fills in
   _write(workdir, "config.json", config_json(config))
   _write(workdir, "git_sha.txt", git_sha() + "\n")
   run = Run(config)
@@ -142,6 +145,9 @@ def train(config, workdir: str) -> dict:
     run.state, run.opt_state, loop = checkpoints.restore(latest, run.state, run.opt_state)
     iterator.set_state(loop["data"])
     logging.info("resumed from step %d", latest)
+  elif config.train.get("init_from"):
+    _write(workdir, "warm_start.json", json.dumps(warm_start.warm_start(run, config.train.init_from),
+                                                  indent=2))
 
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   report = periodic_actions.ReportProgress(num_train_steps=cfg.num_steps, writer=writer,

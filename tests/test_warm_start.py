@@ -1,0 +1,211 @@
+"""`--init-from`: vocabulary growth by raw id, training on new data only, frozen backbones, and
+the errors of a workdir that does not match."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxrec import cli
+from jaxrec.config import apply_overrides, load_config
+from jaxrec.data import pipelines
+from jaxrec.data.prepare import prepare
+from jaxrec.data.snapshot import snapshot, time_at_quantile
+from jaxrec.data.vocab import FIRST_ID
+from jaxrec.errors import UserError
+from jaxrec.train import warm_start
+from jaxrec.train.trainer import Run, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def snapshots(ml100k_raw, tmp_path_factory):
+  """MovieLens-100K as of its 90% event time, and all of it: new items, users and events."""
+  root = tmp_path_factory.mktemp("snapshots")
+  cut = time_at_quantile(ml100k_raw, 0.9)
+  old = prepare(snapshot(ml100k_raw, cut), str(root / "old"))
+  new = prepare(ml100k_raw, str(root / "new"))
+  return old, new
+
+
+def config_for(data_dir, name="sasrec", *overrides):
+  config = load_config(os.path.join(ROOT, "configs", f"movielens_{name}.py:smoke"))
+  return apply_overrides(config, [f"data.dir={data_dir}", "train.num_steps=3",
+                                  "train.eval_every=3", *overrides])
+
+
+@pytest.fixture(scope="module")
+def earlier(snapshots, tmp_path_factory):
+  """A SASRec run on the earlier snapshot."""
+  workdir = str(tmp_path_factory.mktemp("earlier"))
+  train(config_for(snapshots[0].path), workdir)
+  return workdir
+
+
+def _params(run) -> dict[str, np.ndarray]:
+  leaves = jax.tree_util.tree_flatten_with_path(run.state)[0]
+  return {warm_start.path_name(p): np.asarray(x) for p, x in leaves}
+
+
+def test_snapshot_grows_items_and_users(snapshots):
+  old, new = snapshots
+  old_items, new_items = old.vocabs["item"].raw_ids, new.vocabs["item"].raw_ids
+  assert set(old_items) < set(new_items)
+  assert set(old.vocabs["user"].raw_ids) < set(new.vocabs["user"].raw_ids)
+  # Ids follow frequency, so the same raw item has moved in the later snapshot.
+  assert not np.array_equal(new_items[:len(old_items)], old_items)
+
+
+def test_vocabulary_growth_keeps_old_rows_bit_identical(snapshots, earlier):
+  old_ds, new_ds = snapshots
+  old_run = Run(config_for(old_ds.path))
+  warm_start.warm_start(old_run, earlier)  # the earlier run's own parameters, as trained
+  trained = _params(old_run)
+  fresh = _params(Run(config_for(new_ds.path)))
+  run = Run(config_for(new_ds.path, "sasrec", f"train.init_from={earlier}"))
+  summary = warm_start.warm_start(run, earlier)
+  grown = _params(run)
+
+  name = "encoder/item_embedding/embedding"
+  assert summary["tables_grown"] == {name: "item"}
+  assert trained[name].shape != grown[name].shape
+  old_vocab, new_vocab = old_ds.vocabs["item"], new_ds.vocabs["item"]
+  new_ids = new_vocab.lookup(old_vocab.raw_ids)
+  old_ids = np.arange(len(old_vocab.raw_ids)) + FIRST_ID
+  # Every item the earlier run knew: its row, bit for bit, at its new id.
+  assert np.array_equal(grown[name][new_ids].view(np.uint32), trained[name][old_ids].view(np.uint32))
+  assert np.array_equal(grown[name][:FIRST_ID], trained[name][:FIRST_ID])
+  # New items keep the fresh initialisation of this run.
+  added = np.setdiff1d(np.arange(FIRST_ID, len(new_vocab)), new_ids)
+  assert len(added) == summary["new_items"] > 0
+  assert np.array_equal(grown[name][added], fresh[name][added])
+  for other in grown:
+    if other != name:
+      assert np.array_equal(grown[other], trained[other]), other
+
+
+def test_new_data_only_masks_the_earlier_targets(snapshots):
+  old_ds, new_ds = snapshots
+  cut = warm_start.last_event_time(old_ds)
+  assert cut == max(int(t["timestamp"].max()) for t in old_ds.user_tokens(
+      np.arange(old_ds.num_users) + FIRST_ID))
+  longest = int(new_ds.splits.train_end.max())
+  options = pipelines.PipelineOptions(batch_size=64, num_epochs=1)
+  seen = {}
+  for batch in pipelines.sequence_dataset(new_ds, "train", max_len=longest, targets_after=cut,
+                                          options=options):
+    for user, targets in zip(batch["user"], batch["targets"]):
+      seen[int(user)] = targets[targets > 0]
+  histories = new_ds.user_tokens(np.arange(new_ds.num_users) + FIRST_ID)
+  expected = {}
+  for record, tokens in enumerate(histories):
+    train_tokens = tokens[1:new_ds.splits.train_end[record]]
+    new_items = train_tokens["item"][train_tokens["timestamp"] > cut]
+    if len(new_items):
+      expected[record + FIRST_ID] = new_items
+  # The whole history fits the window: the targets are exactly each user's new tokens, and only
+  # users with new tokens train (64 users per batch, the last partial batch dropped).
+  assert set(seen) <= set(expected) and len(seen) == len(expected) // 64 * 64
+  for user, targets in seen.items():
+    assert np.array_equal(targets, expected[user])
+
+
+def test_short_windows_always_hold_a_new_target(snapshots):
+  old_ds, new_ds = snapshots
+  cut = warm_start.last_event_time(old_ds)
+  options = pipelines.PipelineOptions(batch_size=64, num_epochs=2, seed=3)
+  for batch in pipelines.sequence_dataset(new_ds, "train", max_len=8, targets_after=cut,
+                                          options=options):
+    assert (batch["targets"] > 0).any(axis=1).all()
+
+
+def test_init_from_run_records_the_cut_off_and_trains(snapshots, earlier, tmp_path):
+  old_ds, new_ds = snapshots
+  workdir = str(tmp_path / "incremental")
+  results = train(config_for(new_ds.path, "sasrec", f"train.init_from={earlier}"), workdir)
+  with open(os.path.join(workdir, "config.json")) as f:
+    recorded = json.load(f)
+  assert recorded["data"]["train_targets_after"] == warm_start.last_event_time(old_ds)
+  with open(os.path.join(workdir, "warm_start.json")) as f:
+    assert json.load(f)["new_items"] > 0
+  assert np.isfinite(results["test"]["ndcg@10"])
+
+
+def test_freezing_leaves_the_frozen_parameters_bit_identical(snapshots, earlier, tmp_path):
+  _, new_ds = snapshots
+  config = config_for(new_ds.path, "sasrec", f"train.init_from={earlier}",
+                      "train.freeze=encoder/blocks/.*", "train.eval_every=100")
+  workdir = str(tmp_path / "frozen")
+  train(config, workdir)
+  run = Run(config)
+  warm_start.warm_start(run, earlier)
+  start = _params(run)
+  from jaxrec.train.evaluate import restore_best
+  after = _params(restore_best(workdir)[0])
+  for name in start:
+    same = np.array_equal(start[name], after[name])
+    assert same == name.startswith("encoder/blocks/"), name
+
+
+def test_backbone_freeze_trains_only_a_new_head(ml100k, tmp_path):
+  """The foundation model warm-started with a new multi-token head: with the backbone frozen,
+  only the head moves."""
+  base = str(tmp_path / "base")
+  train(config_for(ml100k.path, "foundation"), base)
+  config = config_for(ml100k.path, "foundation", f"train.init_from={base}",
+                      "train.freeze=backbone", "loss.horizon=2", "train.new_data_only=false")
+  tuned = str(tmp_path / "tuned")
+  train(config, tuned)
+  with open(os.path.join(tuned, "warm_start.json")) as f:
+    head = json.load(f)["new_parameters"]
+  assert head and all(name.startswith("horizon_heads/") for name in head)
+  run = Run(config)
+  warm_start.warm_start(run, base)
+  start = _params(run)
+  from jaxrec.train.evaluate import restore_best
+  after = _params(restore_best(tuned)[0])
+  for name in start:
+    assert np.array_equal(start[name], after[name]) == (name not in head), name
+
+
+def test_new_items_start_from_their_metadata(snapshots, tmp_path):
+  old_ds, new_ds = snapshots
+  base = str(tmp_path / "base")
+  train(config_for(old_ds.path, "foundation"), base)
+  run = Run(config_for(new_ds.path, "foundation", f"train.init_from={base}"))
+  summary = warm_start.warm_start(run, base)
+  assert summary["new_items_init"] == "model.init_new_items"
+  table = _params(run)["items/id_embedding/embedding"]
+  added = np.setdiff1d(np.arange(FIRST_ID, new_ds.num_items),
+                       new_ds.vocabs["item"].lookup(old_ds.vocabs["item"].raw_ids))
+  assert not table[added].any() and table[FIRST_ID:].any()
+
+
+def test_a_workdir_of_another_model_is_refused(snapshots, earlier):
+  _, new_ds = snapshots
+  with pytest.raises(UserError, match="model.name is 'sasrec'.*'gru4rec'"):
+    warm_start.resolve(config_for(new_ds.path, "gru4rec", f"train.init_from={earlier}"))
+
+
+def test_a_workdir_of_other_dimensions_is_refused(snapshots, earlier):
+  _, new_ds = snapshots
+  config = config_for(new_ds.path, "sasrec", f"train.init_from={earlier}", "model.dim=32")
+  warm_start.resolve(config)
+  with pytest.raises(UserError, match=r"model.dim 16 there, 32 here"):
+    warm_start.warm_start(Run(config), earlier)
+
+
+def test_cli_init_from_a_directory_that_is_not_a_workdir(tmp_path, capsys):
+  code = cli.main(["train", "--config", os.path.join(ROOT, "configs", "movielens_sasrec.py:smoke"),
+                   "--workdir", str(tmp_path / "w"), "--init-from", str(tmp_path)])
+  assert code == 2
+  assert "no config.json" in capsys.readouterr().err
+
+
+def test_backbone_freeze_needs_init_from(snapshots):
+  with pytest.raises(UserError, match="--init-from"):
+    warm_start.resolve(config_for(snapshots[1].path, "sasrec", "train.freeze=backbone"))
