@@ -14,7 +14,8 @@ def _hand_log():
       context=[0, 1, 2], slate=[[10, 11], [12, 10], [11, 13]],
       reward=[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]],
       propensity=[[0.5, 0.5], [0.25, 0.5], [1.0, 0.8]],
-      inclusion_propensity=[[0.5, 0.6], [0.3, 0.5], [1.0, 0.8]])
+      inclusion_propensity=[[0.5, 0.6], [0.3, 0.5], [1.0, 0.8]],
+      prefix_propensity=[[0.5, 0.25], [0.25, 0.1], [1.0, 0.8]])
   target = np.array([[1.0, 0.5], [0.5, 0.0], [1.0, 0.4]])
   return log, target
 
@@ -55,14 +56,33 @@ def test_topk_ips_by_hand():
   assert slate_ope.topk_ips(log, top2).value == pytest.approx(6.25 / 3)
 
 
+def test_cascade_ips_by_hand():
+  log, _ = _hand_log()
+  # Target rankings agree with the logged slates down to slot: slate 0 [10, 11] both, slate 1
+  # [12, 10] both, slate 2 [11, 99] the first only. Weights 1 / prefix propensity:
+  #   slate 0: [1/0.5, 1/0.25] = [2, 4]   rewards [1, 0] -> 2
+  #   slate 1: [1/0.25, 1/0.1] = [4, 10]  rewards [0, 1] -> 10
+  #   slate 2: [1/1.0, 0]                 rewards [1, 1] -> 1
+  match = slate_ope.prefix_match(log, [[10, 11], [12, 10], [11, 99]])
+  np.testing.assert_array_equal(match, [[1, 1], [1, 1], [1, 0]])
+  assert slate_ope.cascade_ips(log, match).value == pytest.approx(13 / 3)
+  # Top-1 only: slot 0 rewards 2 + 0 + 1.
+  assert slate_ope.cascade_ips(log, match, k=1).value == pytest.approx(1.0)
+  np.testing.assert_allclose(slate_ope.prefix_from_conditional([[0.5, 0.5, 0.2]]),
+                             [[0.5, 0.25, 0.05]])
+
+
 def test_estimate_all_fits_format_table():
   log, target = _hand_log()
-  out = slate_ope.estimate_all(log, target, slate_ope.topk_membership(log, [[10, 99]] * 3, 1))
-  assert set(out) == {'position_ips', 'pseudo_inv', 'topk_ips'}
+  out = slate_ope.estimate_all(log, target, slate_ope.topk_membership(log, [[10, 99]] * 3, 1),
+                               slate_ope.prefix_match(log, [[10, 11]] * 3))
+  assert set(out) == {'position_ips', 'pseudo_inv', 'topk_ips', 'cascade_ips'}
   table = ope.format_table(out)
   for name in out:
     assert name in table
   assert set(slate_ope.estimate_all(log, target)) == {'position_ips', 'pseudo_inv'}
+  with pytest.raises(UserError, match='at least one'):
+    slate_ope.estimate_all(log)
 
 
 def test_bootstrap_resamples_whole_slates():
@@ -185,6 +205,51 @@ def test_topk_ips_covers_the_truth_of_a_deterministic_top_k():
   assert abs(np.mean(errors)) < 0.02
 
 
+def test_cascade_ips_covers_the_truth_under_a_plackett_luce_logger():
+  # Target: a fixed ranking by scores. Logger: Plackett-Luce draws of 3 of 5 items, exploring
+  # around those scores (softmax of noisy scores), logging each slot's probability given the
+  # items above. Reward: a user reading top-down clicks slot j with a probability that decays
+  # with j and halves when an item of the same group was shown above (so it depends on the
+  # prefix, which the cascade assumption allows).
+  world = np.random.default_rng(11)
+  items, length, contexts = 5, 3, 3
+  scores = world.normal(0, 1, (contexts, items))
+  ranking = np.argsort(-scores, axis=1)
+  logits = 1.5 * scores + world.normal(0, 0.5, scores.shape)
+  base = world.uniform(0.2, 0.8, (contexts, items))
+  group = np.array([0, 0, 1, 1, 2])
+  examine = np.array([1.0, 0.7, 0.5])
+
+  def click_prob(x, slates):                                       # [n], [n, L] -> [n, L]
+    repeat = np.zeros(slates.shape, bool)
+    for j in range(1, length):
+      repeat[:, j] = (group[slates[:, :j]] == group[slates[:, j:j + 1]]).any(axis=1)
+    return base[x[:, None], slates] * examine * np.where(repeat, 0.5, 1.0)
+
+  all_x = np.arange(contexts)
+  truth = click_prob(all_x, ranking[:, :length]).sum(1).mean()
+  covered, errors = 0, []
+  for seed in range(20):
+    rng = np.random.default_rng(seed)
+    n = 3000
+    x = rng.integers(0, contexts, n)
+    # Gumbel-top-k is a Plackett-Luce draw; the conditionals follow from the remaining mass.
+    slate = np.argsort(-(logits[x] + rng.gumbel(size=(n, items))), axis=1)[:, :length]
+    weights = np.exp(logits[x])
+    chosen = np.take_along_axis(weights, slate, 1)
+    remaining = weights.sum(1, keepdims=True) - np.concatenate(
+        [np.zeros((n, 1)), np.cumsum(chosen, 1)[:, :-1]], axis=1)
+    reward = (rng.random((n, length)) < click_prob(x, slate)).astype(float)
+    log = slate_ope.SlateLog(context=x, slate=slate, reward=reward,
+                             prefix_propensity=slate_ope.prefix_from_conditional(chosen / remaining))
+    est = slate_ope.cascade_ips(log, slate_ope.prefix_match(log, ranking[x]), n_boot=400,
+                                seed=seed)
+    covered += est.ci_low <= truth <= est.ci_high
+    errors.append(est.value - truth)
+  assert covered >= 17
+  assert abs(np.mean(errors)) < 0.02
+
+
 def _args(**changes):
   args = dict(context=[0, 1], slate=[[1, 2], [3, 4]], reward=[[1.0, 0.0], [0.0, 0.0]],
               propensity=[[0.5, 0.5], [0.5, 0.5]])
@@ -202,6 +267,7 @@ def _args(**changes):
     (dict(reward=[[1.0, np.nan], [0.0, 0.0]]), r'reward\[0, 1\].*not finite'),
     (dict(slate=[[1.5, 2], [3, 4]]), 'integer item ids'),
     (dict(context=[]), 'empty'),
+    (dict(propensity=None), 'needs the logging policy'),
 ])
 def test_log_validation(changes, match):
   with pytest.raises(UserError, match=match):
@@ -214,7 +280,12 @@ def test_argument_validation():
     slate_ope.position_ips(log, [0.5, 0.5])
   with pytest.raises(UserError, match='outside'):
     slate_ope.pseudo_inverse(log, [[0.5, 2.0], [0.5, 0.5]])
-  with pytest.raises(UserError, match='inclusion_propensity'):
+  with pytest.raises(UserError, match='needs SlateLog.inclusion_propensity'):
     slate_ope.topk_ips(log, np.ones((2, 2)))
+  with pytest.raises(UserError, match='needs SlateLog.prefix_propensity'):
+    slate_ope.cascade_ips(log, np.ones((2, 2)))
+  only_prefix = slate_ope.SlateLog(**_args(propensity=None, prefix_propensity=np.ones((2, 2))))
+  with pytest.raises(UserError, match='needs SlateLog.propensity'):
+    slate_ope.position_ips(only_prefix, np.ones((2, 2)))
   with pytest.raises(UserError, match='k = 3'):
     slate_ope.topk_membership(log, [[1, 2], [3, 4]], 3)

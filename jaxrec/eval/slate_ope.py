@@ -24,6 +24,12 @@ variance for an assumption about how the reward depends on the slate:
     list; a logged item counts with weight P_pi(item in top-k | x) / P_mu(item in slate | x), the
     logger's inclusion probability, so it needs `inclusion_propensity` in the log. A
     deterministic target's top-k turns into those probabilities with `topk_membership`.
+  * cascade_ips (RIPS, Li et al. 2018): the user reads top-down, so the reward at slot j depends
+    only on the items in slots 0..j. Weights pi(s_0..s_j|x) / mu(s_0..s_j|x) on prefixes, from
+    `prefix_propensity` (for a Plackett-Luce logger, the running product of each slot's
+    probability given the items above it: `prefix_from_conditional`). Reward at slot j counts
+    only while the target's list agrees with the logged one down to j (`prefix_match` for a
+    deterministic target), so it is a top-k estimator when only the first k slots are rewarded.
 
 Every estimate is the mean over slates of one term per slate, so the bootstrap of ope.py, which
 resamples rows of those terms, resamples whole slates (a cluster bootstrap: the slots of one slate
@@ -48,17 +54,22 @@ class SlateLog:
   context: [n] int, the request's context id (user, or a request id).
   slate: [n, L] int item ids in slot order (slot 0 is the top).
   reward: [n, L] float reward observed at each slot.
-  propensity: [n, L] float in (0, 1], the logging policy's marginal probability of showing
-    slate[i, j] at slot j in context i.
-  inclusion_propensity: optional [n, L] float in (0, 1], the logger's probability that slate[i, j]
-    appears anywhere in the slate (needed by topk_ips; equal to `propensity` when an item can only
-    ever be placed in one slot).
+
+  And one or more of the logging policy's propensities, each [n, L] float in (0, 1]; each
+  estimator names the one it reads:
+  propensity: the marginal probability of showing slate[i, j] at slot j in context i
+    (position_ips, pseudo_inverse).
+  inclusion_propensity: the probability that slate[i, j] appears anywhere in the slate
+    (topk_ips; equal to `propensity` when an item can only ever be placed in one slot).
+  prefix_propensity: the probability that the slate's slots 0..j hold exactly slate[i, :j+1]
+    (cascade_ips).
   """
   context: np.ndarray
   slate: np.ndarray
   reward: np.ndarray
-  propensity: np.ndarray
+  propensity: np.ndarray | None = None
   inclusion_propensity: np.ndarray | None = None
+  prefix_propensity: np.ndarray | None = None
 
   def __post_init__(self):
     self.context = ope._int_array(self.context, 'context', 'SlateLog')
@@ -68,12 +79,12 @@ class SlateLog:
     self.slate = _matrix(self.slate, 'slate', n, None, integer=True)
     shape = self.slate.shape
     self.reward = _matrix(self.reward, 'reward', n, shape[1])
-    self.propensity = _propensity(_matrix(self.propensity, 'propensity', n, shape[1]),
-                                  'propensity')
-    if self.inclusion_propensity is not None:
-      self.inclusion_propensity = _propensity(
-          _matrix(self.inclusion_propensity, 'inclusion_propensity', n, shape[1]),
-          'inclusion_propensity')
+    if all(getattr(self, name) is None for name in PROPENSITIES):
+      raise UserError(f'SlateLog needs the logging policy\'s propensities: pass one or more of '
+                      f'{", ".join(PROPENSITIES)}.')
+    for name in PROPENSITIES:
+      if getattr(self, name) is not None:
+        setattr(self, name, _propensity(_matrix(getattr(self, name), name, n, shape[1]), name))
 
   def __len__(self):
     return len(self.context)
@@ -86,8 +97,25 @@ class SlateLog:
     """One row per (slate, slot), with the slot kept: what single-decision estimators read."""
     n, length = self.slate.shape
     return ope.BanditLog(context=np.repeat(self.context, length), action=self.slate.ravel(),
-                         reward=self.reward.ravel(), propensity=self.propensity.ravel(),
+                         reward=self.reward.ravel(), propensity=self.needs('propensity').ravel(),
                          slot=np.tile(np.arange(length), n))
+
+  def needs(self, name: str) -> np.ndarray:
+    """The named propensities, or a UserError saying which estimator needs them."""
+    value = getattr(self, name)
+    if value is None:
+      raise UserError(f'this estimator needs SlateLog.{name} ({PROPENSITY_MEANINGS[name]}); the '
+                      'log does not have it. Log it, or use an estimator that reads the '
+                      'propensities the log has.')
+    return value
+
+
+PROPENSITY_MEANINGS = {
+    'propensity': "the logger's probability of each item at its slot",
+    'inclusion_propensity': "the logger's probability of each item anywhere in the slate",
+    'prefix_propensity': "the logger's probability of each slate's items down to each slot",
+}
+PROPENSITIES = tuple(PROPENSITY_MEANINGS)
 
 
 def _matrix(x, name, n, length, integer=False):
@@ -151,14 +179,14 @@ def _diagnostics(weights, num_slates):
 def position_ips(log: SlateLog, target_probs, *, n_boot=1000, seed=0, level=0.95) -> ope.Estimate:
   """Independent-item IPS. target_probs[i, j]: the target's probability of showing slate[i, j]
   at slot j in context i (its marginal at that slot)."""
-  w = _target(log, target_probs) / log.propensity
+  w = _target(log, target_probs) / log.needs('propensity')
   per_slate = (w * log.reward).sum(axis=1)
   return ope.estimate_from_terms(per_slate, None, _diagnostics(w, len(log)), n_boot, seed, level)
 
 
 def pseudo_inverse_weights(log: SlateLog, target_probs) -> np.ndarray:
   """[n] PI weight of each slate under a slot-independent logger: sum_j pi_j/mu_j - L + 1."""
-  w = _target(log, target_probs) / log.propensity
+  w = _target(log, target_probs) / log.needs('propensity')
   return w.sum(axis=1) - log.num_slots + 1
 
 
@@ -192,22 +220,58 @@ def topk_ips(log: SlateLog, target_inclusion, *, n_boot=1000, seed=0,
              level=0.95) -> ope.Estimate:
   """Rank-independent IPS of the target's top-k list. target_inclusion[i, j]: the probability
   that the target's top-k in context i contains slate[i, j] (see topk_membership)."""
-  if log.inclusion_propensity is None:
-    raise UserError(
-        'topk_ips needs SlateLog.inclusion_propensity, the logger\'s probability that each shown '
-        'item appears anywhere in the slate; log it (it equals `propensity` when each item can '
-        'only be placed in one slot).')
-  w = _target(log, target_inclusion, 'target_inclusion') / log.inclusion_propensity
+  w = _target(log, target_inclusion, 'target_inclusion') / log.needs('inclusion_propensity')
   per_slate = (w * log.reward).sum(axis=1)
   return ope.estimate_from_terms(per_slate, None, _diagnostics(w, len(log)), n_boot, seed, level)
 
 
-def estimate_all(log: SlateLog, target_probs, target_inclusion=None, *, n_boot=1000, seed=0,
-                 level=0.95) -> dict:
-  """Every slate estimator the inputs allow, as ope.format_table reads them."""
+def prefix_from_conditional(conditional) -> np.ndarray:
+  """[n, L] prefix probabilities from each slot's probability given the items above it (what a
+  Plackett-Luce or other top-down sampler knows when it draws)."""
+  return np.cumprod(np.asarray(conditional, dtype=np.float64), axis=1)
+
+
+def prefix_match(log: SlateLog, target_lists) -> np.ndarray:
+  """[n, L] 1.0 while a deterministic target's ranking `target_lists[i]` agrees with slate i
+  from the top down to slot j, else 0.0: the target's prefix probability of the logged prefix."""
+  target_lists = np.asarray(target_lists)
+  length = log.num_slots
+  if target_lists.ndim != 2 or len(target_lists) != len(log) or target_lists.shape[1] < length:
+    raise UserError(f'target_lists must be [slates, >= {length}] with one ranking per logged '
+                    f'slate ({len(log)}), got shape {target_lists.shape}.')
+  same = target_lists[:, :length] == log.slate
+  return np.cumprod(same, axis=1).astype(np.float64)
+
+
+def cascade_ips(log: SlateLog, target_prefix_probs, *, k: int | None = None, n_boot=1000, seed=0,
+                level=0.95) -> ope.Estimate:
+  """Cascade (rank-independent prefix) IPS of the target's reward in slots 0..k-1 (default all).
+  target_prefix_probs[i, j]: the target's probability of showing slate[i, :j+1] as its first
+  j + 1 items (see prefix_match)."""
+  k = log.num_slots if k is None else k
+  if not (isinstance(k, (int, np.integer)) and 1 <= k <= log.num_slots):
+    raise UserError(f'k = {k!r} must be an integer in 1..{log.num_slots} (the slate length).')
+  w = (_target(log, target_prefix_probs, 'target_prefix_probs') /
+       log.needs('prefix_propensity'))[:, :k]
+  per_slate = (w * log.reward[:, :k]).sum(axis=1)
+  return ope.estimate_from_terms(per_slate, None, _diagnostics(w, len(log)), n_boot, seed, level)
+
+
+def estimate_all(log: SlateLog, target_probs=None, target_inclusion=None,
+                 target_prefix_probs=None, *, n_boot=1000, seed=0, level=0.95) -> dict:
+  """Every slate estimator whose target probabilities are given, as ope.format_table reads them:
+  target_probs -> position_ips and pseudo_inv, target_inclusion -> topk_ips,
+  target_prefix_probs -> cascade_ips."""
   kw = dict(n_boot=n_boot, seed=seed, level=level)
-  out = {'position_ips': position_ips(log, target_probs, **kw),
-         'pseudo_inv': pseudo_inverse(log, target_probs, **kw)}
+  out = {}
+  if target_probs is not None:
+    out['position_ips'] = position_ips(log, target_probs, **kw)
+    out['pseudo_inv'] = pseudo_inverse(log, target_probs, **kw)
   if target_inclusion is not None:
     out['topk_ips'] = topk_ips(log, target_inclusion, **kw)
+  if target_prefix_probs is not None:
+    out['cascade_ips'] = cascade_ips(log, target_prefix_probs, **kw)
+  if not out:
+    raise UserError('pass the target policy\'s probabilities for at least one estimator: '
+                    'target_probs, target_inclusion or target_prefix_probs.')
   return out
