@@ -135,6 +135,63 @@ def _train_parsers(sub) -> None:
   serve.add_argument("--max-queue", type=int, default=256, help="beyond this, 503 at once")
 
 
+def _simulation_parsers(sub) -> None:
+  simulate = sub.add_parser("simulate", help="run a bundle's policy in the synthetic world it was "
+                                             "trained on, for N days")
+  simulate.add_argument("--policy", required=True, metavar="BUNDLE",
+                        help="export bundle (or export root) of models trained on a synthetic "
+                             "dataset: `jaxrec export --workdir TWO_TOWER --ranker DLRM --out DIR`")
+  simulate.add_argument("--days", type=int, required=True)
+  simulate.add_argument("--users", type=int, help="the first N of the dataset's users (default all)")
+  simulate.add_argument("--k", type=int, default=10, help="slate size")
+  simulate.add_argument("--seed", type=int, default=0)
+  simulate.add_argument("--mmr-lambda", type=float, default=0.7, help="1 = pure relevance")
+  simulate.add_argument("--temperature", type=float,
+                        help="sample slates (Plackett-Luce) from softmax(score / T) over the "
+                             "ranker's top --candidates instead: a logging policy whose "
+                             "propensities --log records")
+  simulate.add_argument("--candidates", type=int, default=20)
+  simulate.add_argument("--out", required=True, help="simulation.json, days.png (and the log) go here")
+  simulate.add_argument("--log", action="store_true",
+                        help="write the decisions with propensities (OUT/decisions.npz, log.json)")
+  evaluate = sub.add_parser("ope", help="off-policy estimates of a policy's value from a "
+                                        "simulation log")
+  evaluate.add_argument("--logs", required=True, help="a directory written by simulate --log")
+  evaluate.add_argument("--policy", required=True, metavar="BUNDLE",
+                        help="the target: an export bundle trained on the log's world")
+  evaluate.add_argument("--temperature", type=float,
+                        help="target samples from softmax(score / T); default: its top item")
+  evaluate.add_argument("--candidates", type=int, default=20)
+  evaluate.add_argument("--reward", default="click", help="click, watch or like of the first slot")
+  evaluate.add_argument("--max-weight", type=float, default=10.0, help="clipped IPS's clip")
+  evaluate.add_argument("--bootstrap", type=int, default=1000, help="resamples per interval")
+  evaluate.add_argument("--seed", type=int, default=0)
+  evaluate.add_argument("--out", help="write OUT/ope.json")
+
+
+def _run_simulate(args) -> None:
+  from jaxrec.eval.simulation import format_days, simulate
+  result = simulate(args.policy, args.days, args.out, users=args.users, k=args.k, seed=args.seed,
+                    mmr_lambda=args.mmr_lambda, temperature=args.temperature,
+                    candidates=args.candidates, log=args.log)
+  print(f"{result['policy']} on {result['users']} users, k={args.k}:")
+  print(format_days(result["days"]))
+  print(f"wrote {args.out}/simulation.json, {args.out}/days.png"
+        + (f", {args.out}/decisions.npz, {args.out}/log.json" if args.log else ""))
+
+
+def _run_ope(args) -> None:
+  from jaxrec.eval.simulation import evaluate_log
+  result = evaluate_log(args.logs, args.policy, args.out, temperature=args.temperature,
+                        candidates=args.candidates, reward=args.reward,
+                        max_weight=args.max_weight, n_boot=args.bootstrap, seed=args.seed)
+  print(f"target {result['target_policy']}; logged by {result['logging_policy']}; "
+        f"value = expected {result['reward']}")
+  print(result["table"])
+  if args.out:
+    print(f"wrote {args.out}/ope.json")
+
+
 def _format_metrics(rows: dict[str, dict], keys: list[str]) -> str:
   widths = [max(12, len(k) + 2) for k in keys]
   lines = [f"{'':14}" + "".join(f"{k:>{w}}" for k, w in zip(keys, widths))]
@@ -160,6 +217,9 @@ def _run_train(args, overrides: list[str]) -> None:
   keys = [k for k in results["test"] if ("@" in k or "/" in k) and not k.startswith("sampled_")]
   print(f"\n{results['protocol']}; best step {results['best_step']}")
   print(_format_metrics(rows, keys))
+  if "beyond_accuracy" in results:
+    from jaxrec.eval.list_metrics import format_report
+    print(format_report(results["beyond_accuracy"]))
 
 
 def _run_eval(args) -> None:
@@ -212,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
   sub = parser.add_subparsers(dest="command", required=True)
   _data_parser(sub)
   _train_parsers(sub)
+  _simulation_parsers(sub)
   argv = sys.argv[1:] if argv is None else argv
   try:
     from jaxrec.config import split_overrides
@@ -229,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
       _run_export(args)
     elif args.command == "serve":
       _run_serve(args)
+    elif args.command == "simulate":
+      _run_simulate(args)
+    elif args.command == "ope":
+      _run_ope(args)
   except UserError as e:
     print(f"jaxrec: error: {e}", file=sys.stderr)
     return 2

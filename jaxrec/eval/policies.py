@@ -16,9 +16,11 @@ policy must give the estimators on logged contexts.
                   retrieval, DLRM ranking, re-ranking with RerankConfig), propensities from its
                   exploration.
 Scorers (`scorer(world, state, requests) -> (candidates [U, C], scores [U, C])`):
-  BundleScorer    the bundle's two-tower: each user's query vector from their dataset history and
-                  their clicks in the simulation, dotted with every item vector; the top C unseen.
+  ServingScorer   the serving pipeline's top C by the ranker's policy score (two-tower retrieval
+                  from each user's dataset history plus their clicks in the simulation, DLRM),
+                  with the ranker's head predictions as features.
   PopularityScorer  re-scores another scorer's candidates by the dataset's item counts.
+  OracleScorer    the world's own affinity: a reference, and a scorer for tests.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ class _Bundle:
     from jaxrec.rerank.posteriors import BetaPosteriors
     from serving.recommender import Recommender, ServingConfig
     self.recommender = Recommender(bundle_path, serving_config or ServingConfig(),
-                                   BetaPosteriors())
+                                   BetaPosteriors(0))
     vocab = self.recommender.items
     self.vocab_of_rank = vocab.lookup(world.item_ids.astype(vocab.raw_ids.dtype))
     if (self.vocab_of_rank < FIRST_ID).any():
@@ -126,16 +128,32 @@ class _Bundle:
                                         requests.hour, requests.now)]
 
 
-class BundleScorer:
-  def __init__(self, bundle_path: str, world: World, candidates: int = 20):
-    if not (isinstance(candidates, int) and candidates >= 1):
-      raise UserError(f"candidates must be a positive integer, got {candidates!r}")
-    self.bundle = _Bundle(bundle_path, world)
+class ServingScorer:
+  """The serving pipeline's ranking as a scorer: its top C items by the ranker's policy score (MMR
+  off), with every head's prediction kept as features for a reward model."""
+
+  def __init__(self, bundle_path: str, world: World, candidates: int = 20,
+               retrieved: int = 200):
+    from jaxrec.rerank.pipeline import RerankConfig
+    from serving.recommender import ServingConfig
+    for name, value in (("candidates", candidates), ("retrieved", retrieved)):
+      if not (isinstance(value, (int, np.integer)) and value >= 1):
+        raise UserError(f"{name} must be a positive integer, got {value!r}")
+    if candidates > retrieved:
+      raise UserError(f"candidates ({candidates}) cannot exceed the items retrieved per request "
+                      f"({retrieved}).")
+    self.bundle = _Bundle(bundle_path, world, ServingConfig(
+        candidates=retrieved, max_k=candidates, rerank=RerankConfig(mmr_lambda=1.0)))
     self.num_candidates = candidates
-    self.name = f"two-tower top-{candidates}"
+    self.heads = list(self.bundle.recommender.heads)
+    self.name = f"ranker top-{candidates}"
     self._cache = {}
 
   def __call__(self, world, state, requests):
+    return self.scored(world, state, requests)[:2]
+
+  def scored(self, world, state, requests):
+    """(candidates [U, C], policy scores [U, C], head predictions [U, C, H])."""
     # Target policies are asked about the same contexts as the logging policy: score once.
     key = (id(state), state.day, len(state.clicks), requests.users.tobytes())
     if key not in self._cache:
@@ -143,31 +161,27 @@ class BundleScorer:
     return self._cache[key]
 
   def _score(self, world, state, requests):
-    rec = self.bundle.recommender
-    cands, scores = [], []
-    reqs = self.bundle.requests(world, state, requests)
-    for lo in range(0, len(reqs), BATCH):
-      chunk = reqs[lo:lo + BATCH]
-      size = next(b for b in (1, 2, 4, 8, 16, 32) if b >= len(chunk))
-      resolved = rec._histories(chunk)
-      contexts = [rec._context(r, r.now) for r in chunk]
-      queries = np.asarray(rec.query_vectors(rec._query_batch(resolved, contexts, size)))
-      s = queries[:len(chunk)] @ rec.vectors.T
-      s[:, :FIRST_ID] = -np.inf
-      for row, (_, tokens, _) in enumerate(resolved):
-        s[row, tokens["item"]] = -np.inf  # never re-recommend what the user already saw
-      top = np.argpartition(-s, self.num_candidates, 1)[:, :self.num_candidates]
-      top_scores = np.take_along_axis(s, top, 1)
-      order = np.argsort(-top_scores, 1)
-      cands.append(np.take_along_axis(top, order, 1))
-      scores.append(np.take_along_axis(top_scores, order, 1))
-    return self.bundle.rank_of_vocab[np.concatenate(cands)], np.concatenate(scores)
+    rec, c = self.bundle.recommender, self.num_candidates
+    u = len(requests.users)
+    items, scores = np.zeros((u, c), np.int64), np.zeros((u, c))
+    heads = np.zeros((u, c, len(self.heads)))
+    reqs = self.bundle.requests(world, state, requests, c)
+    for lo in range(0, u, BATCH):
+      for row, response in enumerate(rec.recommend(reqs[lo:lo + BATCH]), lo):
+        shown = response["items"]
+        if len(shown) < c:
+          raise UserError(f"the serving pipeline ranked only {len(shown)} items; ask for fewer "
+                          f"candidates than {c}.")
+        items[row] = self.bundle.rank_of_vocab[rec.item_ids([x["item_id"] for x in shown])]
+        scores[row] = [x["score"] for x in shown]
+        heads[row] = [[x["heads"][h] for h in self.heads] for x in shown]
+    return items, scores, heads
 
 
 class PopularityScorer:
   """Another scorer's candidates, ranked by how often the dataset's users interacted with them."""
 
-  def __init__(self, base: BundleScorer):
+  def __init__(self, base: ServingScorer):
     self.base = base
     counts = base.bundle.recommender.data.item_counts
     self.log_count = np.log1p(counts[base.bundle.vocab_of_rank]).astype(np.float64)

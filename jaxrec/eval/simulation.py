@@ -203,3 +203,75 @@ def format_days(reports: list[dict]) -> str:
   for r in reports:
     lines.append(" ".join(f"{format(r[c], f):>12}" for c, f in cols))
   return "\n".join(lines)
+
+
+def make_policy(bundle_path: str, world: World, *, mmr_lambda: float = 0.7,
+                temperature: float | None = None, candidates: int = 20, retrieved: int = 200):
+  """The bundle's serving pipeline as a policy: deterministic (MMR with `mmr_lambda`), or, with a
+  `temperature`, Plackett-Luce sampling from the ranker's top `candidates` (a logging policy with
+  known propensities)."""
+  from jaxrec.eval import policies
+  from jaxrec.rerank.pipeline import RerankConfig
+  from serving.recommender import ServingConfig
+  if temperature is not None:
+    return policies.SoftmaxPolicy(policies.ServingScorer(bundle_path, world, candidates, retrieved),
+                                  temperature)
+  if not (isinstance(retrieved, (int, np.integer)) and retrieved >= 1):
+    raise UserError(f"retrieved must be a positive integer, got {retrieved!r}")
+  return policies.ServingPolicy(bundle_path, world, ServingConfig(
+      candidates=retrieved, rerank=RerankConfig(mmr_lambda=mmr_lambda)))
+
+
+def simulate(policy_path: str, days: int, out: str, *, users: int | None = None, k: int = 10,
+             seed: int = 0, mmr_lambda: float = 0.7, temperature: float | None = None,
+             candidates: int = 20, log: bool = False) -> dict:
+  """`jaxrec simulate`: runs the bundle's policy in its dataset's world for `days` days and writes
+  OUT/simulation.json, OUT/days.png and, with `log`, the decision log in OUT."""
+  if not (isinstance(days, (int, np.integer)) and days >= 1):
+    raise UserError(f"--days must be at least 1, got {days!r}")
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise UserError(f"--out {out} exists and is not a directory.")
+  bundle, synthetic = bundle_world_config(policy_path)
+  world = World(synthetic, users=users, seed=seed)
+  policy = make_policy(bundle, world, mmr_lambda=mmr_lambda, temperature=temperature,
+                       candidates=candidates)
+  reports, decisions = run(world, policy, days, k=k, seed=seed, log=log)
+  os.makedirs(out, exist_ok=True)
+  result = {"policy": policy.name, "bundle": os.path.abspath(bundle), "k": k, "seed": seed,
+            **world_description(world), "days": reports}
+  with open(os.path.join(out, "simulation.json"), "w") as f:
+    json.dump(result, f, indent=2)
+  plot_days({policy.name: reports}, os.path.join(out, "days.png"))
+  if log:
+    write_log(out, world, decisions, days=days, k=k, seed=seed, policy=policy.name)
+  return result
+
+
+def evaluate_log(logs: str, policy_path: str, out: str | None = None, *,
+                 temperature: float | None = None, candidates: int = 20, reward: str = "click",
+                 max_weight: float = 10.0, n_boot: int = 1000, seed: int = 0) -> dict:
+  """`jaxrec ope`: off-policy estimates of the bundle's policy's first-slot reward on a log."""
+  from jaxrec.eval import offpolicy, ope
+  meta, columns = read_log(logs)
+  bundle, synthetic = bundle_world_config(policy_path)
+  check_same_world(SyntheticConfig(**meta["synthetic"]), synthetic, f"--policy {policy_path}")
+  world = world_of_log(meta)
+  if temperature is None:
+    # A deterministic target: the serving pipeline's first item (MMR's first pick is always the
+    # best-scored one, so the first slot does not depend on its lambda), over the same ranked
+    # candidates the reward model's features come from.
+    from jaxrec.eval import policies
+    target = policies.GreedyPolicy(policies.ServingScorer(bundle, world, candidates))
+  else:
+    target = make_policy(bundle, world, temperature=temperature, candidates=candidates)
+  estimates = offpolicy.evaluate(world, columns, target, reward=reward, max_weight=max_weight,
+                                 n_boot=n_boot, seed=seed)
+  result = {"logs": os.path.abspath(logs), "logging_policy": meta["policy"],
+            "target_policy": target.name, "reward": f"first-slot {reward}",
+            "estimates": {name: dataclasses.asdict(e) for name, e in estimates.items()},
+            "table": ope.format_table(estimates)}
+  if out:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "ope.json"), "w") as f:
+      json.dump(result, f, indent=2)
+  return result
