@@ -128,6 +128,9 @@ def _train_parsers(sub) -> None:
   serve.add_argument("--explore-slots", type=int, default=1,
                      help="Thompson-sampled places for items with few impressions")
   serve.add_argument("--genre-cap", type=int, help="at most this many items per first genre")
+  serve.add_argument("--decision-log", metavar="DIR",
+                     help="append every answer (request id, user, items, propensities) and the "
+                          "feedback quoting its request_id to DIR, for off-policy evaluation")
   serve.add_argument("--blocked", default="", help="item ids never to show, comma-separated")
   serve.add_argument("--max-batch", type=int, default=8,
                      help="requests answered together (8 take ~35 ms on 2 CPU cores)")
@@ -220,6 +223,9 @@ def _run_train(args, overrides: list[str]) -> None:
   if "beyond_accuracy" in results:
     from jaxrec.eval.list_metrics import format_report
     print(format_report(results["beyond_accuracy"]))
+  if "beyond_accuracy" in results:
+    from jaxrec.eval.list_metrics import format_report
+    print(format_report(results["beyond_accuracy"]))
 
 
 def _run_eval(args) -> None:
@@ -263,7 +269,7 @@ def _run_serve(args) -> None:
       mmr_lambda=args.mmr_lambda, freshness_slots=args.freshness_slots,
       explore_slots=args.explore_slots, group_cap=args.genre_cap))
   app = create_app(args.export, config, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                   max_queue=args.max_queue)
+                   max_queue=args.max_queue, decision_log=args.decision_log)
   uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

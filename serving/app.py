@@ -4,6 +4,8 @@
                          and combined scores, the stage that placed each item, per-stage timings
     POST /v1/similar     item-to-item by embedding
     POST /v1/feedback    impressions and outcomes -> the exploration posteriors
+With a decision log (`--decision-log DIR`, serving/decision_log.py), each answer gets a
+`request_id` and is logged with its propensities, and feedback events quoting it are logged too.
     GET  /healthz, /readyz, /metrics (Prometheus), /docs (OpenAPI)
 
 The newest complete bundle under the export directory serves. A watcher loads a newer version
@@ -32,6 +34,7 @@ from jaxrec.errors import UserError
 from jaxrec.rerank.posteriors import BetaPosteriors
 from jaxrec.retrieval.bundle import complete_versions, latest_version
 from serving.batcher import Batcher, Overloaded
+from serving.decision_log import DecisionLog
 from serving.recommender import BUCKETS, Recommender, Request, ServingConfig
 
 
@@ -71,6 +74,8 @@ class Outcome(Strict):
   item_id: str
   impressions: int = Field(1, ge=0)
   engagements: int = Field(0, ge=0)
+  request_id: str | None = Field(None, description="the request_id of the /v1/recommend answer "
+                                 "that showed the item (decision log)")
 
 
 class FeedbackBody(Strict):
@@ -138,10 +143,11 @@ class Service:
 
 
 def create_app(export_root: str, config: ServingConfig | None = None, *, max_batch: int = 8,
-               max_wait_ms: float = 2.0, max_queue: int = 256,
-               reload_interval: float = 2.0) -> FastAPI:
+               max_wait_ms: float = 2.0, max_queue: int = 256, reload_interval: float = 2.0,
+               decision_log: str | None = None) -> FastAPI:
   config = config or ServingConfig()
   service = Service(export_root, config, max_batch, max_wait_ms, max_queue)
+  decisions = DecisionLog(decision_log) if decision_log else None
 
   @contextlib.asynccontextmanager
   async def lifespan(app):
@@ -158,6 +164,8 @@ def create_app(export_root: str, config: ServingConfig | None = None, *, max_bat
     yield
     watcher.cancel()
     await service.batcher.stop()
+    if decisions is not None:
+      decisions.close()
 
   app = FastAPI(title="jaxrec", lifespan=lifespan,
                 description="Retrieval -> multi-task ranking -> re-ranking, from export bundles.")
@@ -198,6 +206,8 @@ def create_app(export_root: str, config: ServingConfig | None = None, *, max_bat
     for stage, ms in response["timings_ms"].items():
       if stage != "total":
         metrics.latency.labels(stage).observe(ms / 1000)
+    if decisions is not None:
+      response["request_id"] = decisions.decision(body.user_id, response, time.time())
     metrics.requests.labels(endpoint, "200").inc()
     return response
 
@@ -220,6 +230,8 @@ def create_app(export_root: str, config: ServingConfig | None = None, *, max_bat
       return error(400, "an event has more engagements than impressions.", "/v1/feedback")
     service.posteriors.update(ids[known], [e.impressions for e, k in zip(body.events, known) if k],
                               [e.engagements for e, k in zip(body.events, known) if k])
+    if decisions is not None:
+      decisions.feedback(body.events, time.time())
     metrics.requests.labels("/v1/feedback", "200").inc()
     return {"updated": int(known.sum()),
             "unknown_items": [e.item_id for e, k in zip(body.events, known) if not k]}

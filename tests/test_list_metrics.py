@@ -75,8 +75,8 @@ def sasrec_workdir(ml100k, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("sasrec"))
   config = apply_overrides(load_config(os.path.join(ROOT, "configs/movielens_sasrec.py:smoke")),
                            [f"data.dir={ml100k.path}"])
-  train(config, workdir)
-  return workdir
+  results = train(config, workdir)
+  return workdir, results
 
 
 def test_eval_reports_beyond_accuracy_of_the_ranked_lists(sasrec_workdir, capsys, monkeypatch):
@@ -89,6 +89,7 @@ def test_eval_reports_beyond_accuracy_of_the_ranked_lists(sasrec_workdir, capsys
       collectors.append(self)
 
   monkeypatch.setattr(evaluate, "ListCollector", Recording)
+  sasrec_workdir, trained = sasrec_workdir
   assert cli.main(["eval", "--workdir", sasrec_workdir, "--json"]) == 0
   result = json.loads(capsys.readouterr().out)
   report = result["beyond_accuracy"]
@@ -100,6 +101,9 @@ def test_eval_reports_beyond_accuracy_of_the_ranked_lists(sasrec_workdir, capsys
     assert 0 <= report[key] <= 1, key
   assert 0 < report["intra_list_diversity"] <= 2 and report["novelty"] > 0
   assert 0 <= report["genre_entropy"] <= np.log(19) and report["calibration_kl"] >= 0
+  # Training reports the same lists for its best checkpoint on the test split.
+  numbers = lambda r: {k: v for k, v in r.items() if k != "notes"}
+  assert numbers(trained["beyond_accuracy"]) == pytest.approx(numbers(report))
 
   # The lists are the ones the accuracy metrics ranked: with leave-one-out, recall@10 is the
   # share of users whose held-out item is in their list; seen items were masked out.

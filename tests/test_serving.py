@@ -59,9 +59,11 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(export_root):
-  with Server(create_app(export_root, ServingConfig(candidates=200),
-                         reload_interval=0.3)) as server:
+def server(export_root, tmp_path_factory):
+  decision_log = str(tmp_path_factory.mktemp("decisions"))
+  with Server(create_app(export_root, ServingConfig(candidates=200), reload_interval=0.3,
+                         decision_log=decision_log)) as server:
+    server.decision_log = decision_log
     yield server
 
 
@@ -154,6 +156,33 @@ def test_similar_feedback_health_and_metrics(server, ml100k):
   metrics = httpx.get(server.url + "/metrics").text
   assert 'jaxrec_requests_total{endpoint="/v1/recommend",status="200"}' in metrics
   assert "jaxrec_stage_seconds_bucket" in metrics and "jaxrec_model_version 1.0" in metrics
+
+
+def test_decision_log_joins_feedback_for_off_policy_evaluation(server, ml100k):
+  from jaxrec.eval import slate_ope
+  from jaxrec.eval.decision_log import FEEDBACK, read_decision_log
+  users = [str(u) for u in ml100k.vocabs["user"].raw(np.array([5, 6, 7]))]
+  answers = [post(server, "/v1/recommend", {"user_id": u, "k": 5}).json() for u in users]
+  clicked = answers[0]["items"][1]["item_id"]
+  assert post(server, "/v1/feedback", {"events": [
+      {"item_id": clicked, "impressions": 1, "engagements": 1,
+       "request_id": answers[0]["request_id"]}]}).status_code == 200
+  # Other tests' requests are in the log too (other lengths are left out): find ours by id.
+  log, meta = read_decision_log(server.decision_log, length=5)
+  rows = [meta["request_ids"].index(a["request_id"]) for a in answers]
+  for row, answer in zip(rows, answers):
+    assert list(meta["item_ids"][log.slate[row]]) == [i["item_id"] for i in answer["items"]]
+    np.testing.assert_allclose(log.inclusion_propensity[row],
+                               [i["propensity"] for i in answer["items"]])
+    assert meta["user_ids"][row] == users[rows.index(row)]
+  np.testing.assert_array_equal(log.reward[rows[0]], [0, 1, 0, 0, 0])
+  assert log.reward[rows[1:]].sum() == 0
+  with open(os.path.join(server.decision_log, FEEDBACK)) as f:
+    assert len(f.readlines()) == 1          # feedback without a request_id is not logged
+  # The log feeds the slate estimators: the logger evaluated on its own log weighs every slot 1.
+  est = slate_ope.topk_ips(log, log.inclusion_propensity)
+  assert est.value == pytest.approx(log.reward.sum(1).mean())
+  assert est.diagnostics["slates"] == len(log)
 
 
 def test_hot_reload_under_traffic_and_a_broken_bundle_refused(server, export_root):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from jaxrec.errors import UserError
-from jaxrec.eval import ope, slate_ope
+from jaxrec.eval import ope, slate_ope, slate_sim
 
 
 def _hand_log():
@@ -105,46 +105,15 @@ def test_bootstrap_resamples_whole_slates():
   assert clustered_width == pytest.approx(2 * 1.96 * se, rel=0.2)
 
 
-# A page of L rows, each row filling its one slot from its own pool of M items, chosen
-# independently per row by the logger: the product logger PI needs. Item id = slot * M + index.
-L, M, C = 3, 4, 5
-
-
-def _world():
-  world = np.random.default_rng(7)
-  logger = world.dirichlet(np.full(M, 2.0), (C, L)) * 0.8 + 0.2 / M   # [C, L, M], floor 0.05
-  # The target mixes two product policies, so its slots are correlated; only marginals matter.
-  a, b = world.dirichlet(np.full(M, 0.5), (2, C, L))
-  target = 0.5 * (a + b)
-  click = world.uniform(0.05, 0.6, (C, L, M))                            # phi_j(x, item)
-  spill = np.argsort(-target[:, 1], axis=1).argsort(axis=1) == 0         # target's best row-1 item
-  return logger, target, click, spill.astype(float)
+# A page of rows, each filled independently by the logger from its own pool, so PI applies;
+# the target's rows are correlated (see slate_sim.py).
+WORLD = slate_sim.PageWorld.make()
+L = WORLD.logger.shape[1]
 
 
 def _simulate_slates(seed, n, spillover):
-  """Logs n slates; with spillover, slot 0's click probability also rises by 0.3 when slot 1 shows
-  the item the target likes most there (the total stays additive over slots; slot 0's does not)."""
-  logger, target, click, spill = _world()
-  rng = np.random.default_rng(seed)
-  x = rng.integers(0, C, n)
-  cum = logger[x].cumsum(-1)                                               # [n, L, M]
-  index = (rng.random((n, L, 1)) > cum).sum(-1)                            # [n, L]
-  slots = np.arange(L)
-  p_click = click[x[:, None], slots, index]
-  if spillover:
-    p_click[:, 0] = 0.5 * p_click[:, 0] + 0.3 * spill[x, index[:, 1]]
-  reward = (rng.random((n, L)) < p_click).astype(float)
-  log = slate_ope.SlateLog(context=x, slate=slots * M + index, reward=reward,
-                           propensity=logger[x[:, None], slots, index])
-  target_probs = target[x[:, None], slots, index]
-  # Truth: contexts are uniform, and the expected slate reward is linear in the marginals.
-  phi = click.copy()
-  if spillover:
-    phi[:, 0] *= 0.5
-  truth = (target * phi).sum((1, 2)).mean()
-  if spillover:
-    truth += 0.3 * (target[:, 1] * spill).sum(1).mean()
-  return log, target_probs, truth
+  log, target_probs, _, _ = WORLD.sample(n, seed, spillover)
+  return log, target_probs, WORLD.truth(spillover)
 
 
 def test_position_ips_and_pi_cover_the_truth_when_items_are_independent():
@@ -161,9 +130,14 @@ def test_position_ips_and_pi_cover_the_truth_when_items_are_independent():
 
 
 def test_pi_stays_unbiased_under_spillover_where_per_slot_ips_does_not():
-  pi, per_slot, covered = [], [], 0
+  pi, per_slot, whole, covered = [], [], [], 0
+  truth = WORLD.truth(spillover=True)
   for seed in range(20):
-    log, target, truth = _simulate_slates(seed, 2000, spillover=True)
+    log, target, page_target, page_logger = WORLD.sample(2000, seed, spillover=True)
+    # Whole-page IPS is unbiased under any reward but weighs pages, not rows: far noisier.
+    pages = ope.BanditLog(context=log.context, action=np.arange(len(log)),
+                          reward=log.reward.sum(1), propensity=page_logger)
+    whole.append(ope.ips(pages, page_target, n_boot=1).value - truth)
     est = slate_ope.pseudo_inverse(log, target, n_boot=400, seed=seed)
     covered += est.ci_low <= truth <= est.ci_high
     pi.append(est.value - truth)
@@ -175,6 +149,7 @@ def test_pi_stays_unbiased_under_spillover_where_per_slot_ips_does_not():
   pi_bias, naive_bias = np.mean(pi), np.mean(per_slot)
   naive_se = np.std(per_slot) / np.sqrt(len(per_slot))
   assert abs(pi_bias) < 0.02
+  assert np.std(whole) > 1.5 * np.std(pi)
   # Slot 0 is credited with clicks that the logger's (not the target's) slot-1 items drew.
   assert naive_bias < -5 * naive_se and naive_bias < -0.05
 

@@ -65,19 +65,25 @@ def evaluate_workdir(workdir: str, split: str = "test") -> dict:
   config = load_workdir_config(workdir)
   lists = ListCollector()
   if config.task == "baseline":  # closed form: fitted again (deterministic), then evaluated
-    from jaxrec.baselines.evaluate import evaluate_baseline, fitted_baseline, protocol
+    from jaxrec.baselines.evaluate import (baseline_list_report, evaluate_baseline,
+                                           fitted_baseline, protocol)
     model, ds, _ = fitted_baseline(config)
     return {"model": config.model.name, "step": 0,
             **evaluate_baseline(config, split, model, ds, lists), **protocol(ds, split),
-            "beyond_accuracy": list_report(lists, ds, getattr(model, "item_factors", None))}
+            "beyond_accuracy": baseline_list_report(lists, model, ds)}
   run, step = restore_best(workdir)
   result = {"model": run.config.model.name, "step": step, **run.evaluate(split, lists=lists),
             **run.task.protocol(split)}
+  result["beyond_accuracy"] = run_list_report(run, lists)
+  return result
+
+
+def run_list_report(run: Run, lists: ListCollector) -> dict:
+  """list_report of the lists `run.evaluate` collected, on the run's item vectors."""
   item_vectors = None
   if len(lists):
     try:
       item_vectors = jax.device_get(run.task.item_vectors(nnx.merge(run.graphdef, run.state)))
     except NotImplementedError:
       pass
-  result["beyond_accuracy"] = list_report(lists, getattr(run.task, "data", None), item_vectors)
-  return result
+  return list_report(lists, getattr(run.task, "data", None), item_vectors)

@@ -196,10 +196,13 @@ def train(config, workdir: str) -> dict:
     run.state, _, _ = checkpoints.restore(best_step, run.state, run.opt_state)
   # The last evaluation's metrics are the best checkpoint's when it is the last one.
   valid = last_valid if best_step == loop["step"] and last_valid else run.evaluate("valid")
+  from jaxrec.eval.list_metrics import ListCollector
+  from jaxrec.train.evaluate import run_list_report
+  lists = ListCollector()
   results = {"best_step": best_step, "last_step": step, "skipped_steps": guard.skipped,
              f"valid_{cfg.metric}_history": loop["history"],
-             "valid": valid, "test": run.evaluate("test"),
-             **run.task.protocol("test")}
+             "valid": valid, "test": run.evaluate("test", lists=lists),
+             **run.task.protocol("test"), "beyond_accuracy": run_list_report(run, lists)}
   checkpoints.close()
   _write(workdir, "results.json", json.dumps(results, indent=2))
   return results
