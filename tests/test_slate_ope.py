@@ -215,8 +215,8 @@ def test_cascade_ips_covers_the_truth_under_a_plackett_luce_logger():
     remaining = weights.sum(1, keepdims=True) - np.concatenate(
         [np.zeros((n, 1)), np.cumsum(chosen, 1)[:, :-1]], axis=1)
     reward = (rng.random((n, length)) < click_prob(x, slate)).astype(float)
-    log = slate_ope.SlateLog(context=x, slate=slate, reward=reward,
-                             prefix_propensity=slate_ope.prefix_from_conditional(chosen / remaining))
+    prefix = slate_ope.prefix_from_conditional(chosen / remaining)
+    log = slate_ope.SlateLog(context=x, slate=slate, reward=reward, prefix_propensity=prefix)
     est = slate_ope.cascade_ips(log, slate_ope.prefix_match(log, ranking[x]), n_boot=400,
                                 seed=seed)
     covered += est.ci_low <= truth <= est.ci_high

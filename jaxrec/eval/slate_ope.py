@@ -199,7 +199,8 @@ def pseudo_inverse(log: SlateLog, target_probs, slate_reward=None, *, n_boot=100
     slate_reward = log.reward.sum(axis=1)
   else:
     slate_reward = ope._float_array(slate_reward, 'slate_reward', len(log))
-  return ope.estimate_from_terms(w * slate_reward, None, _diagnostics(w, len(log)), n_boot, seed, level)
+  return ope.estimate_from_terms(w * slate_reward, None, _diagnostics(w, len(log)), n_boot, seed,
+                                 level)
 
 
 def topk_membership(log: SlateLog, target_lists, k: int) -> np.ndarray:
@@ -245,7 +246,7 @@ def prefix_match(log: SlateLog, target_lists) -> np.ndarray:
 
 def cascade_ips(log: SlateLog, target_prefix_probs, *, k: int | None = None, n_boot=1000, seed=0,
                 level=0.95) -> ope.Estimate:
-  """Cascade (rank-independent prefix) IPS of the target's reward in slots 0..k-1 (default all).
+  """Cascade IPS (RIPS in Li et al. 2018) of the target's reward in slots 0..k-1 (default all).
   target_prefix_probs[i, j]: the target's probability of showing slate[i, :j+1] as its first
   j + 1 items (see prefix_match)."""
   k = log.num_slots if k is None else k
