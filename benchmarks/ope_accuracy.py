@@ -1,7 +1,7 @@
 """Off-policy estimators checked against the truth in the simulated world, and the re-ranking
 trade-off over 30 simulated days.
 
-    python benchmarks/ope_accuracy.py [--users 4000] [--log-repeats 5] [--sim-users 1000]
+    python benchmarks/ope_accuracy.py [--users 4000] [--log-repeats 5] [--sim-users 4000]
 
 Trains (once, into --workdir) a two-tower and a DLRM on a synthetic dataset (4,000 users, 2,000
 items, 800k events) and exports them as one bundle; the world (jaxrec/eval/simulator.py) is that
@@ -16,8 +16,11 @@ dataset's generator, so the models meet the users they learned about.
    reward model is a logistic regression fit on the logged rows only, on the ranker's head
    predictions and item popularity (jaxrec/eval/offpolicy.py).
    Bar (issue 8): DR's mean absolute error below IPS's; every true value inside DR's 95% interval.
+   Then the same for 3-item slates: cascade IPS (slate_ope.py) of the two greedy targets' top-3
+   lists from a Plackett-Luce log.
 2. Re-ranking over 30 days: the serving pipeline with pure relevance (MMR lambda = 1) vs MMR
-   lambda = 0.7, k = 10, the same users and seed: day-1 engagement and day-30 retention.
+   lambda = 0.7, k = 10, the same users and seed: day-1 engagement and day-30 retention; the same
+   pair over the world's own affinity (an oracle, for reference).
 
 Writes benchmarks/results/ope_accuracy.json and ope_accuracy_days.png.
 """
@@ -139,30 +142,83 @@ def ope_accuracy(bundle, synthetic, args):
                for name, c in (("ranker top item", candidates),
                                ("oracle top item", policies.OracleScorer(args.candidates)(
                                    world, state, requests)[0]))}
+  slates = slate_accuracy(world, scorer, logging,
+                          {k: v for k, v in targets.items() if k.startswith("far")}, args)
   return {"users": args.users, "log_repeats": args.log_repeats, "decisions": len(logged),
+          "slates": slates,
           "logging_policy": logging.name, "logging_click_rate": logging_value,
           "truth_repeats": args.truth_repeats, "targets": result, "mean_abs_error": mae,
           "truth_in_95_interval": covered, "bars": bars, "scoring_seconds": score_seconds,
           "mean_affinity_of_first_item": reference}
 
 
+def slate_accuracy(world, scorer, logging, targets, args):
+  """Cascade IPS (jaxrec/eval/slate_ope.py) of the deterministic targets' top-3 lists from a
+  Plackett-Luce log of 3-item slates: the logger records each slot's probability given the items
+  above it, whose running product is the prefix propensity cascade IPS weighs by. In this world a
+  slot's click depends only on the items above it and its own (position, genre fatigue from
+  earlier clicks in the slate), which is the cascade assumption."""
+  from jaxrec.eval import slate_ope
+  k = 3
+  state = world.reset()
+  requests = world.requests(state)
+  rng = np.random.default_rng([args.seed, 5])
+  slates, conditional, reward = [], [], []
+  for _ in range(args.log_repeats):
+    s, p = logging.slates(world, state, requests, k, rng)
+    slates.append(s), conditional.append(p)
+    reward.append(world.respond(state, requests, s, rng).click.astype(np.float64))
+  log = slate_ope.SlateLog(
+      context=np.tile(requests.users, args.log_repeats), slate=np.concatenate(slates),
+      reward=np.concatenate(reward),
+      prefix_propensity=slate_ope.prefix_from_conditional(np.concatenate(conditional)))
+  rows, result = [], {}
+  for name, target in targets.items():
+    lists, _ = target.slates(world, state, requests, k, rng)
+    estimate = slate_ope.cascade_ips(log, slate_ope.prefix_match(
+        log, np.tile(lists, (args.log_repeats, 1))), n_boot=args.bootstrap, seed=args.seed)
+    truth = [world.respond(state, requests, lists, rng).click.sum(1).mean()
+             for _ in range(args.truth_repeats)]
+    truth, se = float(np.mean(truth)), float(np.std(truth, ddof=1) / np.sqrt(len(truth)))
+    covers = estimate.ci_low <= truth <= estimate.ci_high
+    result[name] = {"true_value": truth, "true_value_se": se, "cascade_ips": {
+        "value": estimate.value, "ci_low": estimate.ci_low, "ci_high": estimate.ci_high,
+        "abs_error": abs(estimate.value - truth), "covers_truth": covers,
+        **estimate.diagnostics}}
+    rows.append([name, f"{truth:.4f}±{se:.4f}", f"{estimate.value:.4f}",
+                 f"[{estimate.ci_low:.3f}, {estimate.ci_high:.3f}]", "yes" if covers else "NO",
+                 f"{estimate.diagnostics['effective_sample_size']:.0f}"])
+  print(f"\nSlates of {k}: value = clicks in the top {k}; {len(log)} logged slates, "
+        f"{logging.name} (Plackett-Luce)")
+  print_table(["target top-3 list", "true (±se)", "cascade IPS", "95% CI", "covers", "ESS"], rows)
+  return {"k": k, "slates": len(log), "targets": result}
+
+
 def reranking_days(bundle, synthetic, args):
+  """The serving pipeline with and without MMR; and, as a reference for what the world rewards
+  when relevance is right, the same two re-rankings of the world's own affinity (an oracle
+  scorer: not a policy anyone could deploy)."""
   world = World(synthetic, users=args.sim_users, seed=args.seed)
   runs, rows = {}, []
-  for lam in (1.0, 0.7):
-    policy = simulation.make_policy(bundle, world, mmr_lambda=lam)
-    started = time.perf_counter()
-    reports, _ = simulation.run(world, policy, args.days, k=10, seed=args.seed)
-    seconds = time.perf_counter() - started
-    name = "pure relevance" if lam == 1.0 else f"MMR lambda={lam:g}"
-    runs[name] = {"mmr_lambda": lam, "days": reports, "seconds": seconds}
-    first, last = reports[0], reports[-1]
-    rows.append([name, f"{first['clicks_per_active']:.3f}", f"{first['watch_per_active']:.3f}",
-                 f"{first['satisfaction']:.3f}", f"{last['retention']:.3f}",
-                 f"{last['clicks_per_active']:.3f}", f"{last['satisfaction']:.3f}",
-                 f"{seconds:.0f}"])
-  print(f"\nRe-ranking over {args.days} simulated days: {args.sim_users} users, k = 10, the "
-        "serving pipeline (two-tower retrieval of 200, DLRM, re-ranking)")
+  for scorer_name in ("serving", "oracle"):
+    for lam in (1.0, 0.7):
+      if scorer_name == "serving":
+        policy = simulation.make_policy(bundle, world, mmr_lambda=lam)
+      else:
+        policy = policies.GreedyPolicy(policies.OracleScorer(200), lam)
+      started = time.perf_counter()
+      reports, _ = simulation.run(world, policy, args.days, k=10, seed=args.seed)
+      seconds = time.perf_counter() - started
+      name = f"{scorer_name}: " + ("pure relevance" if lam == 1.0 else f"MMR lambda={lam:g}")
+      runs[name] = {"policy": policy.name, "mmr_lambda": lam, "days": reports,
+                    "seconds": seconds}
+      first, last = reports[0], reports[-1]
+      rows.append([name, f"{first['clicks_per_active']:.3f}", f"{first['watch_per_active']:.3f}",
+                   f"{first['satisfaction']:.3f}", f"{last['retention']:.3f}",
+                   f"{last['clicks_per_active']:.3f}", f"{last['satisfaction']:.3f}",
+                   f"{seconds:.0f}"])
+  print(f"\nRe-ranking over {args.days} simulated days: {args.sim_users} users, k = 10; serving = "
+        "two-tower retrieval of 200, DLRM, re-ranking; oracle = the world's affinity (reference)")
   print_table(["policy", "day-1 clicks/user", "day-1 watch/user", "day-1 satisfaction",
                f"day-{args.days} retention", f"day-{args.days} clicks/active",
                f"day-{args.days} satisfaction", "seconds"], rows)
@@ -180,7 +236,7 @@ def main() -> None:
   parser.add_argument("--log-repeats", type=int, default=5)
   parser.add_argument("--truth-repeats", type=int, default=100)
   parser.add_argument("--bootstrap", type=int, default=1000)
-  parser.add_argument("--sim-users", type=int, default=1000)
+  parser.add_argument("--sim-users", type=int, default=4000)
   parser.add_argument("--days", type=int, default=30)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--skip-days", action="store_true", help="only the OPE table")

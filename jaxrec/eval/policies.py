@@ -35,7 +35,7 @@ from jaxrec.rerank.mmr import mmr
 BATCH = 32  # the serving pipeline's largest compiled batch
 
 
-def _check_temperature(temperature):
+def check_temperature(temperature):
   if not (isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature > 0):
     raise UserError(f"temperature must be a positive number, got {temperature!r}; smaller is "
                     "closer to greedy.")
@@ -51,7 +51,7 @@ def softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
 
 class SoftmaxPolicy:
   def __init__(self, scorer, temperature: float):
-    _check_temperature(temperature)
+    check_temperature(temperature)
     self.scorer, self.temperature = scorer, float(temperature)
     self.name = f"softmax(T={temperature:g}) over {scorer.name}"
 

@@ -214,6 +214,7 @@ def make_policy(bundle_path: str, world: World, *, mmr_lambda: float = 0.7,
   from jaxrec.rerank.pipeline import RerankConfig
   from serving.recommender import ServingConfig
   if temperature is not None:
+    policies.check_temperature(temperature)  # before the models load
     return policies.SoftmaxPolicy(policies.ServingScorer(bundle_path, world, candidates, retrieved),
                                   temperature)
   if not (isinstance(retrieved, (int, np.integer)) and retrieved >= 1):
