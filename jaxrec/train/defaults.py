@@ -209,6 +209,31 @@ def tpu_ranking_config(users: int, items: int, events: int, mesh: tuple[int, int
   return config
 
 
+def long_history_data(config: ml_collections.ConfigDict,
+                      num_users: int = 1000) -> ml_collections.ConfigDict:
+  """`config` on the synthetic-long dataset (users with >= 2,000 tokens and drifting interests),
+  trained with logQ-corrected sampled softmax over its 14,400 items."""
+  config.data.dataset = "synthetic-long"
+  config.data.dir = f"data/synthetic-long-{num_users}"
+  config.data.synthetic = ml_collections.ConfigDict({"num_users": num_users, "seed": 0})
+  config.loss.name = "sampled_softmax"
+  config.loss.num_negatives = 256
+  config.eval.batch_size = 128
+  return config
+
+
+def long_context_foundation_config(max_len: int) -> ml_collections.ConfigDict:
+  """The foundation model over `max_len` tokens of long histories: a 512-token sliding window
+  plus 4 summary tokens, in chunks of 128 queries, so memory grows linearly with max_len."""
+  config = long_history_data(foundation_config())
+  config.model.max_len = max_len
+  config.model.window = 512
+  config.model.num_global = 4
+  config.model.chunk = 128
+  config.train.batch_size = max(1, 16_384 // max_len)  # the same tokens per step at any length
+  return config
+
+
 def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks a run to seconds, for tests and laptops."""
   if "max_len" in c.model:

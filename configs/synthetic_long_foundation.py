@@ -1,0 +1,19 @@
+"""The foundation model over 2,048 tokens of synthetic long histories (>= 2,000 per user).
+
+  jaxrec train --config configs/synthetic_long_foundation.py --workdir workdirs/long-foundation
+  python benchmarks/foundation_long_context.py    # against SASRec over the last 200 tokens
+
+512-token sliding-window attention plus 4 summary tokens, computed in chunks: memory grows
+linearly with the context (see benchmarks/foundation_long_context.py).
+"""
+
+from jaxrec.train.defaults import long_context_foundation_config, variant
+
+
+def get_config(arg=None):
+  config = long_context_foundation_config(max_len=2048)
+  config.train.num_steps = 400
+  config.train.eval_every = 100
+  config.train.log_every = 20
+  config.train.patience = 0
+  return variant(config, arg)
