@@ -20,7 +20,7 @@ WORLD = ["data.dataset=synthetic", "data.split=temporal", "data.synthetic.num_us
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("simulate")
-  data = [*WORLD, f"data.dir={tmp / 'data'}"]
+  data = [*WORLD, f"data.dir={tmp / 'data'}", "train.eval_every=6"]  # one evaluation
   for name, config in (("two_tower", "synthetic_two_tower.py:smoke"),
                        ("dlrm", "synthetic_dlrm.py:smoke")):
     train(apply_overrides(load_config(f"configs/{config}"), data), str(tmp / name))

@@ -119,6 +119,15 @@ class _Bundle:
     self.rank_of_vocab = np.full(len(vocab), -1)
     self.rank_of_vocab[self.vocab_of_rank] = np.arange(len(world.item_ids))
 
+  def recommend(self, requests: list) -> list[dict]:
+    """The pipeline's answers, BATCH requests at a time; a short last batch is padded with
+    copies of its first request so that every call has one shape and compiles once."""
+    out = []
+    for lo in range(0, len(requests), BATCH):
+      chunk = requests[lo:lo + BATCH]
+      out += self.recommender.recommend(chunk + [chunk[0]] * (BATCH - len(chunk)))[:len(chunk)]
+    return out
+
   def requests(self, world, state, requests: Requests, k: int = 1):
     from serving.recommender import Request
     histories = world.simulated_histories(state, requests.users)
@@ -165,16 +174,15 @@ class ServingScorer:
     u = len(requests.users)
     items, scores = np.zeros((u, c), np.int64), np.zeros((u, c))
     heads = np.zeros((u, c, len(self.heads)))
-    reqs = self.bundle.requests(world, state, requests, c)
-    for lo in range(0, u, BATCH):
-      for row, response in enumerate(rec.recommend(reqs[lo:lo + BATCH]), lo):
-        shown = response["items"]
-        if len(shown) < c:
-          raise UserError(f"the serving pipeline ranked only {len(shown)} items; ask for fewer "
-                          f"candidates than {c}.")
-        items[row] = self.bundle.rank_of_vocab[rec.item_ids([x["item_id"] for x in shown])]
-        scores[row] = [x["score"] for x in shown]
-        heads[row] = [[x["heads"][h] for h in self.heads] for x in shown]
+    for row, response in enumerate(self.bundle.recommend(
+        self.bundle.requests(world, state, requests, c))):
+      shown = response["items"]
+      if len(shown) < c:
+        raise UserError(f"the serving pipeline ranked only {len(shown)} items; ask for fewer "
+                        f"candidates than {c}.")
+      items[row] = self.bundle.rank_of_vocab[rec.item_ids([x["item_id"] for x in shown])]
+      scores[row] = [x["score"] for x in shown]
+      heads[row] = [[x["heads"][h] for h in self.heads] for x in shown]
     return items, scores, heads
 
 
@@ -210,15 +218,14 @@ class ServingPolicy:
       raise UserError(f"k={k} is more than the serving config's max_k={rec.config.max_k}.")
     items = np.zeros((len(requests.users), k), np.int64)
     propensity = np.ones((len(requests.users), k))
-    reqs = self.bundle.requests(world, state, requests, k)
-    for lo in range(0, len(reqs), BATCH):
-      for row, response in enumerate(rec.recommend(reqs[lo:lo + BATCH]), lo):
-        shown = response["items"]
-        if len(shown) < k:
-          raise UserError(f"the serving pipeline returned {len(shown)} items for k={k}; raise "
-                          "ServingConfig.candidates.")
-        items[row] = self.bundle.rank_of_vocab[rec.item_ids([x["item_id"] for x in shown])]
-        propensity[row] = [x["propensity"] for x in shown]
+    for row, response in enumerate(self.bundle.recommend(
+        self.bundle.requests(world, state, requests, k))):
+      shown = response["items"]
+      if len(shown) < k:
+        raise UserError(f"the serving pipeline returned {len(shown)} items for k={k}; raise "
+                        "ServingConfig.candidates.")
+      items[row] = self.bundle.rank_of_vocab[rec.item_ids([x["item_id"] for x in shown])]
+      propensity[row] = [x["propensity"] for x in shown]
     return items, propensity
 
 
