@@ -3,9 +3,9 @@
     python benchmarks/foundation_long_context.py [--steps 150] [--users 1000]
 
 Data: the synthetic-long dataset (jaxrec/data/synthetic_sessions.py): every user has >= 2,000
-tokens, ~40 slowly drifting interests with a favourite style each, and short sessions, so the last
-200 tokens show about half of a user's interests. Leave-one-out by time; test metrics rank all
-14,400 items with each user's earlier items excluded (the same protocol for every row).
+tokens, ~24 slowly drifting interests with a favourite style each, and short sessions, so the last
+200 tokens miss part of a user's interests. Leave-one-out by time; test metrics rank all 7,200
+items with each user's earlier items excluded (the same protocol for every row).
 
 Rows: SASRec (configs/synthetic_long_sasrec.py, the last 200 tokens), the foundation model over
 the last 200 tokens (full attention: the same model without the long context) and over 2,048

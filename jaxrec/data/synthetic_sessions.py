@@ -13,11 +13,12 @@ user's viewing, to test models that read thousands of tokens:
   favourite style (Plackett-Luce via Gumbel keys), so what a user watches next in a topic depends
   on everything they watched in it before.
 
-With ~40 interests and sessions of ~6 tokens, the last 200 tokens show only about half of a
-user's interests, and the favourite style of a topic the user comes back to is often visible only
-further back; a model that reads 2,000 tokens sees all of them. Each token is a play (its value the
-watch fraction, higher in the favourite style), sometimes followed by a like of the same item
-(which the tokenizer merges into it).
+With ~24 interests and sessions of ~6 tokens, the last 200 tokens miss some of a user's
+interests, and the favourite style of a topic the user comes back to is often visible only further
+back; a model that reads 2,000 tokens sees them. An interest that has used up its topic moves on
+to a topic the user has not watched (interests drift in content too). Each token is a play (its
+value the watch fraction, higher in the favourite style), sometimes followed by a like of the
+same item (which the tokenizer merges into it).
 
 Users are generated in chunks with every step vectorised; randomness comes from
 `np.random.default_rng([seed, stream, chunk])`, so a config always gives the same log.
@@ -41,9 +42,9 @@ _ITEMS, _USERS, _CHUNK = range(3)  # independent seed streams
 class LongHistoryConfig:
   num_users: int = 1000
   num_topics: int = 60
-  styles_per_topic: int = 6
-  items_per_style: int = 40
-  interests_per_user: int = 40
+  styles_per_topic: int = 4
+  items_per_style: int = 30
+  interests_per_user: int = 24
   min_events: int = 2000           # tokens per user: min_events + exponential(mean_extra_events)
   mean_extra_events: int = 600
   max_events: int = 5000
@@ -164,8 +165,11 @@ def _chunk_log(config: LongHistoryConfig, counts: np.ndarray, first_user: int,
 
   # Interests: k distinct topics per user, popular topics more often (Gumbel top-k).
   topic_logp = np.log(_zipf_weights(t, config.zipf_exponent))
-  interest_topic = np.argsort(-(topic_logp + rng.gumbel(size=(n, t))), axis=1)[:, :k]
-  favourite = rng.integers(0, s, (n, k))
+  # An interest that has used up its topic moves on to a topic the user has not watched yet:
+  # interest i's e-th topic is the (i + k·e)-th of the user's own order of all topics.
+  topic_order = np.argsort(-(topic_logp + rng.gumbel(size=(n, t))), axis=1)
+  eras = -(-t // k) + 1
+  favourite = rng.integers(0, s, (n, k, eras))
 
   # Sessions: a new one starts with probability 1/mean_session_length at each token.
   starts = (position == 0) | (rng.random(total) < 1.0 / config.mean_session_length)
@@ -184,28 +188,31 @@ def _chunk_log(config: LongHistoryConfig, counts: np.ndarray, first_user: int,
   interest = session_interest[session]
 
   # Within a topic, the user's personal order: Gumbel keys over the topic's s*m items, with the
-  # favourite style boosted; the j-th visit of a topic takes the j-th item of that order (wrapping
-  # round, a re-watch, when a heavy interest has used up the topic).
-  item_logp = np.log(_zipf_weights(m, config.zipf_exponent))
+  # favourite style boosted; the j-th visit of an interest takes the j-th item of that order, and
+  # after s*m visits the interest's next topic (wrapping round, re-watches, only once a heavy
+  # user has seen every topic).
+  pool = s * m
   visit = _rank_within_groups(user * k + interest)
-  needed = np.zeros((n, k), np.int64)
-  np.maximum.at(needed, (user, interest), visit + 1)
+  era = np.minimum(visit // pool, eras - 1)
+  topic = topic_order[user, (interest + k * era) % t]
+  fav = favourite[user, interest, era]
+  item_logp = np.log(_zipf_weights(m, config.zipf_exponent))
+  pair = (user * k + interest) * eras + era            # one personal order per (user, interest, era)
+  pairs, pair_index = np.unique(pair, return_inverse=True)
   item = np.empty(total, np.int64)
-  pair_user, pair_interest = np.nonzero(needed)
-  for lo in range(0, len(pair_user), 2048):  # bounds the (pairs, s*m) key matrix
-    pu, pi = pair_user[lo:lo + 2048], pair_interest[lo:lo + 2048]
-    keys = (np.tile(item_logp, s)[None, :] + rng.gumbel(size=(len(pu), s * m))
-            + np.log(config.style_bonus) * (np.arange(s * m)[None, :] // m
-                                             == favourite[pu, pi][:, None]))
-    order = np.argsort(-keys, axis=1)                      # the user's order within the topic
-    pair_of = np.full((n, k), -1, np.int64)
-    pair_of[pu, pi] = np.arange(len(pu))
-    rows = np.flatnonzero(pair_of[user, interest] >= 0)
-    local = order[pair_of[user[rows], interest[rows]], visit[rows] % (s * m)]
-    item[rows] = interest_topic[user[rows], interest[rows]] * s * m + local
+  first_row = np.zeros(len(pairs), np.int64)
+  first_row[pair_index[::-1]] = np.arange(total)[::-1]  # any row of each pair, for its favourite
+  for lo in range(0, len(pairs), 2048):  # bounds the (pairs, s*m) key matrix
+    hi = min(lo + 2048, len(pairs))
+    keys = (np.tile(item_logp, s)[None, :] + rng.gumbel(size=(hi - lo, pool))
+            + np.log(config.style_bonus) * (np.arange(pool)[None, :] // m
+                                             == fav[first_row[lo:hi]][:, None]))
+    order = np.argsort(-keys, axis=1)
+    rows = np.flatnonzero((pair_index >= lo) & (pair_index < hi))
+    item[rows] = topic[rows] * pool + order[pair_index[rows] - lo, visit[rows] % pool]
 
   style = (item // m) % s
-  in_favourite = style == favourite[user, interest]
+  in_favourite = style == fav
   watch = np.clip(np.where(in_favourite, 0.75, 0.45) + rng.normal(0, 0.15, total), 0.02, 1.0)
   like = rng.random(total) < config.like_probability * np.where(in_favourite, 1.0, 1 / 3)
 

@@ -212,7 +212,7 @@ def tpu_ranking_config(users: int, items: int, events: int, mesh: tuple[int, int
 def long_history_data(config: ml_collections.ConfigDict,
                       num_users: int = 1000) -> ml_collections.ConfigDict:
   """`config` on the synthetic-long dataset (users with >= 2,000 tokens and drifting interests),
-  trained with logQ-corrected sampled softmax over its 14,400 items."""
+  trained with logQ-corrected sampled softmax over its 7,200 items."""
   config.data.dataset = "synthetic-long"
   config.data.dir = f"data/synthetic-long-{num_users}"
   config.data.synthetic = ml_collections.ConfigDict({"num_users": num_users, "seed": 0})
