@@ -84,8 +84,13 @@ def test_deterministic_simulation(bundle, tmp_path, capsys):
 
 def test_bad_arguments(bundle, tmp_path, capsys):
   export = str(bundle / "export")
+  (tmp_path / "f.txt").write_text("not a directory")
   cases = [
       (["simulate", "--policy", export, "--days", "0", "--out", str(tmp_path)], "--days"),
+      (["simulate", "--policy", export, "--days", "1", "--k", "0", "--out", str(tmp_path)],
+       "--k (the slate size)"),
+      (["simulate", "--policy", export, "--days", "1", "--out", str(tmp_path / "f.txt")],
+       "not a directory"),
       (["simulate", "--policy", str(tmp_path / "nope"), "--days", "1", "--out", str(tmp_path)],
        "does not exist"),
       (["simulate", "--policy", str(bundle / "two_tower"), "--days", "1", "--out",

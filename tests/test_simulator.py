@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -158,3 +160,24 @@ def test_bad_inputs(world):
     world.respond(state, world.requests(state), np.zeros((2, 3), int), np.random.default_rng())
   with pytest.raises(UserError, match="WorldConfig.base_return"):
     World(CONFIG, WorldConfig(base_return=1.0))
+
+
+def test_synthetic_config_of_a_prepared_dataset(tmp_path):
+  from jaxrec.data.storage import FORMAT_VERSION
+  def dataset(name, **extra):
+    path = tmp_path / name
+    path.mkdir()
+    (path / "manifest.json").write_text(json.dumps(
+        {"format_version": FORMAT_VERSION, "dataset": name, **extra}))
+    return str(path)
+  recorded = dataset("synthetic", source_config={"num_users": 7, "seed": 2})
+  assert simulation.synthetic_config_of(recorded) == SyntheticConfig(num_users=7, seed=2)
+  old = dataset("old", dataset="synthetic")  # prepared before the config was recorded
+  model = {"data": {"dataset": "synthetic", "synthetic": {"num_items": 9}}}
+  assert simulation.synthetic_config_of(old, model) == SyntheticConfig(num_items=9)
+  with pytest.raises(UserError, match="does not record the synthetic config"):
+    simulation.synthetic_config_of(old, {"data": {"dataset": "movielens-100k"}})
+  with pytest.raises(UserError, match="prepared with `--dataset synthetic`"):
+    simulation.synthetic_config_of(dataset("movielens-100k"))
+  with pytest.raises(UserError, match="different synthetic world"):
+    simulation.check_same_world(SyntheticConfig(seed=1), SyntheticConfig(seed=2), "--policy X")

@@ -5,7 +5,9 @@ The decision is a slate's first slot (the log's `slot == 0` rows): its propensit
 policy's marginal probability of that item there, so per-decision IPS is exact. Per logged day,
 the target sees what a live policy would: each user's dataset history plus their clicks on the
 earlier logged days (simulation.replay_state); its first-slot distribution over its candidates
-gives `target_probs` of the logged items.
+gives `target_probs` of the logged items. The estimate is the target's value on the logged
+contexts (the users who came back under the logging policy, with the histories it gave them),
+not the long-run value of running the target for days: that only a simulation of it measures.
 
 The direct method's reward model is fit on the logged rows only, never on the world: a
 logistic regression of the reward (click, or a fraction such as watch) on the target scorer's

@@ -230,6 +230,8 @@ def simulate(policy_path: str, days: int, out: str, *, users: int | None = None,
   OUT/simulation.json, OUT/days.png and, with `log`, the decision log in OUT."""
   if not (isinstance(days, (int, np.integer)) and days >= 1):
     raise UserError(f"--days must be at least 1, got {days!r}")
+  if not (isinstance(k, (int, np.integer)) and k >= 1):
+    raise UserError(f"--k (the slate size) must be at least 1, got {k!r}")
   if os.path.exists(out) and not os.path.isdir(out):
     raise UserError(f"--out {out} exists and is not a directory.")
   bundle, synthetic = bundle_world_config(policy_path)
