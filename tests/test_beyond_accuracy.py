@@ -68,6 +68,9 @@ def test_serendipity_masks_and_sets_agree():
     rel_mask[u, list(relevant[u])] = True
     exp_mask[u, list(expected[u])] = True
   assert ba.serendipity(lists, rel_mask, exp_mask) == pytest.approx(0.25)
+  # Padded id arrays (0 and -1 are padding), for catalogues too large for masks.
+  assert ba.serendipity(lists, np.array([[2, 3, 4], [3, 0, -1]]),
+                        np.array([[2, 0], [3, 0]])) == pytest.approx(0.25)
 
 
 def test_calibration_kl():

@@ -9,7 +9,8 @@ import pytest
 from jaxrec import cli
 from jaxrec.config import apply_overrides, load_config
 from jaxrec.eval import metrics
-from jaxrec.eval.list_metrics import ListCollector, format_report, list_report, popularity_lists
+from jaxrec.eval.list_metrics import (ListCollector, format_report, list_report,
+                                      popularity_lists, popularity_order)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ("coverage", "exposure_gini", "intra_list_diversity", "genre_entropy", "calibration_kl",
@@ -28,43 +29,58 @@ def test_top_items_come_from_the_masked_ranking():
   assert metrics.TOP_ITEMS not in metrics.topk_metrics(masked, jnp.array([[6], [5]]), ks=(2,))
 
 
-def test_collector_keeps_weighted_rows_and_pads_histories():
-  lists = ListCollector()
-  lists.add(np.array([[5, 6], [7, 8]]), {"seen": np.array([[2, 3], [4, 0]]),
-                                         "targets": np.array([[5], [9]])}, np.array([1., 0.]))
-  lists.add(np.array([[9, 2]]), {"seen": np.array([[3, 4, 5, 6]]), "targets": np.array([[2]])},
+def _tiny_dataset():
+  # 6 ids (4 catalogue items 2..5); popularity order 3, 5, 2, 4; genres 2, 3 -> 1 and 4, 5 -> 2.
+  return types.SimpleNamespace(item_counts=np.array([0, 0, 5, 9, 1, 7]),
+                               item_features={"genres": np.array([[0], [0], [1], [1], [2], [2]])})
+
+
+def test_collector_keeps_weighted_rows_and_reduces_histories():
+  lists = ListCollector(_tiny_dataset())
+  lists.add(np.array([[5, 2], [4, 3]]), {"seen": np.array([[3, 4], [4, 0]]),
+                                         "targets": np.array([[5], [2]])}, np.array([1., 0.]))
+  lists.add(np.array([[2, 4]]), {"seen": np.array([[3, 5, 2, 0]]), "targets": np.array([[4]])},
             np.array([1.]))
   a = lists.arrays()
-  assert len(lists) == 2
-  np.testing.assert_array_equal(a["lists"], [[5, 6], [9, 2]])
-  np.testing.assert_array_equal(a["seen"], [[2, 3, 0, 0], [3, 4, 5, 6]])
-  np.testing.assert_array_equal(a["targets"], [[5], [2]])
+  assert len(lists) == 2                                  # the zero-weight row is dropped
+  np.testing.assert_array_equal(a["lists"], [[5, 2], [2, 4]])
+  np.testing.assert_array_equal(a["targets"], [[5], [4]])
+  # Popularity lists without the seen items: [5, 2] (3 seen), then [4, 0] (only 4 is left).
+  np.testing.assert_array_equal(a["expected"], [[5, 2], [4, 0]])
+  # History genres: [3, 4] is half genre 1, half genre 2; [3, 5, 2] is 2/3 genre 1.
+  np.testing.assert_allclose(a["history_genres"][:, 1:], [[0.5, 0.5], [2 / 3, 1 / 3]])
 
 
 def test_popularity_lists_skip_seen_items():
-  counts = np.array([0, 0, 5, 9, 1, 7, 3])          # popularity order 3, 5, 2, 6, 4
+  order = popularity_order(np.array([0, 0, 5, 9, 1, 7, 3]))     # 3, 5, 2, 6, 4
+  np.testing.assert_array_equal(order, [3, 5, 2, 6, 4])
   seen = np.array([[3, 0], [5, 2], [0, 0]])
-  np.testing.assert_array_equal(popularity_lists(counts, seen, 2), [[5, 2], [3, 6], [3, 5]])
+  np.testing.assert_array_equal(popularity_lists(order, seen, 2), [[5, 2], [3, 6], [3, 5]])
 
 
-def test_report_by_hand():
-  # 6 ids (4 catalogue items), two users. Popularity lists (k=2): user 0 saw 3 -> [5, 2]; user 1
-  # saw nothing -> [3, 5].
-  ds = types.SimpleNamespace(num_items=6, item_counts=np.array([0, 0, 5, 9, 1, 7]),
-                             item_features={"genres": np.array([[0], [0], [1], [1], [2], [2]])})
-  lists = ListCollector()
+def test_report_by_hand(monkeypatch):
+  # Two users. Popularity lists (k=2): user 0 saw 3 -> [5, 2]; user 1 saw nothing -> [3, 5].
+  lists = ListCollector(_tiny_dataset())
   lists.add(np.array([[2, 4], [4, 5]]), {"seen": np.array([[3], [0]]),
                                          "targets": np.array([[4], [4]])}, np.ones(2))
-  report = list_report(lists, ds)
+  report = list_report(lists)
   assert report["users"] == 2 and report["list_length"] == 2
   assert report["coverage"] == pytest.approx(3 / 4)       # 2, 4, 5 shown; 3 never
-  # Both lists hold one genre-1 and one genre-2 item except list 1 ([4, 5]: both genre 2).
+  # List 0 has one genre-1 and one genre-2 item, list 1 ([4, 5]) only genre 2.
   assert report["genre_entropy"] == pytest.approx(np.log(2) / 2)
+  # User 0's history is all genre 1, the list half: KL = log(1 / (0.99 * 0.5 + 0.01)); user 1
+  # has no history and is left out.
+  assert report["calibration_kl"] == pytest.approx(np.log(1 / 0.505))
   # Held-out 4 is in both lists and in neither popularity list: 1 of 2 items each.
   assert report["serendipity"] == pytest.approx(0.5)
   assert "intra_list_diversity" not in report
   assert any("item vectors" in note for note in report["notes"])
-  assert "no catalogue lists" in list_report(ListCollector(), ds)["notes"][0]
+  # Computed slice by slice, the metrics are the same.
+  monkeypatch.setattr("jaxrec.eval.list_metrics.CHUNK", 1)
+  sliced = list_report(lists)
+  for key in ("genre_entropy", "calibration_kl", "serendipity", "novelty"):
+    assert sliced[key] == pytest.approx(report[key])
+  assert "no catalogue lists" in list_report(ListCollector(_tiny_dataset()))["notes"][0]
   assert "coverage" in format_report(report) and "not reported" in format_report(report)
 
 
@@ -83,8 +99,8 @@ def test_eval_reports_beyond_accuracy_of_the_ranked_lists(sasrec_workdir, capsys
   collectors = []
 
   class Recording(ListCollector):  # keeps the lists the one evaluation below gathers
-    def __init__(self):
-      super().__init__()
+    def __init__(self, ds):
+      super().__init__(ds)
       collectors.append(self)
 
   monkeypatch.setattr(evaluate, "ListCollector", Recording)
@@ -109,8 +125,7 @@ def test_eval_reports_beyond_accuracy_of_the_ranked_lists(sasrec_workdir, capsys
   a = collectors[0].arrays()
   hits = (a["lists"] == a["targets"][:, :1]).any(axis=1)
   assert hits.mean() == pytest.approx(result["recall@10"], abs=1e-6)
-  assert not (a["lists"][:, :, None] == np.where(a["seen"] > 0, a["seen"], -1)[:, None]).any()
-  assert (a["lists"] >= 2).all()
+  assert (a["lists"] >= 2).all() and (a["expected"] >= 2).all()
 
   # The text report prints them under the accuracy table (same result, not evaluated again).
   monkeypatch.setattr(evaluate, "evaluate_workdir", lambda workdir, split: result)

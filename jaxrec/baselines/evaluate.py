@@ -113,9 +113,9 @@ def evaluate_baseline(config, split: str, model=None, ds=None, lists=None) -> di
                          config.eval.max_targets, lists)
 
 
-def baseline_list_report(lists: ListCollector, model, ds) -> dict:
+def baseline_list_report(lists: ListCollector, model) -> dict:
   """list_report of a baseline's lists; ALS's item factors are its item vectors."""
-  return list_report(lists, ds, getattr(model, "item_factors", None))
+  return list_report(lists, getattr(model, "item_factors", None))
 
 
 def fit_baseline(config, workdir: str) -> dict:
@@ -124,12 +124,12 @@ def fit_baseline(config, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   save_config(config, os.path.join(workdir, "config.json"))
   model, ds, fit_seconds = fitted_baseline(config)
-  lists = ListCollector()
+  lists = ListCollector(ds)
   results = {"best_step": 0, "last_step": 0, "skipped_steps": 0, "model": config.model.name,
              "fit_seconds": round(fit_seconds, 3),
              "valid": evaluate_baseline(config, "valid", model, ds),
              "test": evaluate_baseline(config, "test", model, ds, lists), **protocol(ds, "test"),
-             "beyond_accuracy": baseline_list_report(lists, model, ds)}
+             "beyond_accuracy": baseline_list_report(lists, model)}
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=2)
   return results

@@ -14,6 +14,9 @@ Conventions:
     genres splits its unit weight equally among them (a genre listed twice counts once), so a
     list's genre distribution is the normalised sum of its items' weights (Steck 2018).
   * Entropy and KL are in nats; novelty is in bits (self-information, -log2).
+  * Each per-list metric X has `X_per_list(...) -> (values [U], defined [U])`, so a caller that
+    sees its lists in batches (list_metrics.py) can average them exactly without holding every
+    list's intermediate arrays at once.
 """
 
 from __future__ import annotations
@@ -67,6 +70,10 @@ def intra_list_diversity(lists, item_vectors, pad: int = 0) -> float:
   """Mean over lists of the mean pairwise cosine distance (1 - cos) of the list's items.
 
   A zero vector has cosine 0 with everything (distance 1) rather than NaN."""
+  return _mean(*intra_list_diversity_per_list(lists, item_vectors, pad))
+
+
+def intra_list_diversity_per_list(lists, item_vectors, pad: int = 0):
   lists = np.asarray(lists)
   valid = _valid(lists, pad)
   vectors = np.asarray(item_vectors, np.float64)
@@ -80,7 +87,7 @@ def intra_list_diversity(lists, item_vectors, pad: int = 0) -> float:
   pairs = m * (m - 1) / 2
   defined = m >= 2
   mean_sim = np.where(defined, (total - self_sim) / 2 / np.maximum(pairs, 1), 0.0)
-  return _mean(1.0 - mean_sim, defined)
+  return 1.0 - mean_sim, defined
 
 
 def genre_weights(item_genres) -> np.ndarray:
@@ -97,8 +104,9 @@ def genre_weights(item_genres) -> np.ndarray:
   return onehot / np.maximum(per_item, 1.0)
 
 
-def _genre_distribution(lists, weights: np.ndarray, pad: int):
-  """([U, G] normalised genre distribution of each list, [U] bool whether it has any genre)."""
+def genre_distribution(lists, weights: np.ndarray, pad: int = 0):
+  """([U, G] normalised genre distribution of each list, [U] bool whether it has any genre);
+  `weights` from genre_weights."""
   lists = np.asarray(lists)
   valid = _valid(lists, pad)
   mass = (weights[_safe(lists, valid)] * valid[..., None]).sum(1)
@@ -113,8 +121,12 @@ def _entropy(p: np.ndarray) -> np.ndarray:
 def genre_entropy(lists, item_genres, pad: int = 0) -> float:
   """Mean over lists of the Shannon entropy (nats) of the list's genre distribution: 0 for a
   single genre, log 2 for two equally weighted genres."""
-  dist, defined = _genre_distribution(lists, genre_weights(item_genres), pad)
-  return _mean(_entropy(dist), defined)
+  return _mean(*genre_entropy_per_list(lists, item_genres, pad))
+
+
+def genre_entropy_per_list(lists, item_genres, pad: int = 0):
+  dist, defined = genre_distribution(lists, genre_weights(item_genres), pad)
+  return _entropy(dist), defined
 
 
 def novelty(lists, item_popularity, pad: int = 0) -> float:
@@ -122,13 +134,21 @@ def novelty(lists, item_popularity, pad: int = 0) -> float:
 
   p(i) = (count_i + 1) / (total + V): add-one smoothing over the `[V]` counts array, so an item
   never seen in training is the most novel but finite."""
+  return _mean(*novelty_per_list(lists, item_popularity, pad))
+
+
+def novelty_per_list(lists, item_popularity, pad: int = 0):
   lists = np.asarray(lists)
   valid = _valid(lists, pad)
   counts = np.asarray(item_popularity, np.float64)
   bits = -np.log2((counts + 1.0) / (counts.sum() + counts.size))
   m = valid.sum(1)
   per_list = (bits[_safe(lists, valid)] * valid).sum(1) / np.maximum(m, 1)
-  return _mean(per_list, m > 0)
+  return per_list, m > 0
+
+
+def _is_id_array(sets) -> bool:
+  return isinstance(sets, np.ndarray) and sets.ndim == 2 and np.issubdtype(sets.dtype, np.integer)
 
 
 def _as_mask(sets, num_users: int, num_ids: int) -> np.ndarray:
@@ -146,7 +166,13 @@ def serendipity(lists, relevant, expected, pad: int = 0) -> float:
   """Mean over lists of the fraction of the list's items that are relevant (e.g. held-out
   positives) and not expected (e.g. the popularity top-k, or items like the history).
 
-  `relevant` and `expected` are bool [U, V] masks or per-user sequences of item-id sets."""
+  `relevant` and `expected` are bool [U, V] masks, int [U, m] arrays of ids padded with `pad`
+  or negatives (O(U k m), for catalogues too large for masks), or per-user sequences of item-id
+  sets."""
+  return _mean(*serendipity_per_list(lists, relevant, expected, pad))
+
+
+def serendipity_per_list(lists, relevant, expected, pad: int = 0):
   lists = np.asarray(lists)
   valid = _valid(lists, pad)
   safe = _safe(lists, valid)
@@ -154,14 +180,18 @@ def serendipity(lists, relevant, expected, pad: int = 0) -> float:
   for sets in (relevant, expected):
     if isinstance(sets, np.ndarray) and sets.dtype == bool:
       num_ids = max(num_ids, sets.shape[1])
-    else:
+    elif not _is_id_array(sets):
       num_ids = max([num_ids] + [max(s, default=-1) + 1 for s in sets])
-  relevant = _as_mask(relevant, len(lists), num_ids)
-  expected = _as_mask(expected, len(lists), num_ids)
   rows = np.arange(len(lists))[:, None]
-  hit = relevant[rows, safe] & ~expected[rows, safe] & valid
+
+  def contains(sets):                                                   # [U, k] bool
+    if _is_id_array(sets):
+      return ((lists[:, :, None] == sets[:, None, :]) & _valid(sets, pad)[:, None, :]).any(-1)
+    return _as_mask(sets, len(lists), num_ids)[rows, safe]
+
+  hit = contains(relevant) & ~contains(expected) & valid
   m = valid.sum(1)
-  return _mean(hit.sum(1) / np.maximum(m, 1), m > 0)
+  return hit.sum(1) / np.maximum(m, 1), m > 0
 
 
 def calibration_kl(lists, histories, item_genres, alpha: float = 0.01, pad: int = 0) -> float:
@@ -169,12 +199,19 @@ def calibration_kl(lists, histories, item_genres, alpha: float = 0.01, pad: int 
   distribution of the user's history, q the list's, q~ = (1 - alpha) q + alpha p (which keeps the
   KL finite when the list lacks a genre of the history). Users whose history has no genre are
   left out; a list with no genres scores log(1 / alpha)."""
+  return _mean(*calibration_kl_per_list(lists, histories, item_genres, alpha, pad))
+
+
+def calibration_kl_per_list(lists, histories, item_genres, alpha: float = 0.01, pad: int = 0,
+                            history_distribution=None):
+  """`history_distribution`: genre_distribution(histories, ...) when already computed (then
+  `histories` is not read), e.g. batch by batch for histories too long to keep."""
   weights = genre_weights(item_genres)
-  p, has_history = _genre_distribution(histories, weights, pad)
-  q, _ = _genre_distribution(lists, weights, pad)
+  p, has_history = history_distribution or genre_distribution(histories, weights, pad)
+  q, _ = genre_distribution(lists, weights, pad)
   q_smooth = (1.0 - alpha) * q + alpha * p
   ratio = np.where(p > 0, p / np.where(q_smooth > 0, q_smooth, 1.0), 1.0)
-  return _mean((p * np.log(ratio)).sum(-1), has_history)
+  return (p * np.log(ratio)).sum(-1), has_history
 
 
 def beyond_accuracy(lists, num_items: int | None = None, *, item_vectors=None, item_genres=None,

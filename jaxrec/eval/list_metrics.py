@@ -3,8 +3,8 @@ accuracy.
 
 The eval step of a task that ranks the whole catalogue returns, beside its per-user metrics,
 each user's top LIST_K items (metrics.TOP_ITEMS, from the same masked scores and the same top_k,
-so seen items are already excluded). A ListCollector gathers those lists with the batch's history
-and held-out items; `list_report` turns them into beyond_accuracy.py's metrics:
+so seen items are already excluded). A ListCollector gathers those lists with what it needs from
+the batch (held-out items, history); `list_report` turns them into beyond_accuracy.py's metrics:
 
   * coverage, exposure Gini: over the catalogue (ids 2..V-1), across all users' lists;
   * intra-list diversity: cosine distance on the model's item vectors, where it has them;
@@ -20,50 +20,77 @@ from __future__ import annotations
 import numpy as np
 
 from jaxrec.data.vocab import FIRST_ID
-from jaxrec.eval import beyond_accuracy
+from jaxrec.eval import beyond_accuracy as ba
 from jaxrec.eval.metrics import LIST_K
 
 GENRE_FEATURE = "genres"
+# Users per slice when the per-list metrics are computed: their intermediate arrays are
+# [users, k, dim] (ILD) or [users, k, genres], too big at once for millions of users.
+CHUNK = 16384
 
 
 class ListCollector:
-  """Host-side gatherer of (top list, history, held-out items) rows with a positive weight."""
+  """Host-side gatherer of each evaluated user's top list, with what the per-list metrics need
+  from the batch, reduced as it arrives: the held-out items, the popularity baseline's list and
+  the history's genre distribution (histories themselves can be thousands of items long)."""
 
-  def __init__(self):
-    self._parts = {"lists": [], "seen": [], "targets": []}
+  def __init__(self, ds):
+    self._ds = ds
+    self.counts = self.genres = None
+    self._parts = {name: [] for name in ("lists", "targets", "expected", "history_genres",
+                                         "has_history")}
     self.note = None
 
+  def _read_dataset(self) -> None:
+    # On the first list only: a ranking task's evaluation never gives one.
+    self.counts = np.asarray(self._ds.item_counts)
+    self._order = popularity_order(self.counts)
+    genres = self._ds.item_features.get(GENRE_FEATURE)
+    self.genres = genres if genres is not None and np.any(genres) else None
+    self._weights = None if self.genres is None else ba.genre_weights(self.genres)
+
   def add(self, top_items, batch: dict, weight) -> None:
+    if self.counts is None:
+      self._read_dataset()
     top_items, weight = np.asarray(top_items), np.asarray(weight)
     if len(top_items) != len(batch["targets"]):
       # On a pod the outputs cover every process's rows but the batch only this one's.
       self.note = "lists are gathered in a single process only; run `jaxrec eval` on one host"
       return
     keep = weight > 0
-    self._parts["lists"].append(top_items[keep])
-    self._parts["seen"].append(np.asarray(batch["seen"])[keep])
+    lists, seen = top_items[keep], np.asarray(batch["seen"])[keep]
+    self._parts["lists"].append(lists)
     self._parts["targets"].append(np.asarray(batch["targets"])[keep])
+    self._parts["expected"].append(popularity_lists(self._order, seen, lists.shape[1]))
+    if self._weights is not None:
+      p, has_history = ba.genre_distribution(seen, self._weights)
+      self._parts["history_genres"].append(p)
+      self._parts["has_history"].append(has_history)
 
   def __len__(self):
     return sum(len(x) for x in self._parts["lists"])
 
   def arrays(self) -> dict[str, np.ndarray]:
-    """lists [U, k], seen [U, H], targets [U, T], each padded with 0 to its widest batch."""
-    return {name: _stack(parts) for name, parts in self._parts.items()}
+    """Each part stacked over batches (id arrays padded with 0 to the widest batch)."""
+    return {name: _stack(parts) for name, parts in self._parts.items() if parts}
 
 
 def _stack(parts: list[np.ndarray]) -> np.ndarray:
-  if not parts:
-    return np.zeros((0, 1), np.int64)
+  if parts[0].ndim == 1:
+    return np.concatenate(parts)
   width = max(p.shape[1] for p in parts)
   return np.concatenate([np.pad(p, ((0, 0), (0, width - p.shape[1]))) for p in parts])
 
 
-def popularity_lists(counts: np.ndarray, seen: np.ndarray, k: int = LIST_K) -> np.ndarray:
-  """[U, k] each user's most popular catalogue items outside `seen` (the popularity baseline,
-  ties to the lower id as in metrics.topk_metrics). Only the k + H most popular are looked at,
-  which always leaves k unseen ones, so this is O(U (k + H)) and not O(U V)."""
-  order = np.argsort(-np.asarray(counts[FIRST_ID:]), kind="stable") + FIRST_ID
+def popularity_order(counts: np.ndarray) -> np.ndarray:
+  """Catalogue ids, most popular first; ties to the lower id, as in metrics.topk_metrics."""
+  return np.argsort(-np.asarray(counts[FIRST_ID:]), kind="stable") + FIRST_ID
+
+
+def popularity_lists(order: np.ndarray, seen: np.ndarray, k: int = LIST_K) -> np.ndarray:
+  """[U, k] each user's most popular catalogue items outside `seen` (the popularity baseline;
+  `order` from popularity_order). Only the k + H most popular are looked at, which always
+  leaves k unseen ones, so this is O(U (k + H)) and not O(U V)."""
   head = order[:k + seen.shape[1]]
   unseen = ~(head[None, :, None] == seen[:, None, :]).any(axis=2)         # [U, k + H]
   # A stable sort of "seen" to the back keeps the popularity order among the unseen.
@@ -71,27 +98,38 @@ def popularity_lists(counts: np.ndarray, seen: np.ndarray, k: int = LIST_K) -> n
   return np.where(np.take_along_axis(unseen, first, 1), head[first], 0)
 
 
-def list_report(collector: ListCollector, ds, item_vectors=None) -> dict:
+def list_report(collector: ListCollector, item_vectors=None) -> dict:
   """The beyond-accuracy metrics of the collected lists, with `notes` on what was left out."""
   if not len(collector):
     return {"notes": [collector.note or "this evaluation ranked no catalogue lists (ranking "
                       "workdirs score each user's impressions, not the catalogue)"]}
   a = collector.arrays()
-  counts = np.asarray(ds.item_counts)
+  lists, counts, genres = a["lists"], collector.counts, collector.genres
   notes = [collector.note] if collector.note else []
-  genres = ds.item_features.get(GENRE_FEATURE)
-  if genres is None or not np.any(genres):
+  out = {"list_length": int(lists.shape[1]), "users": int(len(lists)),
+         "coverage": ba.coverage(lists, len(counts)),
+         "exposure_gini": ba.exposure_gini(lists, len(counts))}
+  per_list = {}
+  if item_vectors is not None:
+    per_list["intra_list_diversity"] = lambda s: ba.intra_list_diversity_per_list(
+        lists[s], item_vectors)
+  else:
+    notes.append("intra-list diversity: the model has no item vectors")
+  if genres is not None:
+    per_list["genre_entropy"] = lambda s: ba.genre_entropy_per_list(lists[s], genres)
+    per_list["calibration_kl"] = lambda s: ba.calibration_kl_per_list(
+        lists[s], None, genres, history_distribution=(a["history_genres"][s],
+                                                      a["has_history"][s]))
+  else:
     notes.append(f"genre entropy and calibration: the dataset has no {GENRE_FEATURE!r} item "
                  "feature")
-    genres = None
-  if item_vectors is None:
-    notes.append("intra-list diversity: the model has no item vectors")
-  out = {"list_length": int(a["lists"].shape[1]), "users": int(len(a["lists"]))}
-  out.update(beyond_accuracy.beyond_accuracy(
-      a["lists"], ds.num_items, item_vectors=item_vectors, item_genres=genres,
-      item_popularity=counts, relevant=list(a["targets"]),
-      expected=list(popularity_lists(counts, a["seen"], a["lists"].shape[1])),
-      histories=a["seen"]))
+  per_list["novelty"] = lambda s: ba.novelty_per_list(lists[s], counts)
+  per_list["serendipity"] = lambda s: ba.serendipity_per_list(lists[s], a["targets"][s],
+                                                              a["expected"][s])
+  slices = [slice(i, i + CHUNK) for i in range(0, len(lists), CHUNK)]
+  for name, metric in per_list.items():
+    values, defined = (np.concatenate(x) for x in zip(*(metric(s) for s in slices)))
+    out[name] = float(values[defined].mean()) if defined.any() else float("nan")
   out["notes"] = notes
   return out
 

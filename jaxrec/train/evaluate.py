@@ -63,15 +63,16 @@ def evaluate_workdir(workdir: str, split: str = "test") -> dict:
   if split not in ("valid", "test"):
     raise UserError(f"--split must be valid or test, got {split!r}.")
   config = load_workdir_config(workdir)
-  lists = ListCollector()
   if config.task == "baseline":  # closed form: fitted again (deterministic), then evaluated
     from jaxrec.baselines.evaluate import (baseline_list_report, evaluate_baseline,
                                            fitted_baseline, protocol)
     model, ds, _ = fitted_baseline(config)
+    lists = ListCollector(ds)
     return {"model": config.model.name, "step": 0,
             **evaluate_baseline(config, split, model, ds, lists), **protocol(ds, split),
-            "beyond_accuracy": baseline_list_report(lists, model, ds)}
+            "beyond_accuracy": baseline_list_report(lists, model)}
   run, step = restore_best(workdir)
+  lists = ListCollector(run.task.data)
   result = {"model": run.config.model.name, "step": step, **run.evaluate(split, lists=lists),
             **run.task.protocol(split)}
   result["beyond_accuracy"] = run_list_report(run, lists)
@@ -86,4 +87,4 @@ def run_list_report(run: Run, lists: ListCollector) -> dict:
       item_vectors = jax.device_get(run.task.item_vectors(nnx.merge(run.graphdef, run.state)))
     except NotImplementedError:
       pass
-  return list_report(lists, getattr(run.task, "data", None), item_vectors)
+  return list_report(lists, item_vectors)

@@ -198,7 +198,7 @@ def train(config, workdir: str) -> dict:
   valid = last_valid if best_step == loop["step"] and last_valid else run.evaluate("valid")
   from jaxrec.eval.list_metrics import ListCollector
   from jaxrec.train.evaluate import run_list_report
-  lists = ListCollector()
+  lists = ListCollector(run.task.data)
   results = {"best_step": best_step, "last_step": step, "skipped_steps": guard.skipped,
              f"valid_{cfg.metric}_history": loop["history"],
              "valid": valid, "test": run.evaluate("test", lists=lists),
