@@ -153,3 +153,6 @@ def test_dlrm_learns_movielens_impressions(ml100k, tmp_path):
   assert test["click/auc"] > 0.7, test  # popularity alone separates rated from random items
   assert 0.0 < test["ndcg@10"] <= 1.0
   assert test["num_rows"] == 943 * 5  # each user's held-out rating and its 4 unseen items
+  # It scores impressions, not the catalogue: no top-10 lists, and a line that says so.
+  assert set(results["beyond_accuracy"]) == {"notes"}
+  assert "ranking workdirs score each user's impressions" in results["beyond_accuracy"]["notes"][0]
