@@ -25,6 +25,8 @@ Scorers (`scorer(world, state, requests) -> (candidates [U, C], scores [U, C])`)
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from jaxrec.data.vocab import FIRST_ID
@@ -33,6 +35,9 @@ from jaxrec.eval.simulator import Requests, World, WorldState
 from jaxrec.rerank.mmr import mmr
 
 BATCH = 32  # the serving pipeline's largest compiled batch
+# (bundle, serving config) -> Recommender: a process that runs several policies on one bundle (a
+# simulation, then off-policy evaluation of it; a benchmark) loads and compiles the models once.
+_RECOMMENDERS: dict = {}
 
 
 def check_temperature(temperature):
@@ -109,8 +114,13 @@ class _Bundle:
   def __init__(self, bundle_path: str, world: World, serving_config=None):
     from jaxrec.rerank.posteriors import BetaPosteriors
     from serving.recommender import Recommender, ServingConfig
-    self.recommender = Recommender(bundle_path, serving_config or ServingConfig(),
-                                   BetaPosteriors(0))
+    config = serving_config or ServingConfig()
+    key = (os.path.abspath(bundle_path), repr(config))
+    if key not in _RECOMMENDERS:
+      while len(_RECOMMENDERS) >= 4:
+        _RECOMMENDERS.pop(next(iter(_RECOMMENDERS)))
+      _RECOMMENDERS[key] = Recommender(bundle_path, config, BetaPosteriors(0))
+    self.recommender = _RECOMMENDERS[key]
     vocab = self.recommender.items
     self.vocab_of_rank = vocab.lookup(world.item_ids.astype(vocab.raw_ids.dtype))
     if (self.vocab_of_rank < FIRST_ID).any():
