@@ -151,20 +151,26 @@ def test_freezing_leaves_the_frozen_parameters_bit_identical(snapshots, earlier,
     assert same == name.startswith("encoder/blocks/"), name
 
 
-def test_backbone_freeze_trains_only_a_new_head(ml100k, tmp_path):
+@pytest.fixture(scope="module")
+def earlier_foundation(snapshots, tmp_path_factory):
+  """A foundation-model run on the earlier snapshot."""
+  workdir = str(tmp_path_factory.mktemp("earlier_foundation"))
+  train(config_for(snapshots[0].path, "foundation"), workdir)
+  return workdir
+
+
+def test_backbone_freeze_trains_only_a_new_head(snapshots, earlier_foundation, tmp_path):
   """The foundation model warm-started with a new multi-token head: with the backbone frozen,
   only the head moves."""
-  base = str(tmp_path / "base")
-  train(config_for(ml100k.path, "foundation"), base)
-  config = config_for(ml100k.path, "foundation", f"train.init_from={base}",
-                      "train.freeze=backbone", "loss.horizon=2", "train.new_data_only=false")
+  config = config_for(snapshots[1].path, "foundation", f"train.init_from={earlier_foundation}",
+                      "train.freeze=backbone", "loss.horizon=2")
   tuned = str(tmp_path / "tuned")
   train(config, tuned)
   with open(os.path.join(tuned, "warm_start.json")) as f:
     head = json.load(f)["new_parameters"]
   assert head and all(name.startswith("horizon_heads/") for name in head)
   run = Run(config)
-  warm_start.warm_start(run, base)
+  warm_start.warm_start(run, earlier_foundation)
   start = _params(run)
   from jaxrec.train.evaluate import restore_best
   after = _params(restore_best(tuned)[0])
@@ -172,17 +178,15 @@ def test_backbone_freeze_trains_only_a_new_head(ml100k, tmp_path):
     assert np.array_equal(start[name], after[name]) == (name not in head), name
 
 
-def test_new_items_start_from_their_metadata(snapshots, tmp_path):
+def test_new_items_start_from_their_metadata(snapshots, earlier_foundation):
   old_ds, new_ds = snapshots
-  base = str(tmp_path / "base")
-  train(config_for(old_ds.path, "foundation"), base)
-  run = Run(config_for(new_ds.path, "foundation", f"train.init_from={base}"))
-  summary = warm_start.warm_start(run, base)
+  run = Run(config_for(new_ds.path, "foundation", f"train.init_from={earlier_foundation}"))
+  summary = warm_start.warm_start(run, earlier_foundation)
   assert summary["new_items_init"] == "model.init_new_items"
   table = _params(run)["items/id_embedding/embedding"]
   added = np.setdiff1d(np.arange(FIRST_ID, new_ds.num_items),
                        new_ds.vocabs["item"].lookup(old_ds.vocabs["item"].raw_ids))
-  assert not table[added].any() and table[FIRST_ID:].any()
+  assert len(added) and not table[added].any() and table[FIRST_ID:].any()
 
 
 def test_a_workdir_of_another_model_is_refused(snapshots, earlier):
@@ -209,3 +213,23 @@ def test_cli_init_from_a_directory_that_is_not_a_workdir(tmp_path, capsys):
 def test_backbone_freeze_needs_init_from(snapshots):
   with pytest.raises(UserError, match="--init-from"):
     warm_start.resolve(config_for(snapshots[1].path, "sasrec", "train.freeze=backbone"))
+
+
+def test_fixed_size_tables_are_not_permuted_by_a_vocabulary_that_fits():
+  from jaxrec.data.vocab import Vocabulary
+  genres_then = Vocabulary(np.array(["drama", "comedy", "action"]), np.array([5, 3, 1]))
+  genres_now = Vocabulary(np.array(["comedy", "drama", "action"]), np.array([9, 6, 2]))
+  items_then = Vocabulary(np.array([10, 11]), np.array([2, 1]))
+  items_now = Vocabulary(np.array([11, 10, 12]), np.array([4, 3, 1]))
+  maps = {"item": warm_start.RowMap(items_then, items_now),
+          "item_genres": warm_start.RowMap(genres_then, genres_now)}
+  pick = warm_start.table_vocabulary
+  assert pick("items/metadata_tables/genres/embedding", 5, 5, maps) == "item_genres"
+  assert pick("tokens/tables/weekday/embedding", 5, 5, maps) is None  # 5 rows, like genres
+  assert pick("items/id_embedding/embedding", 4, 5, maps) == "item"
+  assert pick("encoder/item_embedding/embedding", 5, 6, maps) == "item"  # + BERT4Rec's mask row
+  old = np.arange(5, dtype=np.float32)[:, None]
+  moved = maps["item_genres"].apply(old, np.full((5, 1), -1, np.float32))[:, 0]
+  assert moved.tolist() == [0, 1, 3, 2, 4]  # comedy and drama swapped places
+  with pytest.raises(UserError, match="fits the vocabularies"):
+    pick("some/table", 4, 5, {**maps, "user": warm_start.RowMap(items_then, items_now)})

@@ -10,8 +10,10 @@ import numpy as np
 from jaxrec.eval import metrics
 
 
-def evaluate_popularity(task, split: str, ks=metrics.KS, row_weight=None) -> dict:
-  scores = jnp.log1p(jnp.asarray(task.data.item_counts, jnp.float32))
+def evaluate_popularity(task, split: str, ks=metrics.KS, row_weight=None, counts=None) -> dict:
+  """Ranks by `counts` per item id (default: training-token counts)."""
+  counts = task.data.item_counts if counts is None else counts
+  scores = jnp.log1p(jnp.asarray(counts, jnp.float32))
 
   @jax.jit
   def step(batch):

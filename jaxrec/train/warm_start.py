@@ -162,6 +162,8 @@ class RowMap:
     is_new = np.ones(self.new_size, bool)
     is_new[self.new_rows] = False
     self.added = np.flatnonzero(is_new)  # ids the earlier run never saw
+    self.identity = (self.old_size == self.new_size
+                     and np.array_equal(self.old_rows, self.new_rows))
 
   def fits(self, old_rows: int, new_rows: int) -> bool:
     """A table of this vocabulary plus the same number of extra rows (e.g. a mask token)."""
@@ -174,6 +176,37 @@ class RowMap:
     # Extra rows after the vocabulary (BERT4Rec's mask token) move with the table's end.
     out[self.new_size:] = old[self.old_size:]
     return out
+
+
+def _names_vocabulary(component: str, vocab: str) -> bool:
+  """'items', 'item_embedding', 'item_tower' name the item vocabulary; 'genres' item_genres."""
+  short = vocab.split("_", 1)[1] if vocab.startswith(("item_", "user_")) else vocab
+  return component == short or component.startswith(vocab)
+
+
+def table_vocabulary(name: str, old_rows: int, new_rows: int, maps: dict) -> str | None:
+  """Which vocabulary indexes the rows of table `name` (a "vocab" logical axis), or None for a
+  fixed-size table (hours, hashed buckets). A table fits a vocabulary when both runs' row counts
+  are that vocabulary's size (the item table may have extra rows after it: BERT4Rec's mask). Of
+  the fitting ones, the vocabulary its path names wins (deepest path component first), so a
+  25-row hour table is never permuted by a 25-entry vocabulary that happens to fit."""
+  fitting = [v for v, m in maps.items()
+             if m.fits(old_rows, new_rows) and (v == "item" or old_rows == m.old_size)]
+  for component in reversed(name.split("/")):
+    named = [v for v in fitting if _names_vocabulary(component, v)]
+    if named:
+      return max(named, key=len)  # "item_genres" over "item" for a component "genres"
+  changed = [v for v in fitting if not maps[v].identity]
+  if old_rows != new_rows:
+    if len(fitting) == 1:
+      return fitting[0]
+    raise UserError(f"{name} grew from {old_rows} to {new_rows} rows, which fits the "
+                    f"vocabularies {fitting or 'none'}: name the table after its vocabulary (e.g. "
+                    "item_embedding) so a warm start knows which rows are which.")
+  if changed:
+    logging.warning("%s (%d rows) is copied as it is: it fits the renumbered vocabularies %s "
+                    "but its path names none of them", name, old_rows, changed)
+  return None
 
 
 def _vocabulary_order(names):
@@ -213,12 +246,12 @@ def warm_start(run, workdir: str) -> dict:
       out.append(value)
       continue
     before = old[name]
-    by_vocab = len(spec) and spec[0] == "vocab" and value.ndim >= 1
-    row_map = next((m for m in maps.values() if by_vocab and before.shape[1:] == value.shape[1:]
-                    and m.fits(before.shape[0], value.shape[0])), None)
-    if row_map is not None:
-      new_value = row_map.apply(before, np.asarray(value))
-      grown[name] = next(n for n, m in maps.items() if m is row_map)
+    vocab = None
+    if len(spec) and spec[0] == "vocab" and before.shape[1:] == value.shape[1:]:
+      vocab = table_vocabulary(name, before.shape[0], value.shape[0], maps)
+    if vocab is not None:
+      new_value = maps[vocab].apply(before, np.asarray(value))
+      grown[name] = vocab
     elif before.shape == value.shape:
       new_value = before
     else:
@@ -256,6 +289,12 @@ def frozen_names(config, state) -> set[str]:
   if not freeze:
     return set()
   if freeze == "backbone":
+    if not os.path.exists(os.path.join(config.train.init_from, "config.json")):
+      # Only training needs to know what is frozen, and train() refuses to start (resolve) without
+      # the earlier workdir; evaluating or exporting this run's checkpoints does not need it.
+      logging.warning("%s is gone: nothing frozen (fine unless this run trains)",
+                      config.train.init_from)
+      return set()
     return names & earlier_parameter_names(config.train.init_from)
   try:
     pattern = re.compile(freeze)
