@@ -1,0 +1,53 @@
+"""Cold start through metadata: the foundation model on items first seen after the training cut-off,
+beside popularity by training counts and by the counts known when the test period starts."""
+
+import os
+
+import numpy as np
+import pytest
+
+from jaxrec.config import apply_overrides, load_config
+from jaxrec.data.prepare import PrepareOptions, prepare
+from jaxrec.data.synthetic import SyntheticConfig, generate
+from jaxrec.eval.cold_start import cold_items, cold_start_report, counts_before
+from jaxrec.train.evaluate import restore_best
+from jaxrec.train.trainer import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def catalogue_growing(tmp_path_factory):
+  """A log during which 30% of the items are released, split by global time."""
+  raw = generate(SyntheticConfig(num_users=300, num_items=400, num_events=60_000,
+                                 new_item_fraction=0.3, seed=1))
+  return prepare(raw, str(tmp_path_factory.mktemp("cold") / "synthetic"),
+                 PrepareOptions(split="temporal", split_times=(0.7, 0.85)))
+
+
+def test_counts_before_a_split_add_the_validation_tokens(catalogue_growing):
+  ds = catalogue_growing
+  np.testing.assert_array_equal(counts_before(ds, "valid"), ds.item_counts)
+  expected = np.zeros(ds.num_items, np.int64)
+  for record, tokens in enumerate(ds.user_tokens(np.arange(ds.num_users) + 2)):
+    for item in tokens["item"][:ds.splits.valid_end[record]]:
+      expected[item] += 1
+  np.testing.assert_array_equal(counts_before(ds, "test"), expected)
+  # Some items with no training tokens were seen in the validation period: recent popularity
+  # can rank them, training popularity cannot.
+  assert (expected[cold_items(ds) > 0] > 0).any()
+
+
+def test_foundation_cold_start_report(catalogue_growing, tmp_path):
+  config = load_config(os.path.join(ROOT, "configs", "movielens_foundation.py:smoke"))
+  config = apply_overrides(config, [f"data.dir={catalogue_growing.path}", "data.dataset=synthetic",
+                                    "train.num_steps=6", "eval.ks=10,50"])
+  train(config, str(tmp_path / "run"))
+  run, _ = restore_best(str(tmp_path / "run"))
+  report = cold_start_report(run, "test")
+  assert report["cold_items"] > 0 and report["users"] > 0
+  assert report["popularity"]["recall@50"] == 0  # a never-trained item has no count to rank by
+  assert report["recent_popularity"]["num_users"] == report["users"]
+  among = report["model_among_new_items"]
+  for k in (10, 50):
+    assert report["model"][f"recall@{k}"] <= among[f"recall@{k}"] <= 1
