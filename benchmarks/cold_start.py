@@ -66,6 +66,8 @@ def main() -> None:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--models", default=",".join(MODELS))
   parser.add_argument("--datasets", default=",".join(DATASETS))
+  parser.add_argument("--override", action="append", default=[],
+                      help="a config override for every run, e.g. train.num_steps=120 (recorded)")
   args = parser.parse_args()
   rows, results = [], {}
   with tempfile.TemporaryDirectory() as tmp:
@@ -75,7 +77,7 @@ def main() -> None:
         config = load_config(os.path.join(ROOT, "configs", MODELS[model]))
         config = apply_overrides(config, [
             f"seed={args.seed}", f"data.dir={os.path.join(tmp, name)}", "data.split=temporal",
-            f"data.dataset={dataset}", f"eval.ks={KS}"])
+            f"data.dataset={dataset}", f"eval.ks={KS}", *args.override])
         with config.unlocked():
           config.data.synthetic = synthetic
         started = time.perf_counter()
@@ -87,7 +89,7 @@ def main() -> None:
         popularity_50 = report["popularity"]["recall@50"]
         results.setdefault(name, {})[model] = {
             **report, "all_test_users": trained["test"], "items": items,
-            "seconds": round(time.perf_counter() - started, 1),
+            "seconds": round(time.perf_counter() - started, 1), "overrides": args.override,
             "bar_recall@50_vs_popularity": (report["model"]["recall@50"] / popularity_50
                                             if popularity_50 else None)}
         for k in KS:
