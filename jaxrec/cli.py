@@ -159,12 +159,16 @@ def _simulation_parsers(sub) -> None:
                         help="write the decisions with propensities (OUT/decisions.npz, log.json)")
   evaluate = sub.add_parser("ope", help="off-policy estimates of a policy's value from a "
                                         "simulation log")
-  evaluate.add_argument("--logs", required=True, help="a directory written by simulate --log")
+  evaluate.add_argument("--logs", required=True,
+                        help="a directory written by simulate --log, or a serving decision log "
+                             "(jaxrec serve --decision-log DIR)")
   evaluate.add_argument("--policy", required=True, metavar="BUNDLE",
                         help="the target: an export bundle trained on the log's world")
   evaluate.add_argument("--temperature", type=float,
                         help="target samples from softmax(score / T); default: its top item")
   evaluate.add_argument("--candidates", type=int, default=20)
+  evaluate.add_argument("--mmr-lambda", type=float, default=0.7,
+                        help="serving decision logs: the target pipeline's MMR lambda")
   evaluate.add_argument("--reward", default="click", help="click, watch or like of the first slot")
   evaluate.add_argument("--max-weight", type=float, default=10.0, help="clipped IPS's clip")
   evaluate.add_argument("--bootstrap", type=int, default=1000, help="resamples per interval")
@@ -184,10 +188,17 @@ def _run_simulate(args) -> None:
 
 
 def _run_ope(args) -> None:
+  import os
+
+  from jaxrec.eval import decision_log
   from jaxrec.eval.simulation import evaluate_log
-  result = evaluate_log(args.logs, args.policy, args.out, temperature=args.temperature,
-                        candidates=args.candidates, reward=args.reward,
-                        max_weight=args.max_weight, n_boot=args.bootstrap, seed=args.seed)
+  if os.path.exists(os.path.join(args.logs, decision_log.DECISIONS)):
+    result = decision_log.evaluate(args.logs, args.policy, args.out, mmr_lambda=args.mmr_lambda,
+                                   n_boot=args.bootstrap, seed=args.seed)
+  else:
+    result = evaluate_log(args.logs, args.policy, args.out, temperature=args.temperature,
+                          candidates=args.candidates, reward=args.reward,
+                          max_weight=args.max_weight, n_boot=args.bootstrap, seed=args.seed)
   print(f"target {result['target_policy']}; logged by {result['logging_policy']}; "
         f"value = expected {result['reward']}")
   print(result["table"])
@@ -220,9 +231,6 @@ def _run_train(args, overrides: list[str]) -> None:
   keys = [k for k in results["test"] if ("@" in k or "/" in k) and not k.startswith("sampled_")]
   print(f"\n{results['protocol']}; best step {results['best_step']}")
   print(_format_metrics(rows, keys))
-  if "beyond_accuracy" in results:
-    from jaxrec.eval.list_metrics import format_report
-    print(format_report(results["beyond_accuracy"]))
   if "beyond_accuracy" in results:
     from jaxrec.eval.list_metrics import format_report
     print(format_report(results["beyond_accuracy"]))

@@ -158,9 +158,9 @@ def test_similar_feedback_health_and_metrics(server, ml100k):
   assert "jaxrec_stage_seconds_bucket" in metrics and "jaxrec_model_version 1.0" in metrics
 
 
-def test_decision_log_joins_feedback_for_off_policy_evaluation(server, ml100k):
+def test_decision_log_joins_feedback_for_off_policy_evaluation(server, ml100k, export_root):
   from jaxrec.eval import slate_ope
-  from jaxrec.eval.decision_log import FEEDBACK, read_decision_log
+  from jaxrec.eval.decision_log import FEEDBACK, evaluate, read_decision_log, replay_target
   users = [str(u) for u in ml100k.vocabs["user"].raw(np.array([5, 6, 7]))]
   answers = [post(server, "/v1/recommend", {"user_id": u, "k": 5}).json() for u in users]
   clicked = answers[0]["items"][1]["item_id"]
@@ -183,6 +183,14 @@ def test_decision_log_joins_feedback_for_off_policy_evaluation(server, ml100k):
   est = slate_ope.topk_ips(log, log.inclusion_propensity)
   assert est.value == pytest.approx(log.reward.sum(1).mean())
   assert est.diagnostics["slates"] == len(log)
+  # `jaxrec ope` replays a deterministic target (no exploration or freshness slot) on each logged
+  # request: every item the logger's own ranking placed is in the replayed list of that request.
+  target = replay_target(log, meta, export_root, candidates=200)
+  for row, answer in zip(rows, answers):
+    ranked = [j for j, x in enumerate(answer["items"]) if x["stage"] in ("ranking", "mmr")]
+    assert ranked and target[row, ranked].all(), (answer["items"], target[row])
+  result = evaluate(server.decision_log, export_root, n_boot=50)
+  assert result["slates"] == len(log) and "topk_ips" in result["table"]
 
 
 def test_hot_reload_under_traffic_and_a_broken_bundle_refused(server, export_root):
