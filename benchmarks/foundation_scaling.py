@@ -77,7 +77,9 @@ def points() -> list[dict]:
 
 def count_params(config) -> int:
   """Trainable parameters of the model `config` builds (from shapes; nothing is allocated)."""
-  abstract = nnx.eval_shape(lambda: build_task(config).build_model(nnx.Rngs(0)))
+  task = build_task(config)
+  with nnx.use_eager_sharding(False):  # shapes only: no mesh needed for the sharding annotations
+    abstract = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(0)))
   return int(sum(x.size for x in jax.tree.leaves(nnx.state(abstract, nnx.Param))))
 
 
@@ -136,7 +138,7 @@ def main() -> None:
       config = build_config(**point, steps=args.steps)
       t0 = time.perf_counter()
       out = train(config, os.path.join(tmp, str(i)))
-      params = count_params(config)
+      params = count_params(config)  # after train: the dataset is prepared by then
       runs.append({**point, "params": params, "ndcg@10": out["test"]["ndcg@10"],
                    "recall@10": out["test"]["recall@10"], "seconds": time.perf_counter() - t0,
                    "test_users": out["test"]["num_users"]})
