@@ -3,7 +3,7 @@ import os
 import pytest
 
 from jaxrec.data.movielens import load_movielens_100k
-from jaxrec.data.prepare import PrepareOptions, prepare
+from jaxrec.data.prepare import prepare
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from jaxrec.errors import UserError
 from jaxrec.retrieval import bundle as bundle_lib
 from jaxrec.retrieval.bundle import latest_version, load_bundle, write_bundle
 from jaxrec.retrieval.exact import exact_topk, exact_topk_jax, recall_at_k
-from jaxrec.retrieval.index import ScannParams, build_index, choose_params, params_for
+from jaxrec.retrieval.index import ScannParams, choose_params, params_for
 
 
 def clustered(num: int, dim: int, clusters: int, seed: int) -> np.ndarray:

@@ -7,7 +7,6 @@ import os
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 from jaxrec import cli
 from jaxrec.config import apply_overrides, load_config

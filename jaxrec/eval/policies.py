@@ -31,7 +31,7 @@ import numpy as np
 
 from jaxrec.data.vocab import FIRST_ID
 from jaxrec.errors import UserError
-from jaxrec.eval.simulator import Requests, World, WorldState
+from jaxrec.eval.simulator import Requests, World
 from jaxrec.rerank.mmr import mmr
 
 BATCH = 32  # the serving pipeline's largest compiled batch

@@ -25,7 +25,7 @@ from flax import nnx
 from jaxrec.data.events import NUM_EVENT_TYPES
 from jaxrec.data.vocab import OOV
 from jaxrec.models.event_tokens import EventTokenEmbedding
-from jaxrec.models.layers import Dense, embed_init
+from jaxrec.models.layers import Dense, TransformerBlock, embed_init
 from jaxrec.models.local_attention import causal_attention
 
 
@@ -67,33 +67,18 @@ class ItemEncoder(nnx.Module):
     return self.id_embedding(items) + self.metadata(features)
 
 
-class FoundationBlock(nnx.Module):
-  """Pre-LayerNorm attention + feed-forward block; attention through `causal_attention`."""
+class FoundationBlock(TransformerBlock):
+  """The transformer block with attention through `causal_attention`: full, or a sliding window
+  plus global tokens in linear memory. Its `mask` is the validity of each position [B, L]."""
 
   def __init__(self, dim: int, num_heads: int, mlp_dim: int, dropout: float,
                window: int | None, num_global: int, chunk: int, *, rngs: nnx.Rngs):
-    if dim % num_heads:
-      raise ValueError(f"model dim {dim} is not divisible by num_heads {num_heads}")
-    self.num_heads, self.window, self.num_global, self.chunk = num_heads, window, num_global, chunk
-    self.norm1 = nnx.LayerNorm(dim, rngs=rngs)
-    self.qkv = Dense(dim, 3 * dim, ("embed", "heads"), rngs=rngs)
-    self.out = Dense(dim, dim, ("heads", "embed"), rngs=rngs)
-    self.norm2 = nnx.LayerNorm(dim, rngs=rngs)
-    self.mlp_in = Dense(dim, mlp_dim, ("embed", "mlp"), rngs=rngs)
-    self.mlp_out = Dense(mlp_dim, dim, ("mlp", "embed"), rngs=rngs)
-    self.dropout = nnx.Dropout(dropout)
+    super().__init__(dim, num_heads, mlp_dim, dropout, rngs=rngs)
+    self.window, self.num_global, self.chunk = window, num_global, chunk
 
-  def __call__(self, x: jax.Array, valid: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
-    deterministic = rngs is None
-    b, length, d = x.shape
-    heads = lambda t: t.reshape(b, length, self.num_heads, d // self.num_heads)
-    q, k, v = (heads(t) for t in jnp.split(self.qkv(self.norm1(x)), 3, axis=-1))
-    attended = causal_attention(q, k, v, valid, window=self.window, num_global=self.num_global,
-                                chunk=self.chunk).reshape(b, length, d)
-    x = x + self.dropout(self.out(attended), deterministic=deterministic, rngs=rngs)
-    h = self.mlp_out(self.dropout(jax.nn.gelu(self.mlp_in(self.norm2(x))),
-                                  deterministic=deterministic, rngs=rngs))
-    return x + self.dropout(h, deterministic=deterministic, rngs=rngs)
+  def attend(self, q, k, v, mask, rngs):
+    return causal_attention(q, k, v, mask, window=self.window, num_global=self.num_global,
+                            chunk=self.chunk)
 
 
 class FoundationModel(nnx.Module):

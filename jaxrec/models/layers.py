@@ -37,17 +37,21 @@ class TransformerBlock(nnx.Module):
     self.mlp_out = Dense(mlp_dim, dim, ("mlp", "embed"), rngs=rngs)
     self.dropout = nnx.Dropout(dropout)
 
+  def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
+             rngs: nnx.Rngs | None) -> jax.Array:
+    """q, k, v [B, L, H, Dh]; mask [B, L, L] (True where a query may attend to a key)."""
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(q.shape[-1])
+    logits = jnp.where(mask[:, None], logits, NEG_INF)
+    weights = self.dropout(jax.nn.softmax(logits, axis=-1), deterministic=rngs is None, rngs=rngs)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+
   def __call__(self, x: jax.Array, mask: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
-    """x [B, L, D]; mask [B, L, L] (True where a query may attend to a key)."""
+    """x [B, L, D]; `mask` as `attend` takes it."""
     deterministic = rngs is None
     b, length, d = x.shape
-    q, k, v = jnp.split(self.qkv(self.norm1(x)), 3, axis=-1)
     heads = lambda t: t.reshape(b, length, self.num_heads, d // self.num_heads)
-    q, k, v = heads(q), heads(k), heads(v)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(d // self.num_heads)
-    logits = jnp.where(mask[:, None], logits, NEG_INF)
-    weights = self.dropout(jax.nn.softmax(logits, axis=-1), deterministic=deterministic, rngs=rngs)
-    attended = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, length, d)
+    q, k, v = (heads(t) for t in jnp.split(self.qkv(self.norm1(x)), 3, axis=-1))
+    attended = self.attend(q, k, v, mask, rngs).reshape(b, length, d)
     x = x + self.dropout(self.out(attended), deterministic=deterministic, rngs=rngs)
     h = self.mlp_out(self.dropout(jax.nn.gelu(self.mlp_in(self.norm2(x))),
                                   deterministic=deterministic, rngs=rngs))

@@ -22,7 +22,6 @@ parameter paths such as "blocks/.*".
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
 import re
@@ -43,13 +42,9 @@ NEW_DATA_TASKS = ("sequential", "foundation")
 
 
 def earlier_config(workdir: str):
-  import ml_collections
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise UserError(f"--init-from {workdir}: no config.json there, so it is not a training "
-                    "workdir. Point it at the workdir of an earlier `jaxrec train` run.")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  # Imported here: evaluate imports the trainer, which imports this module.
+  from jaxrec.train.evaluate import load_workdir_config
+  return load_workdir_config(workdir)
 
 
 def earlier_dataset(config, workdir: str) -> PreparedDataset:
