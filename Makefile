@@ -43,6 +43,13 @@ bench: $(STAMP)
 	$(PY) benchmarks/ranking_quality.py
 	$(PY) benchmarks/embedding_update.py
 	$(PY) benchmarks/serving_latency.py
+	$(PY) benchmarks/foundation_quality.py
+	$(PY) benchmarks/foundation_long_context.py
+	$(PY) benchmarks/foundation_scaling.py
+	$(PY) benchmarks/foundation_incremental.py
+	$(PY) benchmarks/beyond_accuracy.py
+	$(PY) benchmarks/slate_ope.py
+	$(PY) benchmarks/ope_accuracy.py
 	$(VENV)/bin/jaxrec train --config configs/synthetic_two_tower.py --workdir workdirs/synthetic-two-tower
 	$(PY) benchmarks/scann_vs_exact.py --workdir workdirs/synthetic-two-tower
 	$(PY) benchmarks/scann_vs_exact.py --synthetic-clusters --name scann_vs_exact_clusters

@@ -28,7 +28,7 @@ def _data_parser(sub) -> None:
   prep = data_sub.add_parser("prepare", help="turn a source into a prepared dataset directory")
   prep.add_argument("--dataset", required=True,
                     help="movielens-100k | movielens-1m | movielens-20m | movielens-25m | "
-                         "synthetic | csv | parquet")
+                         "synthetic | synthetic-long | csv | parquet")
   prep.add_argument("--out", required=True, help="directory to create")
   prep.add_argument("--data-dir", help="download cache (default $JAXREC_DATA_DIR or ~/.cache/jaxrec)")
   prep.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
