@@ -19,7 +19,6 @@ by slate_ope.topk_ips. A slot's reward is the engagements reported for that item
 from __future__ import annotations
 
 import collections
-import dataclasses
 import json
 import os
 
@@ -124,15 +123,8 @@ def evaluate(path: str, policy: str, out: str | None = None, *, mmr_lambda: floa
   log, meta = read_decision_log(path)
   inclusion = replay_target(log, meta, policy, mmr_lambda=mmr_lambda, candidates=candidates)
   estimates = {"topk_ips": topk_ips(log, inclusion, n_boot=n_boot, seed=seed)}
-  result = {"logs": os.path.abspath(path), "logging_policy": "the serving job (its decision log)",
-            "target_policy": f"{policy}: serving pipeline, MMR lambda={mmr_lambda:g}, "
-                             "no exploration",
-            "reward": f"engagements summed over a {log.slate.shape[1]}-item list",
-            "slates": len(log), "left_out": meta["left_out"],
-            "estimates": {name: dataclasses.asdict(e) for name, e in estimates.items()},
-            "table": ope.format_table(estimates)}
-  if out:
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "ope.json"), "w") as f:
-      json.dump(result, f, indent=2)
-  return result
+  return ope.report(
+      estimates, out, logs=os.path.abspath(path),
+      logging_policy="the serving job (its decision log)", target_policy=f"{policy}: serving pipeline, MMR lambda={mmr_lambda:g}, no exploration",
+      reward=f"engagements summed over a {log.slate.shape[1]}-item list", slates=len(log),
+      left_out=meta["left_out"])

@@ -23,6 +23,8 @@ rows carry all the weight is not worth reading, and the table makes that visible
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 
 import numpy as np
 
@@ -251,3 +253,15 @@ def format_table(estimates, level=0.95):
         f'{name:<12} {e.value:>9.4f} {interval:>21} {num(d, "effective_sample_size", ".1f"):>9} '
         f'{num(d, "max_weight", ".3g"):>9} {num(d, "mean_weight", ".3f"):>8} {d["n"]:>8}')
   return '\n'.join(lines)
+
+
+def report(estimates: dict, out: str | None = None, **about) -> dict:
+  """`about` (what was estimated, on which log) with every estimate and the printed table;
+  written to OUT/ope.json when `out` is given (what `jaxrec ope` writes)."""
+  result = {**about, "estimates": {name: dataclasses.asdict(e) for name, e in estimates.items()},
+            "table": format_table(estimates)}
+  if out:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "ope.json"), "w") as f:
+      json.dump(result, f, indent=2)
+  return result

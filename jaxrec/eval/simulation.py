@@ -269,12 +269,5 @@ def evaluate_log(logs: str, policy_path: str, out: str | None = None, *,
     target = make_policy(bundle, world, temperature=temperature, candidates=candidates)
   estimates = offpolicy.evaluate(world, columns, target, reward=reward, max_weight=max_weight,
                                  n_boot=n_boot, seed=seed)
-  result = {"logs": os.path.abspath(logs), "logging_policy": meta["policy"],
-            "target_policy": target.name, "reward": f"first-slot {reward}",
-            "estimates": {name: dataclasses.asdict(e) for name, e in estimates.items()},
-            "table": ope.format_table(estimates)}
-  if out:
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "ope.json"), "w") as f:
-      json.dump(result, f, indent=2)
-  return result
+  return ope.report(estimates, out, logs=os.path.abspath(logs), logging_policy=meta["policy"],
+                    target_policy=target.name, reward=f"first-slot {reward}")
