@@ -33,6 +33,7 @@ import numpy as np
 from jaxrec.data.events import EventLog, EventType, RawDataset, SideTable
 from jaxrec.data.synthetic import DEVICE_P, DEVICES, LOCALE_P, LOCALES, SYLLABLES
 from jaxrec.errors import UserError
+from jaxrec.grouping import rank_within_groups
 
 DAY = 86_400
 _ITEMS, _USERS, _CHUNK = range(3)  # independent seed streams
@@ -143,17 +144,6 @@ def _event_counts(config: LongHistoryConfig) -> np.ndarray:
   return np.minimum(config.min_events + np.round(extra).astype(np.int64), config.max_events)
 
 
-def _rank_within_groups(keys: np.ndarray) -> np.ndarray:
-  """For each element, how many earlier elements (in array order) share its key."""
-  order = np.argsort(keys, kind="stable")
-  sorted_keys = keys[order]
-  starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-  run_start = np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
-  ranks = np.empty(len(keys), np.int64)
-  ranks[order] = np.arange(len(keys)) - run_start
-  return ranks
-
-
 def _chunk_log(config: LongHistoryConfig, counts: np.ndarray, first_user: int,
                chunk: int) -> EventLog:
   rng = _rng(config, _CHUNK, chunk)
@@ -192,7 +182,7 @@ def _chunk_log(config: LongHistoryConfig, counts: np.ndarray, first_user: int,
   # after s*m visits the interest's next topic (wrapping round, re-watches, only once a heavy
   # user has seen every topic).
   pool = s * m
-  visit = _rank_within_groups(user * k + interest)
+  visit = rank_within_groups(user * k + interest)
   era = np.minimum(visit // pool, eras - 1)
   topic = topic_order[user, (interest + k * era) % t]
   fav = favourite[user, interest, era]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxrec.grouping import rank_within_groups
 from jaxrec.rerank import checks
 
 
@@ -32,15 +33,7 @@ def cap_groups(order, groups, cap: int) -> np.ndarray:
   order = np.asarray(order, np.int64)
   cap = checks.count("cap", cap, 1)
   _, codes = np.unique(np.asarray(groups)[order], return_inverse=True)
-  # Rank of each item within its group, in list order: a stable sort by group keeps list order
-  # inside each group, so position minus the group's first position is that rank.
-  by_group = np.argsort(codes, kind="stable")
-  sorted_codes = codes[by_group]
-  starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-  run_start = np.repeat(starts, np.diff(np.r_[starts, len(codes)]))
-  rank = np.empty(len(codes), np.int64)
-  rank[by_group] = np.arange(len(codes)) - run_start
-  return order[rank < cap]
+  return order[rank_within_groups(codes.ravel()) < cap]
 
 
 class GroupCaps:
