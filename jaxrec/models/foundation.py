@@ -25,14 +25,8 @@ from flax import nnx
 from jaxrec.data.events import NUM_EVENT_TYPES
 from jaxrec.data.vocab import OOV
 from jaxrec.models.event_tokens import EventTokenEmbedding
-from jaxrec.models.layers import Dense, TransformerBlock, embed_init
+from jaxrec.models.layers import Dense, TransformerBlock, embed_init, metadata_sum
 from jaxrec.models.local_attention import causal_attention
-
-
-def _mean_pool(embeddings: jax.Array, ids: jax.Array) -> jax.Array:
-  """Mean of the embeddings of non-padding ids along the second-to-last axis."""
-  mask = (ids > 0)[..., None].astype(embeddings.dtype)
-  return (embeddings * mask).sum(-2) / jnp.maximum(mask.sum(-2), 1.0)
 
 
 class ItemEncoder(nnx.Module):
@@ -51,13 +45,7 @@ class ItemEncoder(nnx.Module):
         for name, size in sizes.items()})
 
   def metadata(self, features: dict[str, jax.Array]) -> jax.Array:
-    out = 0.0
-    for name, table in self.metadata_tables.items():
-      ids = features[name]
-      if name == "title_words":  # hashed: words of a new title still land in a trained bucket
-        ids = jnp.where(ids > 0, ids % (self.title_buckets - 1) + 1, 0)
-      out = out + (_mean_pool(table(ids), ids) if ids.ndim == 2 else table(ids))
-    return out
+    return metadata_sum(self.metadata_tables, features, self.title_buckets)
 
   def __call__(self, items: jax.Array, features: dict[str, jax.Array],
                keep_id: jax.Array | None = None) -> jax.Array:

@@ -17,6 +17,25 @@ def dense_init(*axes: str):
   return nnx.with_partitioning(nnx.initializers.xavier_uniform(), axes)
 
 
+def mean_pool(embeddings: jax.Array, ids: jax.Array) -> jax.Array:
+  """Mean of the embeddings of non-padding ids along the second-to-last axis."""
+  mask = (ids > 0)[..., None].astype(embeddings.dtype)
+  return (embeddings * mask).sum(-2) / jnp.maximum(mask.sum(-2), 1.0)
+
+
+def metadata_sum(tables, features: dict[str, jax.Array], title_buckets: int) -> jax.Array:
+  """Sum of an item's metadata embeddings, one table per feature in `tables`; multi-valued
+  features (genres, title words) mean-pooled. Title words are hashed into `title_buckets`, so the
+  words of a new title still land in a trained bucket."""
+  out = 0.0
+  for name, table in tables.items():
+    ids = features[name]
+    if name == "title_words":
+      ids = jnp.where(ids > 0, ids % (title_buckets - 1) + 1, 0)
+    out = out + (mean_pool(table(ids), ids) if ids.ndim == 2 else table(ids))
+  return out
+
+
 class Dense(nnx.Linear):
   def __init__(self, din: int, dout: int, axes: tuple[str, str], *, rngs: nnx.Rngs):
     super().__init__(din, dout, kernel_init=dense_init(*axes), rngs=rngs)

@@ -18,13 +18,7 @@ from flax import nnx
 from jaxrec.data.tokenize import NUM_HOURS
 from jaxrec.data.vocab import OOV
 from jaxrec.models.frequency import StreamingFrequency
-from jaxrec.models.layers import Dense, TransformerEncoder, embed_init
-
-
-def _mean_pool(embeddings: jax.Array, ids: jax.Array) -> jax.Array:
-  """Mean of the embeddings of non-padding ids along the second-to-last axis."""
-  mask = (ids > 0)[..., None].astype(embeddings.dtype)
-  return (embeddings * mask).sum(-2) / jnp.maximum(mask.sum(-2), 1.0)
+from jaxrec.models.layers import Dense, TransformerEncoder, embed_init, metadata_sum
 
 
 class MLP(nnx.Module):
@@ -54,13 +48,7 @@ class ItemTower(nnx.Module):
 
   def metadata(self, features: dict[str, jax.Array]) -> jax.Array:
     """Sum of the metadata embeddings; multi-valued features (genres, title words) mean-pooled."""
-    out = 0.0
-    for name, table in self.features.items():
-      ids = features[name]
-      if name == "title_words":  # hashed: unseen words of a new title still land in a bucket
-        ids = jnp.where(ids > 0, ids % (self.title_buckets - 1) + 1, 0)
-      out = out + (_mean_pool(table(ids), ids) if ids.ndim == 2 else table(ids))
-    return out
+    return metadata_sum(self.features, features, self.title_buckets)
 
   def __call__(self, items: jax.Array, features: dict[str, jax.Array],
                keep_id: jax.Array | None = None) -> jax.Array:
