@@ -125,7 +125,7 @@ def apply_overrides(config: ml_collections.ConfigDict,
       raise UserError(f"{flag} is a group of settings and cannot be set to {text!r}; set its keys "
                       f"one by one, e.g. {flag}.{_first_key(parent[name])}=... "
                       f"(keys: {', '.join(sorted(parent[name].keys()))})")
-    value = _parse(text, parent[name], parent.get_type(name), flag)
+    value = _parse(text, parent[name], parent.get_type(name), flag, _optional(parent, name))
     try:
       setattr(parent, name, value)
     except (TypeError, ValueError) as e:
@@ -155,11 +155,23 @@ def _first_key(group: ml_collections.ConfigDict) -> str:
   return sorted(group.keys())[0] if group.keys() else "KEY"
 
 
-def _parse(text: str, current, field_type: type, flag: str):
+def _optional(parent: ml_collections.ConfigDict, name: str) -> bool:
+  """Whether a field may be None: declared as a typed placeholder,
+  `ml_collections.FieldReference(None, field_type=int)` (e.g. model.window: None = full
+  attention), or None right now. ConfigDict keeps such a field as its FieldReference object
+  whatever value it holds, so it stays optional after an int was set (and back)."""
+  return (parent[name] is None
+          or isinstance(parent._fields.get(name), ml_collections.FieldReference))  # noqa: SLF001
+
+
+def _parse(text: str, current, field_type: type, flag: str, optional: bool = False):
   if field_type is type(None):
     return _literal_or_text(text)
-  if current is None and text == "None":  # a typed placeholder may be reset to None
-    return None
+  if text.strip() == "None":
+    if optional:
+      return None
+    raise UserError(f"{flag} cannot be None: it is not an optional setting "
+                    f"(it holds {current!r}); give {_NAMES.get(field_type, field_type.__name__)}")
   if field_type in (tuple, list):
     return _parse_sequence(text, current, field_type, flag)
   return _parse_scalar(text, field_type, flag)

@@ -206,3 +206,21 @@ def test_save_config_round_trip(config, tmp_path):
   assert loaded["train"]["rules"] == {"embed": None, "vocab": "model"}
   assert text == json.dumps(loaded, indent=2, sort_keys=True) + "\n"
   assert isinstance(ml_collections.ConfigDict(loaded), ml_collections.ConfigDict)
+
+
+def test_optional_field_set_to_none_and_back_others_refuse_none():
+  # model.window's convention: a typed placeholder, None meaning "full attention".
+  config = ml_collections.ConfigDict({
+      "window": ml_collections.FieldReference(None, field_type=int), "num_steps": 420})
+  config.window = 512
+  config.lock()
+  apply_overrides(config, ["window=None"])
+  assert config.window is None
+  apply_overrides(config, ["window=256"])
+  assert config.window == 256
+  apply_overrides(config, ["window= None"])
+  assert config.window is None
+  message = _error(apply_overrides, config, ["num_steps=None"])
+  assert "--config.num_steps cannot be None" in message and "give an int" in message
+  assert config.num_steps == 420
+  assert "expects an int, got 'abc'" in _error(apply_overrides, config, ["window=abc"])
