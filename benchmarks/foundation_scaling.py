@@ -5,7 +5,7 @@
 A small one-factor-at-a-time grid around a base point, on a small synthetic-long world (users
 with ~1,500 tokens and 20 drifting interests; 4,800 items), sized for a 2-core CPU:
 - model size: width 16 / 32 / 64 (2 layers), at context 256 and 400 users;
-- context: 64 / 256 / 1,024 tokens (256-token window + 4 summary tokens beyond 256), at width 32;
+- context: 64 / 256 / 1,024 tokens (256-token window + 4 attention sinks beyond 256), at width 32;
 - data: 100 / 200 / 400 users (the same world; each run is tested on its own users), at width 32
   and context 256.
 Every run trains the same number of steps of the same number of tokens (4,096 per step: 16
@@ -50,7 +50,7 @@ def build_config(dim: int, context: int, users: int, steps: int = 1):
   config.model.dim = dim
   config.model.mlp_dim = 4 * dim
   config.model.num_heads = 2
-  # Beyond 256 tokens a 256-token window + 4 summary tokens; below, full attention (the same).
+  # Beyond 256 tokens a 256-token window + 4 attention sinks; below, full attention (the same).
   config.model.window = 256 if context > 256 else None
   config.model.num_global = 4 if context > 256 else 0
   config.model.chunk = 128

@@ -6,8 +6,10 @@ retrieval (its last state is the query, its item encoder the item side), ranking
 - Input: one embedding per merged event token (models/event_tokens.py: item, action, engagement,
   context, time gap), plus position.
 - Blocks: pre-LayerNorm transformer blocks over `causal_attention` (models/local_attention.py):
-  full causal attention for short contexts, or a sliding window plus `num_global` learned summary
-  tokens placed before the history, computed in chunks, for histories of thousands of tokens.
+  full causal attention for short contexts, or a sliding window plus `num_global` learned
+  attention-sink tokens placed before the history (StreamingLLM: being first, they see no
+  history and summarise nothing; they give each query's attention somewhere to rest), computed in
+  chunks, for histories of thousands of tokens.
 - Items: an item's vector is its id embedding plus its metadata embedding (genres, year, hashed
   title words), shared by the input and the output layer. Id dropout in training replaces ids by
   the learned out-of-vocabulary row, so the metadata part learns to carry the item; an item never
@@ -57,7 +59,7 @@ class ItemEncoder(nnx.Module):
 
 class FoundationBlock(TransformerBlock):
   """The transformer block with attention through `causal_attention`: full, or a sliding window
-  plus global tokens in linear memory. Its `mask` is the validity of each position [B, L]."""
+  plus attention sinks in linear memory. Its `mask` is the validity of each position [B, L]."""
 
   def __init__(self, dim: int, num_heads: int, mlp_dim: int, dropout: float,
                window: int | None, num_global: int, chunk: int, *, rngs: nnx.Rngs):
@@ -84,7 +86,7 @@ class FoundationModel(nnx.Module):
     if num_global:
       self.global_tokens = nnx.Param(
           nnx.initializers.truncated_normal(0.02)(rngs.params(), (num_global, dim)))
-    # With window=None there is no window for global tokens to reach past: attention is full.
+    # With window=None there is no window for sink tokens to reach past: attention is full.
     self.blocks = nnx.List([
         FoundationBlock(dim, num_heads, mlp_dim, dropout, window, num_global if window else 0,
                         chunk, rngs=rngs) for _ in range(num_layers)])
@@ -116,7 +118,7 @@ class FoundationModel(nnx.Module):
     x = self.tokens(item_table[inputs], fields, valid)
     x = self.dropout(x, deterministic=rngs is None, rngs=rngs) * valid[..., None]
     g = self.num_global
-    if g:  # learned summary tokens before the history, visible to every later position
+    if g:  # learned attention sinks before the history: all positions see them, they see none
       b = x.shape[0]
       x = jnp.concatenate([jnp.broadcast_to(self.global_tokens[...], (b, g, x.shape[-1])), x], 1)
       valid = jnp.concatenate([jnp.ones((b, g), bool), valid], 1)

@@ -1,12 +1,19 @@
-"""Causal attention for long histories: a sliding window plus global tokens, in chunks.
+"""Causal attention for long histories: a sliding window plus attention-sink keys, in chunks.
 
 `causal_attention(q, k, v, valid, window=W, num_global=G)` lets each query see the W most recent
-keys (itself included) and the first G positions of the sequence (summary tokens the model places
-there), never a key after it. It is computed chunk by chunk: the queries of one chunk of C
-positions meet only the keys of their own chunk and the ceil((W-1)/C) chunks before it, plus the
-G global keys, so activations and their gradients take O(L·(W + C + G)) memory instead of the
-O(L²) of `window=None`, the full causal attention that stays available for short contexts and is
-the reference the local path is tested against.
+keys (itself included) and the first G positions of the sequence, never a key after it. It is
+computed chunk by chunk: the queries of one chunk of C positions meet only the keys of their own
+chunk and the ceil((W-1)/C) chunks before it, plus the G global keys, so activations and their
+gradients take O(L·(W + C + G)) memory instead of the O(L²) of `window=None`, the full causal
+attention that stays available for short contexts and is the reference the local path is tested
+against.
+
+What the G "global" positions are: keys every later query can see (global in visibility). Being
+first under causal attention, they see only each other, never the history, so they carry no
+summary of it: the foundation model fills them with learned tokens that act as attention sinks
+(StreamingLLM, Xiao et al. 2023), a place for a query's softmax mass to go when nothing in its
+window matters, which keeps windowed attention stable. Information older than the window reaches
+a position only through the layers (N layers reach back N·(W-1) tokens), not through these keys.
 
 Sequences are left-padded: `valid` is False on padding. Padded keys are never attended; padded
 query rows see no key, get uniform weights over finite logits (no NaN in values or gradients),
@@ -31,7 +38,8 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, valid: jax.Array,
   """q, k, v [B, L, H, Dh], valid [B, L] bool -> [B, L, H, Dh]. Always causal.
 
   window=None: full causal attention (O(L²) memory). window=W: the W most recent keys plus the
-  first `num_global` positions, computed in chunks of `chunk` queries (O(L·(W + chunk + G))).
+  first `num_global` positions (attention sinks, see above), in chunks of `chunk` queries
+  (O(L·(W + chunk + G))).
   """
   _check_arguments(q, k, v, valid, window, num_global, chunk)
   q = q * (1.0 / math.sqrt(q.shape[-1]))
@@ -125,7 +133,8 @@ def _check_arguments(q, k, v, valid, window, num_global, chunk):
     raise UserError(f"attention window must be a positive number of tokens, got {window!r}; "
                     f"set model.window to e.g. 256, or to None for full attention.")
   if not isinstance(num_global, int) or num_global < 0:
-    raise UserError(f"num_global must be a count of global tokens >= 0, got {num_global!r}.")
+    raise UserError(f"num_global must be a count of attention-sink tokens >= 0, got "
+                    f"{num_global!r}.")
   if not isinstance(chunk, int) or chunk < 1:
     raise UserError(f"attention chunk must be a positive number of queries, got {chunk!r}; "
                     f"128 is a good default.")

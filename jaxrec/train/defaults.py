@@ -110,8 +110,9 @@ def foundation_config() -> ml_collections.ConfigDict:
       "name": "foundation", "max_len": 100, "dim": 64, "num_layers": 2, "num_heads": 2,
       "mlp_dim": 256, "dropout": 0.2,
       "combine": "sum",  # token fields: "sum" or "concat" (+ projection)
-      # Attention: window None = full causal; an int W = W recent keys + num_global summary
-      # tokens, in chunks of `chunk` queries (memory linear in max_len).
+      # Attention: window None = full causal; an int W = W recent keys + num_global learned
+      # attention-sink tokens (before the history: they see no history, so they summarise
+      # nothing), in chunks of `chunk` queries (memory linear in max_len).
       "window": ml_collections.FieldReference(None, field_type=int), "num_global": 0,
       "chunk": 128,
       "id_dropout": 0.1,  # share of item ids replaced by OOV each step: metadata learns the item
@@ -224,7 +225,8 @@ def long_history_data(config: ml_collections.ConfigDict,
 
 def long_context_foundation_config(max_len: int) -> ml_collections.ConfigDict:
   """The foundation model over `max_len` tokens of long histories: a 512-token sliding window
-  plus 4 summary tokens, in chunks of 128 queries, so memory grows linearly with max_len."""
+  plus 4 attention-sink tokens, in chunks of 128 queries, so memory grows linearly with
+  max_len."""
   config = long_history_data(foundation_config())
   config.model.max_len = max_len
   config.model.window = 512
