@@ -1,8 +1,15 @@
 """The recommendation pipeline over one export bundle, for a batch of requests at a time.
 
-    query embedding (two-tower query tower, jit) -> retrieval (ScaNN top-N over the catalogue)
+    query embedding (jit) -> retrieval (ScaNN top-N over the catalogue)
     -> multi-task ranking of the N candidates (DLRM, jit) -> combined policy score
     -> re-ranking (MMR diversity, caps, freshness slots, exploration) -> top-k
+
+The query encoder is the bundle's retrieval model: the two-tower's query tower (the user, the
+request's context and the history's items and times), or a sequence model such as the foundation
+model, whose query is its last state over the most recent window of the history's tokens, every
+field of them, built by the task's own `history_batch` (the evaluation pipeline's layout). A
+bundle without a ranker ranks the candidates by their retrieval score (query · item), then
+re-ranks as usual.
 
 Requests are padded to a few batch sizes compiled at start-up (`warm_up`), so nothing compiles
 while serving. A known user's history comes from the bundle's dataset, followed by whatever
@@ -20,6 +27,7 @@ from array_record.python import array_record_module
 
 from jaxrec.data.pipelines import RankingFeatures
 from jaxrec.data.storage import PreparedDataset, decode
+from jaxrec.data.events import EventType
 from jaxrec.data.tokenize import TOKEN_DTYPE, gap_bucket, hour_of_day, weekday_of
 from jaxrec.data.vocab import FIRST_ID, OOV
 from jaxrec.errors import UserError
@@ -29,6 +37,7 @@ from jaxrec.retrieval.bundle import load_bundle
 from serving.models import load_model
 
 BUCKETS = (1, 2, 4, 8, 16, 32)  # request batch sizes compiled at start-up
+RETRIEVAL_HEAD = "retrieval"  # the only score of a bundle without a ranker
 
 
 @dataclasses.dataclass
@@ -59,9 +68,10 @@ class ServingConfig:
 class Recommender:
   def __init__(self, bundle_path: str, config: ServingConfig, posteriors: BetaPosteriors):
     self.bundle = load_bundle(bundle_path)
-    if not (self.bundle.ranker_dir and self.bundle.dataset_dir):
-      raise UserError(f"{bundle_path} has no ranker: export it with `jaxrec export --workdir "
-                      "RETRIEVAL_WORKDIR --ranker RANKING_WORKDIR --out DIR`.")
+    if not self.bundle.dataset_dir:
+      raise UserError(f"{bundle_path} has no dataset to read users' histories from (bundles "
+                      "exported before it was always included): export it again with `jaxrec "
+                      "export --workdir RETRIEVAL_WORKDIR [--ranker RANKING_WORKDIR] --out DIR`.")
     self.version = self.bundle.path
     self.config = config
     self.data = PreparedDataset(self.bundle.dataset_dir)
@@ -73,18 +83,30 @@ class Recommender:
     self.user_index = {str(raw): i + FIRST_ID
                        for i, raw in enumerate(self.data.vocabs["user"].raw_ids)}
     self.query_model = load_model(self.bundle.query_encoder_dir, self.bundle.dataset_dir)
-    self.ranker = load_model(self.bundle.ranker_dir, self.bundle.dataset_dir)
-    self.heads = self.ranker.task.heads
-    self.policy = config.policy or dict(self.ranker.task.config.policy)
+    # Sequence models (SASRec, the foundation model, ...) say how a history becomes their input.
+    self.history_batch = getattr(self.query_model.task, "history_batch", None)
+    self.ranker = None
+    if self.bundle.ranker_dir:
+      self.ranker = load_model(self.bundle.ranker_dir, self.bundle.dataset_dir)
+      self.heads = self.ranker.task.heads
+      self.policy = config.policy or dict(self.ranker.task.config.policy)
+      self.score = self.ranker.jit("predictions")
+      self.features = RankingFeatures(self.data)
+    else:
+      self.heads = {RETRIEVAL_HEAD: None}
+      self.policy = config.policy or {RETRIEVAL_HEAD: 1.0}
+    unknown_heads = sorted(set(self.policy) - set(self.heads))
+    if unknown_heads:
+      raise UserError(f"the serving policy names {unknown_heads}, which {bundle_path} does not "
+                      f"score: use heads among {list(self.heads)}.")
     self.max_len = self.query_model.task.config.model.max_len
     self.num_candidates = min(config.candidates, len(self.bundle.item_ids))
-    self.features = RankingFeatures(self.data)
     self.query_vectors = self.query_model.jit("query_vectors")
-    self.score = self.ranker.jit("predictions")
     # Vector of every item id (rows 0 and 1 stay zero): MMR's similarity and /v1/similar.
     self.vectors = np.zeros((len(self.items), self.bundle.items.shape[1]), np.float32)
     self.vectors[self.bundle.item_ids] = self.bundle.items
     self.popular = np.argsort(-self.data.item_counts, kind="stable")[:self.num_candidates]
+    self.popularity = self.data.item_counts / max(self.data.item_counts.sum(), 1)
     self.genres = self.data.item_features.get("genres")
     self.genre_ids = self.data.vocabs.get("item_genres")
     self.blocked = self.item_ids(config.blocked)
@@ -112,12 +134,33 @@ class Recommender:
         raw = np.array([item for item, _ in request.history], dtype=object)
         ids = self.item_ids(raw)
         unknown = [str(x) for x in raw[ids < FIRST_ID]]
-        extra = np.zeros(int((ids >= FIRST_ID).sum()), TOKEN_DTYPE)
-        extra["item"] = ids[ids >= FIRST_ID]
-        extra["timestamp"] = np.array([t for _, t in request.history])[ids >= FIRST_ID]
-        tokens = np.sort(np.concatenate([tokens, extra]), order="timestamp", kind="stable")
+        times = np.array([t for _, t in request.history], np.int64)[ids >= FIRST_ID]
+        tokens = self._with_carried(tokens, ids[ids >= FIRST_ID], times, request.device)
       out.append((int(user_ids[i]), tokens, unknown))
     return out
+
+  def _with_carried(self, stored: np.ndarray, items: np.ndarray, times: np.ndarray,
+                    device: str | None) -> np.ndarray:
+    """The stored tokens and the request's (item, time) pairs as one history in time order.
+
+    A carried item becomes a token as the tokenizer would write an event of a log without event
+    types or values (data/tabular.py): an interaction of value 1.0, one event, on the request's
+    device, its hour and weekday from its time, its gap from the token before it.
+    """
+    extra = np.zeros(len(items), TOKEN_DTYPE)
+    extra["item"], extra["timestamp"] = items, times
+    extra["event"] = int(EventType.INTERACTION)
+    extra["actions"] = 1 << int(EventType.INTERACTION)
+    extra["count"], extra["value"] = 1, 1.0
+    extra["device"] = self.devices.lookup(np.array([device]))[0] if device else 0
+    extra["hour"], extra["weekday"] = hour_of_day(times), weekday_of(times)
+    carried = np.concatenate([np.zeros(len(stored), bool), np.ones(len(extra), bool)])
+    merged = np.concatenate([stored, extra])
+    order = np.argsort(merged["timestamp"], kind="stable")
+    merged, carried = merged[order], carried[order]
+    gaps = np.diff(merged["timestamp"], prepend=merged["timestamp"][:1])
+    merged["gap"] = np.where(carried, gap_bucket(gaps), merged["gap"])
+    return merged
 
   def _context(self, request: Request, now: int) -> tuple[int, int, int]:
     """(device id, hour 1..24, weekday 1..7) of a request."""
@@ -128,6 +171,10 @@ class Recommender:
   # ------------------------------------------------------------------------- the stages
 
   def _query_batch(self, resolved, contexts, size: int) -> dict:
+    if self.history_batch is not None:
+      histories = [tokens for _, tokens, _ in resolved]
+      return self.history_batch(histories + [histories[0][:0]] * (size - len(histories)))
+    # The two-tower's query tower: the user, the request's context, the history's items and times.
     length = self.max_len
     batch = {name: np.zeros((size, length), np.int32) for name in ("inputs", "device", "hour")}
     batch["timestamp"] = np.zeros((size, length), np.int64)
@@ -165,6 +212,14 @@ class Recommender:
     batch["dense"][unknown, 1] = 0.0
     return batch
 
+  def _retrieval_scores(self, queries, candidates, cold) -> np.ndarray:
+    """Without a ranker: each candidate's retrieval score (query · item), or on the cold-start
+    path (no query to speak of) its share of the training interactions. [B, N, 1]."""
+    scores = np.einsum("bd,bnd->bn", queries, self.vectors[candidates])
+    cold = np.concatenate([cold, np.zeros(len(candidates) - len(cold), bool)])
+    scores = np.where(cold[:, None], self.popularity[candidates], scores)
+    return scores[..., None].astype(np.float32)
+
   def recommend(self, requests: list[Request]) -> list[dict]:
     """Answers a batch of requests (at most BUCKETS[-1])."""
     timings = {}
@@ -183,6 +238,9 @@ class Recommender:
     lap("features")
     cold = np.array([user < FIRST_ID and not len(tokens) for user, tokens, _ in resolved])
     queries = np.asarray(self.query_vectors(self._query_batch(resolved, contexts, size)))
+    # A cold row has no history to summarise (a sequence model's state over padding alone is not
+    # a query): it searches with zeros, and its candidates come from popularity below.
+    queries = np.where(np.pad(cold, (0, size - len(cold)))[:, None], 0.0, queries)
     lap("query")
     excluded = [set(tokens["item"].tolist()) | set(self.item_ids(r.exclude).tolist())
                 for r, (_, tokens, _) in zip(requests, resolved)]
@@ -197,12 +255,15 @@ class Recommender:
       kept = kept[:self.num_candidates]
       candidates[row, :len(kept)] = kept
     lap("retrieval")
-    padded = resolved + [resolved[0]] * (size - len(requests))
-    padded_contexts = contexts + [contexts[0]] * (size - len(requests))
-    padded_now = now + [now[0]] * (size - len(requests))
-    outputs = np.asarray(self.score(self._ranking_batch(candidates, padded, padded_contexts,
-                                                        padded_now)))
-    outputs = outputs.reshape(size, self.num_candidates, len(self.heads))
+    if self.ranker is not None:
+      padded = resolved + [resolved[0]] * (size - len(requests))
+      padded_contexts = contexts + [contexts[0]] * (size - len(requests))
+      padded_now = now + [now[0]] * (size - len(requests))
+      outputs = np.asarray(self.score(self._ranking_batch(candidates, padded, padded_contexts,
+                                                          padded_now)))
+      outputs = outputs.reshape(size, self.num_candidates, len(self.heads))
+    else:
+      outputs = self._retrieval_scores(queries, candidates, cold)
     lap("ranking")
     responses = []
     rng = np.random.default_rng()

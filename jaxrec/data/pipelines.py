@@ -127,6 +127,23 @@ def _pad_batch(indices: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.nda
 # ----------------------------------------------------------------------------- sequences
 
 
+def window_batch(histories: list[np.ndarray], max_len: int,
+                 fields: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+  """Each history's most recent `max_len` tokens as a sequence model's input, laid out as
+  `sequence_dataset` lays out evaluation windows: `inputs` [B, max_len] left-padded item ids
+  and one [B, max_len] array per token field. Serving builds its queries with this."""
+  out = {"inputs": np.zeros((len(histories), max_len), np.int32)}
+  for name in fields:
+    out[name] = np.zeros((len(histories), max_len), TOKEN_DTYPE[name])
+  for row, tokens in enumerate(histories):
+    recent = tokens[len(tokens) - max_len:] if len(tokens) > max_len else tokens
+    if len(recent):
+      out["inputs"][row, max_len - len(recent):] = recent["item"]
+      for name in fields:
+        out[name][row, max_len - len(recent):] = recent[name]
+  return out
+
+
 def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int = 200,
                      objective: str = "next", mask_prob: float = 0.2, max_targets: int = 1,
                      fields: tuple[str, ...] = (), target_fields: tuple[str, ...] = (),
@@ -174,9 +191,8 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
     if not train:
       indices, weight = _pad_batch(indices, batch_size)
     n = len(indices)
-    out = {"inputs": np.zeros((n, max_len), np.int32)}
-    for name in fields:
-      out[name] = np.zeros((n, max_len), TOKEN_DTYPE[name])
+    out = {}
+    windows = []  # each row's input tokens
     targets = np.zeros((n, max_len) if train else (n, max_targets), np.int32)
     for name in target_fields:
       out[f"target_{name}"] = np.zeros(targets.shape, TOKEN_DTYPE[name])
@@ -210,10 +226,8 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
         targets[row, :len(held_out)] = held_out["item"]
         for name in target_fields:
           out[f"target_{name}"][row, :len(held_out)] = held_out[name]
-      if len(inputs):
-        out["inputs"][row, max_len - len(inputs):] = inputs["item"]
-        for name in fields:
-          out[name][row, max_len - len(inputs):] = inputs[name]
+      windows.append(inputs)
+    out.update(window_batch(windows, max_len, fields))
     if train and objective == "masked":
       present = out["inputs"] != 0
       masked = present & (rng.random(present.shape) < mask_prob)

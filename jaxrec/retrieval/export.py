@@ -70,9 +70,9 @@ def export_workdir(workdir: str, export_root: str, version: int | None = None,
                    ranker: str | None = None) -> tuple[str, dict]:
   """Writes `export_root/<version>` (default: the next one) and returns (path, manifest).
 
-  With `ranker` (a ranking workdir trained on the same dataset) the bundle also holds the
-  multi-task ranker and the prepared dataset both models read features from: what a serving job
-  needs to answer a request.
+  The bundle holds the prepared dataset the model read (users' histories, side features): a
+  serving job builds queries from it. With `ranker` (a ranking workdir trained on the same
+  dataset) it also holds the multi-task ranker, which reads its features from the same dataset.
 
   The index is brute force with `exact`, else ScaNN with parameters chosen from the catalogue
   size (params_for: brute force below EXACT_BELOW items) and `index_overrides` applied, e.g.
@@ -130,7 +130,7 @@ def export_workdir(workdir: str, export_root: str, version: int | None = None,
     manifest = write_bundle(
         out, item_embeddings=items, item_ids=np.arange(FIRST_ID, FIRST_ID + len(items)),
         query_params_dir=params_dir, vocab_dir=os.path.join(run.task.data.path, "vocab"),
-        ranker_dir=ranker_dir, dataset_dir=run.task.data.path if ranker_run else None,
+        ranker_dir=ranker_dir, dataset_dir=run.task.data.path,
         metadata=metadata, scann=scann, held_out_queries=queries)
   return out, manifest
 
