@@ -62,6 +62,23 @@ def test_window_changes_the_result():
   assert np.abs(np.asarray(local - causal_attention(q, k, v, valid))).max() > 1e-2
 
 
+def test_history_older_than_the_window_is_invisible_and_sinks_are_not_summaries():
+  """What model.num_global's tokens are: attention sinks. The last query sees its window and the
+  first G positions' own keys; nothing in between reaches it, so the sinks carry no summary."""
+  q, k, v, valid = _inputs(length=30, pad=(0, 0))
+  window, sinks = 6, 2
+  attend = lambda k, v: causal_attention(q, k, v, valid, window=window, num_global=sinks,
+                                         chunk=4)[:, -1]
+  last = attend(k, v)
+  old = slice(sinks, 30 - window)  # neither sinks nor inside the last query's window
+  noise = jax.random.normal(jax.random.key(3), k[:, old].shape)
+  np.testing.assert_allclose(attend(k.at[:, old].add(noise), v.at[:, old].add(noise)), last,
+                             atol=1e-6)
+  for changed in (slice(0, sinks), slice(30 - window, 30)):  # the sinks and the window do count
+    moved = attend(k, v.at[:, changed].add(1.0))
+    assert np.abs(np.asarray(moved - last)).max() > 1e-3
+
+
 def test_padding_rows_are_zero_and_nan_free_in_values_and_gradients():
   q, k, v, valid = _inputs(length=24, pad=(0, 20))
   valid = valid.at[1].set(False)  # a fully padded row too
