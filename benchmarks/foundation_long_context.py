@@ -1,15 +1,31 @@
-"""Long context: the foundation model over 2,048 tokens vs SASRec over 200, and memory vs length.
+"""Long context, measured fairly: what 2,048 tokens of history buy over 200, and memory vs length.
 
-    python benchmarks/foundation_long_context.py [--steps 150] [--users 1000]
+    python benchmarks/foundation_long_context.py [--users 400] [--steps 150]
+    python benchmarks/foundation_long_context.py --skip-quality     # the memory table alone
 
-Data: the synthetic-long dataset (jaxrec/data/synthetic_sessions.py): every user has >= 2,000
-tokens, ~24 slowly drifting interests with a favourite style each, and short sessions, so the last
-200 tokens miss part of a user's interests. Leave-one-out by time; test metrics rank all 7,200
-items with each user's earlier items excluded (the same protocol for every row).
+Data: the synthetic-long dataset (jaxrec/data/synthetic_sessions.py), --users users, every one
+with >= 2,000 tokens (the shortest is printed), ~24 slowly drifting interests with a favourite
+style each, and short sessions, so the last 200 tokens miss part of a user's interests.
+Leave-one-out by time; test metrics rank all 7,200 items with each user's earlier items excluded
+(the same protocol for every row). Every row trains on the same data in this one run with ~16k
+tokens per step and logQ-corrected sampled softmax.
 
-Rows: SASRec (configs/synthetic_long_sasrec.py, the last 200 tokens) and the foundation model over
-2,048 tokens (configs/synthetic_long_foundation.py: 512-token window + 4 summary tokens). Both
-train the same number of steps of ~16k tokens with logQ-corrected sampled softmax.
+Rows, so that the gain can be attributed:
+- SASRec @200 (configs/synthetic_long_sasrec.py), the issue's baseline, trained to convergence:
+  evaluated on validation every --eval-every steps and stopped once validation NDCG@10 has not
+  risen for --patience evaluations (best checkpoint kept), at each rate of --sasrec-lrs; the rate
+  with the best validation NDCG@10 is the row (every rate's run is in the JSON).
+- foundation @2048 (configs/synthetic_long_foundation.py): --steps steps of 8 users, evaluated
+  once at the end. 512-token window + 4 attention-sink tokens, 2 layers: its last position reads
+  the last 1,023 tokens; every position of the 2,048 is trained.
+- foundation @200: the same config with only the context changed (200 tokens, 80 users per step;
+  a 512-token window covers all 200, so it runs as `model.window=None`: full causal attention
+  over the same sink tokens and history, the same function), trained to convergence like SASRec. The same model, metadata and event fields as the row above, so the
+  step from this row to foundation @2048 is the context length alone, and the step from SASRec
+  to this row is the model (metadata, event fields, id dropout).
+The JSON gets each run's validation history, the tokens it trained on until its best checkpoint
+(as epochs of the training tokens), the git sha and the files that differed from it. It is
+written after every run, so a stopped benchmark keeps the rows that finished.
 
 Memory: the compiled train step's memory analysis (XLA's plan: arguments + outputs + scratch
 − donated buffers) of the foundation model at 512 / 1,024 / 2,048 / 4,096 tokens, 8 users per
@@ -22,11 +38,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import RESULTS, ROOT, print_table, train_config, write_result  # noqa: E402
@@ -38,23 +56,63 @@ from jaxrec.train.trainer import Run  # noqa: E402
 KEYS = ["ndcg@10", "recall@10", "mrr@10", "ndcg@20", "recall@20"]
 LENGTHS = (512, 1024, 2048, 4096)
 MEMORY_BATCH = 8
+BASELINE, CONTROL, LONG = "SASRec @200", "foundation @200 (same config)", "foundation @2048"
+RECORDED = ("test", "valid", "seconds", "best_step", "last_step", "valid_ndcg@10_history",
+            "overrides", "lr", "batch_size", "max_len")
+SHORT_BATCH = 80  # 80 x 200 = 16,000 tokens per step; the 2,048-token runs take 8 x 2,048
 
 
-def quality_runs(steps: int, users: int, workdir: str) -> dict[str, dict]:
-  common = [f"train.num_steps={steps}", f"train.eval_every={steps}",
-            f"data.synthetic.num_users={users}",
-            f"data.dir={os.path.join(ROOT, 'data', f'synthetic-long-{users}')}"]
-  runs = {
-      "SASRec @200": ("synthetic_long_sasrec.py", []),
-      "foundation @2048 (window 512 + 4 global)": ("synthetic_long_foundation.py", []),
-  }
-  results = {}
-  for name, (config_file, overrides) in runs.items():
-    out = train_config(config_file, common + overrides, os.path.join(workdir, str(len(results))))
-    print(f"{name}: test ndcg@10 {out['test']['ndcg@10']:.4f} ({out['seconds']:.0f} s, best step "
-          f"{out['best_step']})", flush=True)
-    results[name] = out
-  return results
+def data_dir(users: int) -> str:
+  return os.path.join(ROOT, "data", f"synthetic-long-{users}")
+
+
+def planned_runs(args) -> dict[str, tuple[str, list[str]]]:
+  """name -> (config file, overrides), in the order they run: the baseline at the default rate
+  and the two foundation rows first, the other SASRec rates after (the rate check)."""
+  until_converged = [f"train.num_steps={args.max_steps}", f"train.eval_every={args.eval_every}",
+                     f"train.patience={args.patience}"]
+  sasrec = {f"{BASELINE} lr {lr:g}": ("synthetic_long_sasrec.py",
+                                      until_converged + [f"optimizer.learning_rate={lr}"])
+            for lr in args.sasrec_lrs}
+  first = next(iter(sasrec))
+  return {first: sasrec.pop(first),
+          LONG: ("synthetic_long_foundation.py",
+                 [f"train.num_steps={args.steps}", f"train.eval_every={args.steps}"]),
+          CONTROL: ("synthetic_long_foundation.py", until_converged + [
+              "model.max_len=200", f"train.batch_size={SHORT_BATCH}",
+              # A 512-token window over 200 tokens is full attention; the dense path computes the
+              # same thing (over the same sink tokens) with less work.
+              "model.window=None"]),
+          **sasrec}
+
+
+def train_row(config_file: str, overrides: list[str], users: int, run_dir: str) -> dict:
+  out = train_config(config_file, [f"data.synthetic.num_users={users}",
+                                   f"data.dir={data_dir(users)}"] + overrides, run_dir)
+  with open(os.path.join(run_dir, "config.json")) as f:
+    config = json.load(f)
+  out.update(overrides=overrides, lr=config["optimizer"]["learning_rate"],
+             batch_size=config["train"]["batch_size"], max_len=config["model"]["max_len"])
+  return out
+
+
+def summarise(runs: dict[str, dict]) -> dict[str, dict]:
+  """The table's rows: SASRec at the rate with the best validation NDCG@10 (never test), then
+  the foundation rows that have finished."""
+  sasrec = {name: out for name, out in runs.items() if name.startswith(BASELINE)}
+  best = max(sasrec, key=lambda name: sasrec[name]["valid"]["ndcg@10"])
+  quality = {BASELINE: {**runs[best], "run": best, "chosen_from": {
+      name: out["valid"]["ndcg@10"] for name, out in sasrec.items()}}}
+  quality.update({name: out for name, out in runs.items() if name not in sasrec})
+  return quality
+
+
+def training_tokens(users: int) -> tuple[int, int]:
+  """(training tokens in the data, the shortest user's history): the epoch of the JSON's
+  `epochs`, and the check that every user has >= 2,000 tokens."""
+  from jaxrec.data.storage import PreparedDataset
+  splits = PreparedDataset(data_dir(users)).splits
+  return int(np.sum(splits.train_end)), int(np.min(splits.length))
 
 
 def train_step_memory(config) -> dict[str, int]:
@@ -79,7 +137,7 @@ def memory_runs(users: int) -> dict[str, dict[int, dict]]:
     for length in LENGTHS:
       config = long_context_foundation_config(length)
       config.data.synthetic.num_users = users
-      config.data.dir = os.path.join(ROOT, "data", f"synthetic-long-{users}")
+      config.data.dir = data_dir(users)
       config.model.window = window
       config.model.num_global = 4 if window else 0
       config.train.batch_size = MEMORY_BATCH
@@ -90,45 +148,123 @@ def memory_runs(users: int) -> dict[str, dict[int, dict]]:
   return out
 
 
+def tokens_trained(out: dict, train_tokens: int) -> dict:
+  """Training tokens (positions with a loss) up to the best checkpoint, and as epochs."""
+  tokens = out["best_step"] * out["batch_size"] * out["max_len"]
+  return {"tokens": tokens, "epochs": tokens / train_tokens}
+
+
+def print_quality(quality: dict, train_tokens: int) -> None:
+  baseline = quality[BASELINE]["test"]["ndcg@10"]
+  rows = []
+  for name, out in quality.items():
+    label = f"{name} (lr {out['lr']:g})" if name == BASELINE else name
+    seen = tokens_trained(out, train_tokens)
+    rows.append([label] + [f"{out['test'][k]:.4f}" for k in KEYS]
+                + [f"{out['valid']['ndcg@10']:.4f}",
+                   f"{out['test']['ndcg@10'] / baseline - 1:+.1%}",
+                   f"{out['best_step']}/{out['last_step']}", f"{seen['epochs']:.2f}",
+                   f"{out['seconds']:.0f}"])
+  print_table(["model"] + ["test " + k for k in KEYS]
+              + ["valid ndcg@10", "ndcg@10 vs SASRec", "best/last step", "epochs", "seconds"],
+              rows)
+
+
+QUALITY_KEYS = ("users", "steps", "max_steps", "eval_every", "patience", "sasrec_lrs", "protocol",
+                "shortest_history", "training_tokens", "gain_ndcg10", "gain_from_context_ndcg10",
+                "bar_met", "models", "sasrec_runs", "complete", "git_sha", "uncommitted")
+
+
+def quality_result(quality: dict, runs: dict, train_tokens: int, shortest: int) -> dict:
+  """The JSON's quality keys from the rows that have finished."""
+  out = {"protocol": quality[BASELINE]["protocol"], "shortest_history": shortest,
+         "training_tokens": train_tokens,
+         "models": {name: {**{k: row[k] for k in RECORDED}, **tokens_trained(row, train_tokens),
+                           **({"run": row["run"], "chosen_from": row["chosen_from"]}
+                              if name == BASELINE else {})}
+                    for name, row in quality.items()},
+         "sasrec_runs": {name: {k: row[k] for k in RECORDED}
+                         for name, row in runs.items() if name.startswith(BASELINE)}}
+  ndcg = {name: row["test"]["ndcg@10"] for name, row in quality.items()}
+  if LONG in ndcg:
+    out["gain_ndcg10"] = ndcg[LONG] / ndcg[BASELINE] - 1
+    out["bar_met"] = out["gain_ndcg10"] >= 0.10
+  if LONG in ndcg and CONTROL in ndcg:
+    out["gain_from_context_ndcg10"] = ndcg[LONG] / ndcg[CONTROL] - 1
+  return out
+
+
+def git_sha() -> str:
+  return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                        text=True).stdout.strip()
+
+
+def uncommitted() -> list[str]:
+  """Files that differ from git_sha when the run starts (the working tree is shared)."""
+  status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                          capture_output=True, text=True).stdout
+  return sorted(line[3:] for line in status.splitlines())
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--steps", type=int, default=150)
-  parser.add_argument("--users", type=int, default=1000)
-  parser.add_argument("--skip-quality", action="store_true", help="memory table only")
-  parser.add_argument("--reuse-memory", action="store_true",
-                      help="take the memory table from the last results JSON (compiling the "
-                           "full-attention steps takes minutes)")
+  parser.add_argument("--users", type=int, default=400)
+  parser.add_argument("--steps", type=int, default=150, help="training steps of foundation @2048")
+  parser.add_argument("--max-steps", type=int, default=1500,
+                      help="at most this many steps for the runs trained to convergence")
+  parser.add_argument("--eval-every", type=int, default=50)
+  parser.add_argument("--patience", type=int, default=3)
+  parser.add_argument("--sasrec-lrs", type=lambda s: [float(x) for x in s.split(",")],
+                      default=[2e-3, 5e-3])
+  parser.add_argument("--skip-quality", action="store_true",
+                      help="memory table only; the quality rows of the last results JSON are kept")
+  parser.add_argument("--skip-memory", action="store_true",
+                      help="quality only; the memory table of the last results JSON is kept")
   args = parser.parse_args()
 
-  if args.reuse_memory:
-    with open(os.path.join(RESULTS, "foundation_long_context.json")) as f:
-      memory = {label: {int(k): v for k, v in rows.items()}
-                for label, rows in json.load(f)["memory"].items()}
+  path = os.path.join(RESULTS, "foundation_long_context.json")
+  result = {}
+  if os.path.exists(path):  # the part not measured now (--skip-*) is kept from the last run
+    with open(path) as f:
+      result = json.load(f)
+  if not args.skip_quality:
+    for stale in QUALITY_KEYS:
+      result.pop(stale, None)
+    result.update(users=args.users, steps=args.steps, max_steps=args.max_steps,
+                  eval_every=args.eval_every, patience=args.patience,
+                  sasrec_lrs=args.sasrec_lrs, git_sha=git_sha(), uncommitted=uncommitted())
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+      for name, (config_file, overrides) in planned_runs(args).items():
+        out = runs[name] = train_row(config_file, overrides, args.users,
+                                     os.path.join(tmp, str(len(runs))))
+        print(f"{name}: valid ndcg@10 {out['valid']['ndcg@10']:.4f}, test "
+              f"{out['test']['ndcg@10']:.4f} ({out['seconds']:.0f} s, best step "
+              f"{out['best_step']} of {out['last_step']})", flush=True)
+        # The first run prepared the data.
+        train_tokens, shortest = training_tokens(args.users)
+        # Written after every run, so a stopped benchmark keeps what finished.
+        result.update(quality_result(summarise(runs), runs, train_tokens, shortest),
+                      complete=len(runs) == len(planned_runs(args)))
+        write_result("foundation_long_context", result)
+    quality = summarise(runs)
+    print(f"\nsynthetic-long, {args.users} users (shortest history {shortest} tokens, "
+          f"{train_tokens:,} training tokens); {quality[BASELINE]['protocol']}\n")
+    print_quality(quality, train_tokens)
+    print(f"\nbar: foundation @2048 >= +10% NDCG@10 over SASRec @200: "
+          f"{result['gain_ndcg10']:+.1%} ({'met' if result['bar_met'] else 'NOT met'})")
+    print(f"of which the context length (foundation @2048 over the same model @200): "
+          f"{result['gain_from_context_ndcg10']:+.1%}")
+
+  if args.skip_memory:
+    memory = {label: {int(k): v for k, v in rows.items()}
+              for label, rows in result["memory"].items()}
   else:
     memory = memory_runs(args.users)
-  quality = {}
-  if not args.skip_quality:
-    with tempfile.TemporaryDirectory() as tmp:
-      quality = quality_runs(args.steps, args.users, tmp)
-
-  result = {"steps": args.steps, "users": args.users, "memory_batch": MEMORY_BATCH,
-            "memory": {label: {str(k): v for k, v in rows.items()} for label, rows in memory.items()}}
-  if quality:
-    baseline = quality["SASRec @200"]["test"]["ndcg@10"]
-    rows = []
-    for name, out in quality.items():
-      rows.append([name] + [f"{out['test'][k]:.4f}" for k in KEYS]
-                  + [f"{out['test']['ndcg@10'] / baseline - 1:+.1%}", f"{out['seconds']:.0f}"])
-    print(f"\nsynthetic-long, {args.users} users; {next(iter(quality.values()))['protocol']}\n")
-    print_table(["model"] + KEYS + ["ndcg@10 vs SASRec", "seconds"], rows)
-    long_name = "foundation @2048 (window 512 + 4 global)"
-    gain = quality[long_name]["test"]["ndcg@10"] / baseline - 1
-    print(f"\nbar: foundation @2048 >= +10% NDCG@10 over SASRec @200: {gain:+.1%} "
-          f"({'met' if gain >= 0.10 else 'NOT met'})")
-    result.update(protocol=next(iter(quality.values()))["protocol"], gain_ndcg10=gain,
-                  models={name: {"test": out["test"], "valid": out["valid"],
-                                 "seconds": out["seconds"], "best_step": out["best_step"]}
-                          for name, out in quality.items()})
+    result.pop("memory_note", None)  # an earlier run's caveat about a reused table
+    result.update(memory_users=args.users, memory_batch=MEMORY_BATCH, memory_git_sha=git_sha(),
+                  memory={label: {str(k): v for k, v in rows.items()}
+                          for label, rows in memory.items()})
 
   print(f"\npeak training memory (compiled train step, {MEMORY_BATCH} users per step)\n")
   rows = []
@@ -141,8 +277,8 @@ def main() -> None:
                  f"{length / 512:.0f}"])
   print_table(["context", "local MiB", "local ×512", "full MiB", "full ×512", "length ×512"],
               rows)
-  linear = all(memory["local"][n]["peak_bytes"] <= 1.05 * n / 512 * memory["local"][512]["peak_bytes"]
-               for n in LENGTHS)
+  base = memory["local"][512]["peak_bytes"]
+  linear = all(memory["local"][n]["peak_bytes"] <= 1.05 * n / 512 * base for n in LENGTHS)
   print(f"\nbar: local-attention memory grows at most linearly: {'met' if linear else 'NOT met'}")
   result["memory_linear"] = linear
   path = write_result("foundation_long_context", result)
