@@ -13,7 +13,8 @@ retrieval (its last state is the query, its item encoder the item side), ranking
 - Items: an item's vector is its id embedding plus its metadata embedding (genres, year, hashed
   title words), shared by the input and the output layer. Id dropout in training replaces ids by
   the learned out-of-vocabulary row, so the metadata part learns to carry the item; an item never
-  seen in training gets that row plus its metadata: its metadata alone, nothing item-specific.
+  seen in training gets that row plus its metadata: its metadata alone, nothing item-specific,
+  in training too, where it passes no gradient (see FoundationTask.id_masks).
 - Heads: the next token's item from the state itself; the item h tokens ahead through a projection
   per extra step (multi-token prediction); the next token's genres and event type.
 """
@@ -50,11 +51,15 @@ class ItemEncoder(nnx.Module):
     return metadata_sum(self.metadata_tables, features, self.title_buckets)
 
   def __call__(self, items: jax.Array, features: dict[str, jax.Array],
-               keep_id: jax.Array | None = None) -> jax.Array:
-    """items [N] with their metadata rows; where keep_id [N] is False the id becomes OOV."""
+               keep_id: jax.Array | None = None, learn: jax.Array | None = None) -> jax.Array:
+    """items [N] with their metadata rows; where keep_id [N] is False the id becomes OOV; where
+    learn [N] is False the vector is a constant of the step (no gradient reaches its rows)."""
     if keep_id is not None:
       items = jnp.where(keep_id, items, OOV)
-    return self.id_embedding(items) + self.metadata(features)
+    vectors = self.id_embedding(items) + self.metadata(features)
+    if learn is not None:
+      vectors = jnp.where(learn[:, None], vectors, jax.lax.stop_gradient(vectors))
+    return vectors
 
 
 class FoundationBlock(TransformerBlock):
@@ -97,11 +102,18 @@ class FoundationModel(nnx.Module):
     self.genre_head = Dense(dim, num_genres, ("embed", "mlp"), rngs=rngs)
     self.event_head = Dense(dim, NUM_EVENT_TYPES, ("embed", "mlp"), rngs=rngs)
 
-  def item_vectors(self, metadata: dict[str, jax.Array],
-                   keep_id: jax.Array | None = None) -> jax.Array:
+  def item_vectors(self, metadata: dict[str, jax.Array], keep_id: jax.Array | None = None,
+                   learn: jax.Array | None = None) -> jax.Array:
     """Every item's vector [V, D] from the catalogue's metadata rows (`metadata[name]` [V, ...]);
-    keep_id [V] False: that item from its metadata alone (unseen items, id dropout)."""
-    return self.items(jnp.arange(self.num_items), metadata, keep_id)
+    keep_id [V] False: that item from its metadata alone (unseen items, id dropout); learn [V]
+    False: no gradient through that item (an item no training token names)."""
+    return self.items(jnp.arange(self.num_items), metadata, keep_id, learn)
+
+  def vectors_of(self, ids: jax.Array, metadata: dict[str, jax.Array],
+                 keep_id: jax.Array | None = None, learn: jax.Array | None = None) -> jax.Array:
+    """The vectors [N, D] of the items `ids` [N] alone (what a sampled-softmax step needs),
+    equal to those rows of item_vectors; `metadata[name]` is the whole catalogue's [V, ...]."""
+    return self.items(ids, {name: rows[ids] for name, rows in metadata.items()}, keep_id, learn)
 
   def init_new_items(self, ids: jax.Array) -> None:
     """A warm start's new items (ids the earlier run never saw) start as their metadata
@@ -110,12 +122,16 @@ class FoundationModel(nnx.Module):
     table = self.items.id_embedding.embedding
     table[...] = table[...].at[ids].set(0.0)
 
-  def __call__(self, inputs: jax.Array, fields: dict[str, jax.Array], item_table: jax.Array,
-               rngs: nnx.Rngs | None = None) -> jax.Array:
+  def __call__(self, inputs: jax.Array, fields: dict[str, jax.Array],
+               item_table: jax.Array | None, rngs: nnx.Rngs | None = None,
+               input_vectors: jax.Array | None = None) -> jax.Array:
     """inputs [B, L] left-padded item ids, `fields` their token fields, item_table [V, D] from
-    item_vectors -> hidden states [B, L, D]; position t summarises the tokens up to t."""
+    item_vectors (or, without a table, input_vectors [B, L, D]: the inputs' own vectors) ->
+    hidden states [B, L, D]; position t summarises the tokens up to t."""
     valid = inputs > 0
-    x = self.tokens(item_table[inputs], fields, valid)
+    if input_vectors is None:
+      input_vectors = item_table[inputs]
+    x = self.tokens(input_vectors, fields, valid)
     x = self.dropout(x, deterministic=rngs is None, rngs=rngs) * valid[..., None]
     g = self.num_global
     if g:  # learned attention sinks before the history: all positions see them, they see none

@@ -10,7 +10,9 @@ Objectives, all over one causal pass of each user's history window (models/found
 - auxiliary heads: the next token's genres (`loss.genre_weight`) and event type
   (`loss.event_type_weight`);
 - full softmax over the catalogue (`loss.name="ce"`), or sampled softmax with logQ correction for
-  large catalogues (`"sampled_softmax"`).
+  large catalogues (`"sampled_softmax"`): negatives drawn from an alias table (O(K)), and only the
+  vectors of the step's inputs, targets and negatives computed, so a step's cost does not grow
+  with the catalogue (the optimizer's dense update of the id table aside).
 Evaluation is the sequential task's: full ranking of the whole catalogue from the last state,
 every earlier item of the user excluded. item_vectors / query_vectors make it exportable.
 """
@@ -27,7 +29,8 @@ from jaxrec.data import pipelines
 from jaxrec.errors import UserError
 from jaxrec.models.event_tokens import TOKEN_FIELDS, field_sizes
 from jaxrec.models.foundation import FoundationModel
-from jaxrec.train.losses import full_softmax_nll, sampled_softmax_nll
+from jaxrec.train.losses import (alias_table, full_softmax_nll, sample_by_alias,
+                                 sampled_softmax_nll_of)
 from jaxrec.train.sequential import SequentialTask
 
 SOFTMAXES = ("ce", "sampled_softmax")
@@ -128,27 +131,70 @@ class FoundationTask(SequentialTask):
 
   def loss(self, model, batch, key):
     dropout_key, sample_key, id_key = jax.random.split(key, 3)
-    keep = jax.random.bernoulli(id_key, 1.0 - self.config.model.id_dropout, (model.num_items,))
-    items = model.item_vectors(self._metadata(), keep)
-    hidden = model(batch["inputs"], self._fields(batch), items,
-                   rngs=nnx.Rngs(dropout=dropout_key))
-    return self.objective(model, hidden, batch, items, sample_key)
+    keep, learn = self.id_masks(id_key)
+    rngs = nnx.Rngs(dropout=dropout_key)
+    if self.config.loss.name == "ce":
+      items = model.item_vectors(self._metadata(), keep, learn)
+      hidden = model(batch["inputs"], self._fields(batch), items, rngs=rngs)
+      return self.objective(model, hidden, batch, items, sample_key)
+    # Sampled softmax reads the vectors of the inputs, the targets and the negatives only:
+    # O(B·L + K) item encodings a step instead of the whole catalogue's.
+    inputs, targets = batch["inputs"], batch["targets"]
+    negatives = self.sample_negatives(sample_key)
+    ids = jnp.concatenate([inputs.ravel(), targets.ravel(), negatives.ravel()])
+    vectors = model.vectors_of(ids, self._metadata(), keep[ids], learn[ids])
+    tokens = inputs.size
+    input_vectors = vectors[:tokens].reshape(inputs.shape + (-1,))
+    target_vectors = vectors[tokens:2 * tokens].reshape(targets.shape + (-1,))
+    negative_vectors = vectors[2 * tokens:].reshape(negatives.shape + (-1,))
+    hidden = model(inputs, self._fields(batch), None, rngs=rngs, input_vectors=input_vectors)
+    log_q = jnp.asarray(self.log_q)
+    nll = lambda query, step, step_targets: sampled_softmax_nll_of(
+        query, step_targets, shift_ahead(target_vectors, step), negatives[step],
+        negative_vectors[step], log_q)
+    return self.weighted_objective(model, hidden, batch, nll)
+
+  def id_masks(self, key) -> tuple[jax.Array, jax.Array]:
+    """(keep [V], learn [V]) for one step. Id dropout: each trained item keeps its id with
+    probability 1 - model.id_dropout, else is its metadata alone. An item no training token
+    names is its metadata alone, as in evaluation, and passes no gradient: a negative that is
+    never a target would only push down the metadata rows that new items alone carry (a release
+    year later than every trained item's), ranking every new item below the rest."""
+    learn = jnp.asarray(self.trained)
+    keep = jax.random.bernoulli(key, 1.0 - self.config.model.id_dropout, learn.shape) & learn
+    return keep, learn
+
+  def sample_negatives(self, key) -> jax.Array:
+    """[horizon, K] sampled-softmax negatives, by popularity q: one set per horizon step."""
+    cfg = self.config.loss
+    if getattr(self, "_alias_of", None) is not self.log_q:  # built once per log_q
+      self._alias, self._alias_of = alias_table(self.log_q), self.log_q
+    return sample_by_alias(key, self._alias, cfg.horizon * cfg.num_negatives).reshape(
+        cfg.horizon, cfg.num_negatives)
 
   def objective(self, model, hidden, batch, items, key) -> jax.Array:
-    """The weighted sum of every objective for hidden states [B, L, D] of a training batch."""
+    """The weighted sum of every objective for hidden states [B, L, D] of a training batch, with
+    every item's vector items [V, D] at hand (the full softmax needs them all)."""
+    if self.config.loss.name == "ce":
+      nll = lambda query, step, step_targets: full_softmax_nll(query, step_targets, items)
+    else:
+      negatives = self.sample_negatives(key)
+      nll = lambda query, step, step_targets: sampled_softmax_nll_of(
+          query, step_targets, items[step_targets], negatives[step], items[negatives[step]],
+          jnp.asarray(self.log_q))
+    return self.weighted_objective(model, hidden, batch, nll)
+
+  def weighted_objective(self, model, hidden, batch, nll) -> jax.Array:
+    """The weighted sum of every objective; nll(query, step, targets) is the next-item loss
+    [B, L] of the queries for the items `step` tokens ahead."""
     cfg = self.config.loss
     targets = batch["targets"]
     weights = token_weights(targets, batch["target_event"], batch["target_value"],
                             jnp.asarray(self.event_weights), cfg.value_weight)
     total = 0.0
     for step, query in enumerate(model.horizon_queries(hidden)):
-      step_targets = shift_ahead(targets, step)
-      if cfg.name == "ce":
-        nll = full_softmax_nll(query, step_targets, items)
-      else:
-        nll = sampled_softmax_nll(query, step_targets, items, jax.random.fold_in(key, step),
-                                  cfg.num_negatives, jnp.asarray(self.log_q))
-      total = total + cfg.horizon_decay ** step * weighted_mean(nll, shift_ahead(weights, step))
+      step_nll = nll(query, step, shift_ahead(targets, step))
+      total = total + cfg.horizon_decay ** step * weighted_mean(step_nll, shift_ahead(weights, step))
     has_target = (targets > 0).astype(hidden.dtype)
     if cfg.genre_weight and "genres" in self.metadata:
       genres = jnp.asarray(self.metadata["genres"])[targets]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrec.errors import UserError
 
@@ -42,11 +43,47 @@ def full_softmax(h, targets, items):
 def sampled_softmax_nll(h, targets, items, key, num_negatives, log_q):
   """Per-position [B, L] sampled-softmax loss with logQ correction, accidental hits removed."""
   negatives = jax.random.categorical(key, log_q, shape=(num_negatives,))
-  positive = jnp.einsum("bld,bld->bl", h, items[targets]) - log_q[targets]
-  negative = jnp.einsum("bld,kd->blk", h, items[negatives]) - log_q[negatives]
+  return sampled_softmax_nll_of(h, targets, items[targets], negatives, items[negatives], log_q)
+
+
+def sampled_softmax_nll_of(h, targets, target_vectors, negatives, negative_vectors, log_q):
+  """sampled_softmax_nll from the vectors it reads: the targets' [B, L, D] and the negatives'
+  [K, D] (ids [K]), so a caller can compute those rows alone instead of the whole table."""
+  positive = jnp.einsum("bld,bld->bl", h, target_vectors) - log_q[targets]
+  negative = jnp.einsum("bld,kd->blk", h, negative_vectors) - log_q[negatives]
   negative = jnp.where(negatives[None, None] == targets[..., None], NEG, negative)
   logits = jnp.concatenate([positive[..., None], negative], axis=-1)
   return jax.nn.logsumexp(logits, axis=-1) - positive
+
+
+def alias_table(log_q) -> tuple[np.ndarray, np.ndarray]:
+  """Walker's alias table (Vose's construction, on the host in float64) for drawing ids with
+  probability q = exp(log_q) / sum: draw a uniform bucket i, keep i with probability prob[i],
+  else take alias[i]. Exact for any q however small, unlike a float32 CDF, whose resolution near
+  1 (~6e-8) drops or lumps a large catalogue's tail items."""
+  q = np.exp(np.asarray(log_q, np.float64))
+  prob = q / q.sum() * len(q)
+  alias = np.arange(len(q), dtype=np.int32)
+  small, large = list(np.flatnonzero(prob < 1.0)), list(np.flatnonzero(prob >= 1.0))
+  while small and large:
+    s, l = small.pop(), large.pop()
+    alias[s] = l
+    prob[l] -= 1.0 - prob[s]
+    (small if prob[l] < 1.0 else large).append(l)
+  prob[large] = 1.0  # what is left holds exactly its own bucket, up to rounding
+  prob[small] = 1.0
+  return prob.astype(np.float32), alias
+
+
+def sample_by_alias(key, table: tuple[np.ndarray, np.ndarray], num_samples: int) -> jax.Array:
+  """`num_samples` ids drawn with probability q (with replacement) from alias_table(log_q):
+  O(K) per step. jax.random.categorical(log_q, shape=(K,)) draws K x V Gumbel numbers, which at
+  a million items costs more than the rest of a small model's step."""
+  prob, alias = (jnp.asarray(x) for x in table)
+  bucket_key, keep_key = jax.random.split(key)
+  buckets = jax.random.randint(bucket_key, (num_samples,), 0, prob.shape[0])
+  keep = jax.random.uniform(keep_key, (num_samples,)) < prob[buckets]
+  return jnp.where(keep, buckets, alias[buckets]).astype(jnp.int32)
 
 
 def sampled_softmax(h, targets, items, key, num_negatives, log_q):
