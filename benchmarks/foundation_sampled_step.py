@@ -44,8 +44,8 @@ def catalogue_loss(task, sampler: str):
   """The foundation loss computed from every item's vector, negatives drawn by `sampler`."""
   def loss(model, batch, key):
     dropout_key, sample_key, id_key = jax.random.split(key, 3)
-    keep = jax.random.bernoulli(id_key, 1.0 - task.config.model.id_dropout, (model.num_items,))
-    items = model.item_vectors(task._metadata(), keep)
+    keep, learn = task.id_masks(id_key)
+    items = model.item_vectors(task._metadata(), keep, learn)
     hidden = model(batch["inputs"], task._fields(batch), items, rngs=nnx.Rngs(dropout=dropout_key))
     log_q, k = jnp.asarray(task.log_q), task.config.loss.num_negatives
     if sampler == "categorical":

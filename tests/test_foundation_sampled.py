@@ -36,8 +36,8 @@ def _batch(task):
 def _catalogue_loss(task, model, batch, key):
   """The loss as the task computed it before: every item's vector, then the objective."""
   dropout_key, sample_key, id_key = jax.random.split(key, 3)
-  keep = jax.random.bernoulli(id_key, 1.0 - task.config.model.id_dropout, (model.num_items,))
-  items = model.item_vectors(task._metadata(), keep)
+  keep, learn = task.id_masks(id_key)
+  items = model.item_vectors(task._metadata(), keep, learn)
   hidden = model(batch["inputs"], task._fields(batch), items, rngs=nnx.Rngs(dropout=dropout_key))
   return task.objective(model, hidden, batch, items, sample_key)
 
