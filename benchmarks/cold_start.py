@@ -1,22 +1,31 @@
 """Cold-start retrieval: items first seen after the training cut-off, placed from metadata alone.
 
     python benchmarks/cold_start.py [--models two_tower,foundation] [--datasets MovieLens-100K,synthetic]
+        [--override model.id_dropout=0.3 --label foundation_id_dropout_0.3]
 
-A global temporal split (train before t1, validation to t2, test after) leaves some test items
-with no training interactions: their id embeddings never trained, so the two-tower's item tower
-embeds them from metadata (genres, year, title words) with the id part dropped, as it learned to
-under id dropout; the foundation model (issue 7) scores an item it never saw by its metadata
-embedding alone (its id row is dropped out in training likewise). Recall@K is measured on the test users whose held-out item is such a new item,
-full ranking over every item. Popularity (training counts) is the baseline the issue names; a
-random ranking's expected Recall@K (K / items) is printed beside it for scale. "Among new" ranks
-only the new items for the same users (what a freshness slot does), against random (K / new
-items): whether metadata alone tells which new item a user wants. "Recent popularity" also counts
-the validation period's tokens (where many new items were first seen): a stronger baseline than
-the issue's training-count popularity, which can never rank a new item. The issue's bar (issue 7):
-the foundation model's Recall@50 on these users >= 2x popularity's.
+Protocol (issue 7's cold-start bar). A global temporal split (train before the 80% event-time
+quantile, validation to 90%, test after) leaves some held-out items with no training
+interactions: "new items". Their id rows never trained, so a model places them from metadata
+(genres, year, title words): the two-tower's item tower with the id part dropped, the foundation
+model with its out-of-vocabulary row plus its metadata. On the test users whose held-out item is
+new, Recall@K (K = 10, 50) of:
+- the model, full ranking over every item, every item of the user's history excluded;
+- popularity by training counts, the baseline the issue names: a new item has no count, so it is 0
+  by construction and "2x popularity" is met by any model that ever ranks a new item: degenerate;
+- metadata popularity: training counts, and for a new item the count its year and genres predict
+  (the mean count of trained items sharing them): a popularity that CAN rank a new item, the fair
+  reference for "2x popularity" (jaxrec/eval/metadata_baselines.py);
+- genre profile: the user's history genre shares · the item's genres;
+- random: K / items, the expected recall of a random order;
+and the same on the new items only ("among new": what a freshness slot ranks; random K / new).
+The bar as measured here: the model's Recall@50 >= 2x metadata popularity's AND above random,
+in full ranking and among new items (a metadata path no better than a random order has learned
+nothing). Recent popularity (counts through the validation period) is printed too.
+Settings are chosen on the validation users whose held-out item is new (reported as "valid");
+the test numbers are reported once.
 
-Data: MovieLens-100K (global temporal split 0.8/0.9) and synthetic data whose catalogue grows
-over the log (20% of items released during it). Writes benchmarks/results/cold_start.json.
+Data: MovieLens-100K and synthetic data whose catalogue grows over the log (20% of items released
+during it). Writes benchmarks/results/cold_start.json (other labels' earlier results are kept).
 """
 
 from __future__ import annotations
@@ -38,12 +47,32 @@ from jaxrec.train.trainer import train  # noqa: E402
 
 KS = (10, 50)
 MODELS = {"two_tower": "movielens_two_tower.py", "foundation": "movielens_foundation.py"}
-# name: (dataset, generator settings)
+# name: (dataset, generator settings, settings of every run on it)
 DATASETS = {
-    "MovieLens-100K": ("movielens-100k", None),
+    "MovieLens-100K": ("movielens-100k", None, []),
+    # Histories average 21 tokens (median 10): a 50-token window holds nearly all of them at half
+    # the cost of the default 100.
     "synthetic": ("synthetic", {"num_users": 20_000, "num_items": 10_000,
-                                "num_events": 1_000_000, "new_item_fraction": 0.2, "seed": 0}),
+                                "num_events": 1_000_000, "new_item_fraction": 0.2, "seed": 0},
+                  ["model.max_len=50", "train.num_steps=200", "train.eval_every=100"]),
 }
+REFERENCES = ("popularity", "metadata_popularity", "genre_profile", "random")
+
+
+def bar(report: dict, k: int = 50) -> dict:
+  """The cold-start bar on one report: full ranking and among new items, model vs references."""
+  out = {}
+  for where, suffix in (("full_ranking", ""), ("among_new_items", "_among_new_items")):
+    model = report["model" + suffix][f"recall@{k}"]
+    refs = {name: report[name + suffix][f"recall@{k}"] for name in REFERENCES
+            if name + suffix in report}
+    metadata_pop, random = refs["metadata_popularity"], refs["random"]
+    out[where] = {"model": model, **refs,
+                  "model_vs_metadata_popularity": model / metadata_pop if metadata_pop else None,
+                  "met": bool(model >= 2 * metadata_pop and model > random)}
+  out["issue_bar_vs_popularity"] = (
+      "degenerate: popularity by training counts is 0 on these users by construction")
+  return out
 
 
 def _merged(results: dict) -> dict:
@@ -67,46 +96,52 @@ def main() -> None:
   parser.add_argument("--models", default=",".join(MODELS))
   parser.add_argument("--datasets", default=",".join(DATASETS))
   parser.add_argument("--override", action="append", default=[],
-                      help="a config override for every run, e.g. train.num_steps=120 (recorded)")
+                      help="a config override for every run, e.g. model.id_dropout=0.3 (recorded)")
+  parser.add_argument("--label", default="",
+                      help="the key results are stored under (default: the model's name)")
   args = parser.parse_args()
   rows, results = [], {}
   with tempfile.TemporaryDirectory() as tmp:
     for name in args.datasets.split(","):
-      dataset, synthetic = DATASETS[name]
+      dataset, synthetic, settings = DATASETS[name]
       for model in args.models.split(","):
+        label = args.label or model
         config = load_config(os.path.join(ROOT, "configs", MODELS[model]))
+        overrides = [*settings, *args.override] if model == "foundation" else args.override
         config = apply_overrides(config, [
             f"seed={args.seed}", f"data.dir={os.path.join(tmp, name)}", "data.split=temporal",
-            f"data.dataset={dataset}", f"eval.ks={KS}", *args.override])
+            f"data.dataset={dataset}", f"eval.ks={KS}", *overrides])
         with config.unlocked():
           config.data.synthetic = synthetic
         started = time.perf_counter()
-        workdir = os.path.join(tmp, f"{name}-{model}")
+        workdir = os.path.join(tmp, f"{name}-{label}")
         trained = train(config, workdir)
-        run, _ = restore_best(workdir)
+        run, step = restore_best(workdir)
         report = cold_start_report(run, "test")
+        valid = cold_start_report(run, "valid")
         items = run.task.data.stats["items"]
-        popularity_50 = report["popularity"]["recall@50"]
-        results.setdefault(name, {})[model] = {
-            **report, "all_test_users": trained["test"], "items": items,
-            "seconds": round(time.perf_counter() - started, 1), "overrides": args.override,
-            "bar_recall@50_vs_popularity": (report["model"]["recall@50"] / popularity_50
-                                            if popularity_50 else None)}
-        for k in KS:
-          rows.append([name, model, str(report["cold_items"]), f"{report['users']:.0f}", f"{k}",
-                       f"{report['model'][f'recall@{k}']:.4f}",
-                       f"{report['popularity'][f'recall@{k}']:.4f}",
-                       f"{report['recent_popularity'][f'recall@{k}']:.4f}", f"{k / items:.4f}",
-                       f"{report['model_among_new_items'][f'recall@{k}']:.4f}",
-                       f"{min(1.0, k / report['cold_items']):.4f}",
-                       f"{trained['test'][f'recall@{k}']:.4f}"])
-        print(f"{name} {model}: done in {results[name][model]['seconds']:.0f} s", flush=True)
-  print("\nTest users whose held-out item had no training interactions (global temporal split); "
-        "full ranking\n")
-  print_table(["data", "model", "new items", "users", "K", "model R@K", "popularity R@K",
-               "recent popularity R@K", "random R@K", "model R@K among new", "random among new",
-               "model R@K (all users)"], rows)
-  path = write_result("cold_start", {"ks": KS, "datasets": _merged(results)})
+        results.setdefault(name, {})[label] = {
+            **report, "bar": bar(report), "valid": {**valid, "bar": bar(valid)},
+            "all_test_users": trained["test"], "all_valid_users": trained.get("valid"),
+            "best_step": step, "items": items,
+            "seconds": round(time.perf_counter() - started, 1), "overrides": overrides}
+        for split, r in (("valid", valid), ("test", report)):
+          for k in KS:
+            rows.append([name, label, split, str(r["cold_items"]), f"{r['users']:.0f}", f"{k}",
+                         *(f"{r[n][f'recall@{k}']:.4f}" for n in
+                           ("model", "popularity", "metadata_popularity", "genre_profile",
+                            "random")),
+                         *(f"{r[n + '_among_new_items'][f'recall@{k}']:.4f}" for n in
+                           ("model", "metadata_popularity", "genre_profile", "random"))])
+        print(f"{name} {label}: done in {results[name][label]['seconds']:.0f} s; bar (test): "
+              f"{json.dumps(results[name][label]['bar'])}", flush=True)
+  print("\nUsers whose held-out item had no training interactions (global temporal split); "
+        "Recall@K, full ranking, then among the new items only\n")
+  print_table(["data", "model", "split", "new items", "users", "K", "model", "popularity",
+               "metadata pop.", "genre profile", "random", "model (new)", "metadata pop. (new)",
+               "genre profile (new)", "random (new)"], rows)
+  path = write_result("cold_start", {"ks": KS, "protocol": __doc__.split("\n\n", 2)[2].split(
+      "\n\nData:")[0], "datasets": _merged(results)})
   print(f"\nwrote {path}")
 
 

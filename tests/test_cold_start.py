@@ -9,7 +9,7 @@ import pytest
 from jaxrec.config import apply_overrides, load_config
 from jaxrec.data.prepare import PrepareOptions, prepare
 from jaxrec.data.synthetic import SyntheticConfig, generate
-from jaxrec.eval.cold_start import cold_items, cold_start_report, counts_before
+from jaxrec.eval.cold_start import cold_items, cold_start_report, counts_before, rank_scores
 from jaxrec.train.evaluate import restore_best
 from jaxrec.train.trainer import train
 
@@ -48,6 +48,32 @@ def test_foundation_cold_start_report(catalogue_growing, tmp_path):
   assert report["cold_items"] > 0 and report["users"] > 0
   assert report["popularity"]["recall@50"] == 0  # a never-trained item has no count to rank by
   assert report["recent_popularity"]["num_users"] == report["users"]
-  among = report["model_among_new_items"]
-  for k in (10, 50):
-    assert report["model"][f"recall@{k}"] <= among[f"recall@{k}"] <= 1
+  for name in ("model", "metadata_popularity", "genre_profile"):
+    full, among = report[name], report[f"{name}_among_new_items"]
+    assert full["num_users"] == among["num_users"] == report["users"]
+    for k in (10, 50):
+      # Fewer items to beat: a new target ranks at least as high among the new items only.
+      assert full[f"recall@{k}"] <= among[f"recall@{k}"] <= 1
+  assert report["random"]["recall@50"] == 50 / (run.task.data.num_items - 2)
+  assert report["random_among_new_items"]["recall@50"] == min(1.0, 50 / report["cold_items"])
+
+
+def test_rank_scores_weights_rows_and_restricts_the_ranking(catalogue_growing, tmp_path):
+  """The harness every cold-start number goes through: a scorer that knows the answer hits it,
+  and `among` removes every other item from the ranking."""
+  import jax.numpy as jnp
+  from jaxrec.train.sequential import SequentialTask
+  config = load_config(os.path.join(ROOT, "configs", "movielens_sasrec.py:smoke"))
+  config = apply_overrides(config, [f"data.dir={catalogue_growing.path}", "data.dataset=synthetic",
+                                    "eval.ks=10,50"])
+  task = SequentialTask(config)
+  cold = cold_items(task.data)
+  only_cold = lambda batch: cold[np.asarray(batch["targets"])[:, 0]]
+  num_items = task.data.num_items
+  oracle = lambda batch: jnp.zeros((batch["targets"].shape[0], num_items)).at[
+      jnp.arange(batch["targets"].shape[0]), batch["targets"][:, 0]].set(1.0)
+  hit = rank_scores(task, "valid", oracle, only_cold)  # a cold item is in no training history
+  assert hit["num_users"] > 0 and hit["recall@10"] == 1.0
+  # Ranking only warm items, no cold target can be hit.
+  warm_only = rank_scores(task, "valid", oracle, only_cold, among=1 - cold)
+  assert warm_only["recall@50"] == 0.0 and warm_only["num_users"] == hit["num_users"]

@@ -1,16 +1,25 @@
 """Cold-start evaluation: only the users whose held-out item had no training interactions.
 
 Such an item's id embedding never trained, so a model can only place it from metadata (the
-two-tower scores it from its metadata alone); a popularity ranking cannot place it at all.
+two-tower scores it from its metadata alone, the foundation model from the out-of-vocabulary row
+plus its metadata); a popularity ranking by training counts cannot place it at all. The report
+ranks the same users two ways: among every item (full ranking, the issue's protocol) and among
+the new items only (what a freshness slot does), for the model and for references that can rank
+a new item (eval/metadata_baselines.py), beside random's expected recall.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from jaxrec.eval import metrics
+from jaxrec.eval.metadata_baselines import (genre_profile_scores, item_genre_weights,
+                                            metadata_popularity, tie_jitter)
 from jaxrec.eval.popularity import evaluate_popularity
 
 
@@ -33,42 +42,79 @@ def counts_before(data, split: str) -> np.ndarray:
   return counts
 
 
-def cold_start_report(run, split: str = "test") -> dict:
-  """Metrics of `run`'s model and of popularity on the users whose `split` item is cold.
-
-  `popularity` ranks by training counts, as the issue's baseline does: a new item has none, so it
-  never reaches a top K. `recent_popularity` also counts the tokens between the training cut-off
-  and the split (the validation period, for test), where many new items were first seen: the
-  baseline a metadata model has to beat to be worth its cost."""
-  cold = cold_items(run.task.data)
-  only_cold = lambda batch: cold[np.asarray(batch["targets"])[:, 0]]
-  model = run.evaluate(split, row_weight=only_cold)
-  popularity = evaluate_popularity(run.task, split, run.task.ks, row_weight=only_cold)
-  recent = evaluate_popularity(run.task, split, run.task.ks, row_weight=only_cold,
-                               counts=counts_before(run.task.data, split))
-  return {"users": model.get("num_users", 0.0), "model": model, "popularity": popularity,
-          "recent_popularity": recent,
-          "cold_items": int(cold.sum()),
-          "model_among_new_items": _among_cold_items(run, split, cold, only_cold)}
-
-
-def _among_cold_items(run, split: str, cold: np.ndarray, only_cold) -> dict:
-  """The same users' metrics when only the new items are ranked (as a freshness slot would):
-  does the metadata alone say which new item a user wants? Random gives K / new items."""
-  task = run.task
-  model = nnx.merge(run.graphdef, run.state)
-  items = jax.jit(task.item_vectors)(model)
-  warm = jax.numpy.asarray(cold == 0)
+def rank_scores(task, split: str, score: Callable, row_weight, among=None) -> dict:
+  """Metrics of `score(batch) -> [B, V]` over `split`'s evaluation batches, each row weighted by
+  `row_weight(batch)`; every earlier item of the user is excluded, and with `among` [V] (1 = may
+  be ranked) so is every other item."""
+  blocked = None if among is None else jnp.asarray(np.asarray(among) == 0)
 
   @jax.jit
   def step(batch):
-    scores = task.query_vectors(model, batch) @ items.T
-    scores = jax.numpy.where(warm[None, :], metrics._neg(scores.dtype), scores)
+    scores = score(batch)
+    if blocked is not None:
+      scores = jnp.where(blocked[None, :], metrics._neg(scores.dtype), scores)
     return metrics.topk_metrics(metrics.mask_scores(scores, batch["seen"]), batch["targets"],
                                 task.ks)
 
   accumulator = metrics.MetricAccumulator()
   for batch in task.eval_batches(split):
-    weight = batch.pop("weight") * only_cold(batch)
+    weight = np.asarray(batch.pop("weight")) * row_weight(batch)
     accumulator.add(jax.device_get(step(batch)), weight)
   return accumulator.result()
+
+
+def metadata_baselines(task, split: str, row_weight, cold: np.ndarray) -> dict:
+  """Metadata popularity and genre profile, ranked among all items and among the new ones."""
+  data = task.data
+  metadata = {k: v for k, v in data.item_features.items() if v.dtype == np.int32}
+  popularity = jnp.asarray(np.log1p(metadata_popularity(data.item_counts, metadata)), jnp.float32)
+  genres = jnp.asarray(item_genre_weights(metadata, data.num_items), jnp.float32)
+  jitter = jnp.asarray(tie_jitter(data.num_items))
+  scorers = {
+      "metadata_popularity": lambda batch: jnp.broadcast_to(
+          popularity, (batch["seen"].shape[0], popularity.shape[0])),
+      "genre_profile": lambda batch: genre_profile_scores(batch["seen"], genres, jitter)}
+  out = {}
+  for name, score in scorers.items():
+    out[name] = rank_scores(task, split, score, row_weight)
+    out[f"{name}_among_new_items"] = rank_scores(task, split, score, row_weight, among=cold)
+  return out
+
+
+def random_recall(ks, candidates: int) -> dict:
+  """A random order's expected Recall@k with one held-out item among `candidates`."""
+  return {f"recall@{k}": min(1.0, k / max(candidates, 1)) for k in ks}
+
+
+def cold_start_report(run, split: str = "test") -> dict:
+  """Metrics of `run`'s model and of the references on the users whose `split` item is cold.
+
+  `popularity` ranks by training counts, as the issue's baseline does: a new item has none, so it
+  never reaches a top K. `recent_popularity` also counts the tokens between the training cut-off
+  and the split (the validation period, for test), where many new items were first seen.
+  `metadata_popularity` and `genre_profile` (eval/metadata_baselines.py) place a new item from
+  the same metadata the model reads: the references a metadata path has to beat."""
+  task = run.task
+  cold = cold_items(task.data)
+  only_cold = lambda batch: cold[np.asarray(batch["targets"])[:, 0]]
+  model = run.evaluate(split, row_weight=only_cold)
+  popularity = evaluate_popularity(task, split, task.ks, row_weight=only_cold)
+  recent = evaluate_popularity(task, split, task.ks, row_weight=only_cold,
+                               counts=counts_before(task.data, split))
+  return {"users": model.get("num_users", 0.0), "model": model, "popularity": popularity,
+          "recent_popularity": recent,
+          "cold_items": int(cold.sum()),
+          "model_among_new_items": _model_among_new_items(run, split, cold, only_cold),
+          **metadata_baselines(task, split, only_cold, cold),
+          "random": random_recall(task.ks, task.data.num_items - 2),
+          "random_among_new_items": random_recall(task.ks, int(cold.sum()))}
+
+
+def _model_among_new_items(run, split: str, cold: np.ndarray, only_cold) -> dict:
+  """The same users' metrics when the model ranks only the new items: does the metadata alone
+  say which new item a user wants? Random gives K / new items."""
+  task = run.task
+  model = nnx.merge(run.graphdef, run.state)
+  items = jax.jit(task.item_vectors)(model)
+  score = lambda batch: task.query_vectors(model, batch) @ items.T
+  return rank_scores(task, split, score, only_cold, among=cold)
