@@ -384,6 +384,7 @@ class RankingFeatures:
 
 def ranking_dataset(ds: PreparedDataset, split: str = "train", *,
                     negatives_per_positive: int = 0, negative_sampling: str = "uniform",
+                    user_vectors=None,
                     options: PipelineOptions = PipelineOptions()) -> grain.IterDataset:
   """Ranking examples, one per token of the split: `sparse` single-hot ids (user, item, device,
   locale, hour, weekday, gap and categorical side features), `multi_hot` padded id lists
@@ -400,6 +401,10 @@ def ranking_dataset(ds: PreparedDataset, split: str = "train", *,
   first. `group` [B] is then the user id, the unit that per-user ranking metrics (NDCG) sort
   within. Evaluation negatives depend only on options.seed and the example, so every evaluation
   ranks the same ones; training draws new ones each epoch.
+
+  `user_vectors(timestamps, records) -> [B, D]` adds `user_embedding` [B, D]: a vector of each
+  row's user at its time (train/user_features.py: a frozen sequence model's query over the
+  tokens strictly before it).
   """
   _check_split(split)
   n_neg = negatives_per_positive
@@ -435,6 +440,8 @@ def ranking_dataset(ds: PreparedDataset, split: str = "train", *,
       record = np.repeat(record, 1 + n_neg)
       weight = None if weight is None else np.repeat(weight, 1 + n_neg)
     out = {**features(tokens, record), "labels": ranking_labels(tokens)}
+    if user_vectors is not None:
+      out["user_embedding"] = user_vectors(tokens["timestamp"], record)
     if n_neg:
       out["group"] = out["sparse"]["user"]
     if weight is not None:

@@ -2,7 +2,8 @@
 
     dense features ─► bottom MLP ─┐
     single-hot ids ─► tables ─────┼─► interaction (dot | DCN-v2 cross | FM | none) ─► top MLP ─► heads
-    multi-hot ids ─► tables, pool ┘                                   optional wide part ─┘
+    multi-hot ids ─► tables, pool ┤                                   optional wide part ─┘
+    user vector ──► projection ───┘  (optional: a frozen sequence model's query, user_features.py)
 
 One table per sparse feature (models/embedding.py: row-sharded, sparsely updated). The
 interaction is DLRM's pairwise dot products (Naumov et al. 2019), DCN-v2 cross layers (Wang et al.
@@ -51,6 +52,9 @@ class DLRMSpec:
   # one lookup and one row update for all of them instead of one per table, and each device
   # holds whole small tables rather than a sliver of every one.
   stack_below: int = 0
+  # Width of a precomputed user vector (`batch["user_embedding"]`, e.g. the foundation model's
+  # query; train/user_features.py), projected to `dim` as one more interacting feature; 0 = none.
+  user_embedding_dim: int = 0
 
   def __post_init__(self):
     if self.interaction not in INTERACTIONS:
@@ -91,10 +95,14 @@ class DLRM(nnx.Module):
     table = lambda rows, dim: ShardedEmbedding(rows, dim, rngs=rngs, row_optimizer=row_optimizer,
                                                row_axis=row_axis)
     tables = {}
-    num_features = len(spec.single_hot) + len(spec.multi_hot) + 1  # + the bottom MLP's output
+    # + the bottom MLP's output, + the projected user vector
+    num_features = len(spec.single_hot) + len(spec.multi_hot) + 1 + bool(spec.user_embedding_dim)
     if spec.deep:
       tables.update({name: table(rows, spec.dim) for name, rows in sizes.items()})
       self.bottom = MLP((spec.num_dense, *spec.bottom, spec.dim), rngs=rngs)
+      if spec.user_embedding_dim:
+        self.user_projection = Dense(spec.user_embedding_dim, spec.dim, ("embed", "mlp"),
+                                     rngs=rngs)
       width = num_features * spec.dim
       if spec.interaction == "dot":
         width = spec.dim + num_features * (num_features - 1) // 2
@@ -109,6 +117,8 @@ class DLRM(nnx.Module):
       # One scalar per head for every id of every feature: logistic regression on one-hots.
       tables.update({f"wide_{name}": table(rows, len(spec.heads)) for name, rows in sizes.items()})
       self.wide_dense = nnx.Linear(spec.num_dense, len(spec.heads), rngs=rngs)
+      if spec.user_embedding_dim:
+        self.wide_user = nnx.Linear(spec.user_embedding_dim, len(spec.heads), rngs=rngs)
     self.tables = nnx.Dict(tables)
 
   def _layout(self) -> tuple[dict[str, int], dict[str, int], int]:
@@ -162,10 +172,14 @@ class DLRM(nnx.Module):
       deep = self._feature_rows(batch, rows, "")
       features = [self.bottom(batch["dense"]), *[deep[n] for n in spec.single_hot],
                   *[pooled(n, deep[n]) for n in spec.multi_hot]]
+      if spec.user_embedding_dim:
+        features.append(self.user_projection(batch["user_embedding"]))
       out = self.heads(self.top(self._interact(features), rngs))
     if spec.wide:
       wide = self._feature_rows(batch, rows, "wide_")
       out = out + self.wide_dense(batch["dense"])
+      if spec.user_embedding_dim:
+        out = out + self.wide_user(batch["user_embedding"])
       out = out + sum(wide[n] for n in spec.single_hot)
       out = out + sum((pooled(n, wide[n]) for n in spec.multi_hot), 0.0)
     return out

@@ -147,6 +147,10 @@ def ranking_config() -> ml_collections.ConfigDict:
       "cross_layers": 2, "wide": False, "deep": True, "pooling": "sum", "dropout": 0.0,
       "exclude_features": "",  # e.g. "user,user_zip"
       "stack_tables_below": 0,  # tables with fewer rows share one stacked table
+      # A foundation (or sequential) workdir on the same dataset: its frozen query vector over
+      # each user's tokens strictly before an example's time becomes one more feature
+      # (train/user_features.py); "" = off.
+      "user_embedding_from": "",
   })
   config.heads = ml_collections.ConfigDict({
       "click": _head("click"), "like": _head("like"), "rating": _head("value", "regression")})

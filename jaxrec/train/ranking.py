@@ -30,6 +30,7 @@ from jaxrec.errors import UserError
 from jaxrec.eval.ranking_metrics import RankingAccumulator
 from jaxrec.models.dlrm import DLRM, DLRMSpec
 from jaxrec.train.sparse_update import KINDS, RowOptimizer
+from jaxrec.train import user_features
 from jaxrec.train.task import Task
 
 HEAD_KINDS = ("binary", "regression", "weighted_logistic")
@@ -76,6 +77,13 @@ class RankingTask(Task):
                         f"{emb.optimizer!r}.")
       self.row_optimizer = RowOptimizer(emb.optimizer, emb.learning_rate,
                                         emb.initial_accumulator)
+    self.user_encoder_dir = config.model.get("user_embedding_from", "")
+    self.user_encoder_config = None
+    if self.user_encoder_dir:
+      self.user_encoder_config = user_features.source_config(self.user_encoder_dir)
+      if not user_features.is_export(self.user_encoder_dir):  # an export was checked when written
+        user_features.check_same_data(self.user_encoder_config, self.user_encoder_dir, self.data)
+    self._history_vectors = None
     self.spec = self._spec()
 
   def _check_heads(self, config):
@@ -100,13 +108,21 @@ class RankingTask(Task):
     return pipelines.PipelineOptions(batch_size=pipelines.process_batch_size(batch), seed=seed,
                                      num_epochs=None if train else 1)
 
-  def _dataset(self, split: str, seed: int = 0):
+  def _dataset(self, split: str, seed: int = 0, with_user_vectors: bool = True):
     return pipelines.ranking_dataset(
         self.data, split, options=self._options(split, seed),
-        negatives_per_positive=self.config.data.negatives_per_positive)
+        negatives_per_positive=self.config.data.negatives_per_positive,
+        user_vectors=self.history_vectors() if with_user_vectors else None)
+
+  def history_vectors(self) -> user_features.HistoryVectors | None:
+    """The user-embedding feature's table (model.user_embedding_from), computed on first use."""
+    if self.user_encoder_dir and self._history_vectors is None:
+      encoder = user_features.UserEncoder.from_workdir(self.user_encoder_dir)
+      self._history_vectors = user_features.HistoryVectors(self.data, encoder)
+    return self._history_vectors
 
   def _spec(self) -> DLRMSpec:
-    example = next(iter(self._dataset("valid")))
+    example = next(iter(self._dataset("valid", with_user_vectors=False)))
     dropped = set(filter(None, self.config.model.exclude_features.split(",")))
     unknown = dropped - set(example["sparse"]) - set(example["multi_hot"])
     if unknown:
@@ -120,7 +136,9 @@ class RankingTask(Task):
                     bottom=tuple(model.bottom), top=tuple(model.top),
                     interaction=model.interaction, cross_layers=model.cross_layers,
                     wide=model.wide, deep=model.deep, pooling=model.pooling,
-                    dropout=model.dropout, stack_below=model.stack_tables_below)
+                    dropout=model.dropout, stack_below=model.stack_tables_below,
+                    user_embedding_dim=int(self.user_encoder_config.model.dim)
+                    if self.user_encoder_config else 0)
 
   def build_model(self, rngs):
     return DLRM(self.spec, rngs=rngs, row_optimizer=self.row_optimizer,
