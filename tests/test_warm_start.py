@@ -145,6 +145,21 @@ def test_init_from_run_with_frozen_blocks(snapshots, earlier, tmp_path):
       assert same == name.startswith("encoder/blocks/"), name
 
 
+def test_zero_steps_on_the_same_data_is_the_earlier_model(snapshots, earlier, tmp_path):
+  """A warm start with no training on the earlier run's own dataset evaluates exactly as that run
+  did (every row maps to itself; the benchmark's "as is" row relies on zero-step runs)."""
+  old_ds, _ = snapshots
+  config = config_for(old_ds.path, "sasrec", f"train.init_from={earlier}", "train.num_steps=0",
+                      "train.new_data_only=false")  # the same data has no new targets
+  results = train(config, str(tmp_path / "as-is"))
+  with open(os.path.join(earlier, "results.json")) as f:
+    before = json.load(f)
+  assert results["last_step"] == 0
+  for split in ("valid", "test"):
+    for metric in ("ndcg@10", "recall@20"):
+      assert results[split][metric] == pytest.approx(before[split][metric], abs=1e-6), split
+
+
 @pytest.fixture(scope="module")
 def earlier_foundation(snapshots, tmp_path_factory):
   """A foundation-model run on the earlier snapshot."""
