@@ -34,6 +34,7 @@ from jaxrec.errors import UserError
 from jaxrec.rerank.pipeline import RerankConfig, rerank
 from jaxrec.rerank.posteriors import BetaPosteriors
 from jaxrec.retrieval.bundle import load_bundle
+from jaxrec.train.user_features import UserEncoder
 from serving.models import load_model
 
 BUCKETS = (1, 2, 4, 8, 16, 32)  # request batch sizes compiled at start-up
@@ -83,8 +84,10 @@ class Recommender:
     self.user_index = {str(raw): i + FIRST_ID
                        for i, raw in enumerate(self.data.vocabs["user"].raw_ids)}
     self.query_model = load_model(self.bundle.query_encoder_dir, self.bundle.dataset_dir)
-    # Sequence models (SASRec, the foundation model, ...) say how a history becomes their input.
-    self.history_batch = getattr(self.query_model.task, "history_batch", None)
+    # The two-tower's query tower reads the request's context (device, hour) beside the history;
+    # every other model (SASRec, the foundation model, BPR) reads its input the way evaluation
+    # builds it, through its task's history_batch.
+    self.two_tower = self.query_model.task.config.task == "two_tower"
     self.ranker = None
     if self.bundle.ranker_dir:
       self.ranker = load_model(self.bundle.ranker_dir, self.bundle.dataset_dir)
@@ -92,6 +95,10 @@ class Recommender:
       self.policy = config.policy or dict(self.ranker.task.config.policy)
       self.score = self.ranker.jit("predictions")
       self.features = RankingFeatures(self.data)
+      self.user_encoder = None  # a ranker with the foundation user-embedding feature reads it
+      if self.ranker.task.user_encoder_dir:
+        encoder = load_model(self.ranker.task.user_encoder_dir, self.bundle.dataset_dir)
+        self.user_encoder = UserEncoder(encoder.task, encoder.graphdef, encoder.state, batch=None)
     else:
       self.heads = {RETRIEVAL_HEAD: None}
       self.policy = config.policy or {RETRIEVAL_HEAD: 1.0}
@@ -171,9 +178,11 @@ class Recommender:
   # ------------------------------------------------------------------------- the stages
 
   def _query_batch(self, resolved, contexts, size: int) -> dict:
-    if self.history_batch is not None:
+    if not self.two_tower:
       histories = [tokens for _, tokens, _ in resolved]
-      return self.history_batch(histories + [histories[0][:0]] * (size - len(histories)))
+      users = [user for user, _, _ in resolved] + [OOV] * (size - len(resolved))
+      return self.query_model.task.history_batch(
+          histories + [histories[0][:0]] * (size - len(histories)), users)
     # The two-tower's query tower: the user, the request's context, the history's items and times.
     length = self.max_len
     batch = {name: np.zeros((size, length), np.int32) for name in ("inputs", "device", "hour")}
@@ -210,6 +219,10 @@ class Recommender:
       if name.startswith("user_"):
         batch["sparse"][name] = np.where(unknown, 0, batch["sparse"][name])
     batch["dense"][unknown, 1] = 0.0
+    if self.user_encoder is not None:  # the same feature as in training: history before now
+      vectors = self.user_encoder.before([tokens for _, tokens, _ in resolved],
+                                         [user for user, _, _ in resolved], now)
+      batch["user_embedding"] = np.repeat(vectors, n, 0)
     return batch
 
   def _retrieval_scores(self, queries, candidates, cold) -> np.ndarray:

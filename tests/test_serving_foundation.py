@@ -145,8 +145,8 @@ def test_serving_and_evaluation_share_the_window_layout(offline, ml100k):
   batch = next(iter(task.eval_batches("test")))
   users = batch["user"][:8]
   lo = ml100k.splits.valid_end[users - 2]
-  served = task.history_batch([t[:n] for t, n in zip(ml100k.user_tokens(users), lo)])
-  assert set(served) == {"inputs", *TOKEN_FIELDS}
+  served = task.history_batch([t[:n] for t, n in zip(ml100k.user_tokens(users), lo)], users)
+  assert set(served) == {"inputs", "user", *TOKEN_FIELDS}
   for name, value in served.items():
     np.testing.assert_array_equal(value, batch[name][:8], err_msg=name)
 

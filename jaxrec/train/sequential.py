@@ -96,11 +96,13 @@ class SequentialTask(Task):
         self.data.num_items, histories, targets, self.config.eval.sampled_negatives,
         by=self.config.eval.sampled_by, counts=self.data.item_counts, seed=0)
 
-  def history_batch(self, histories: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """Token histories (TOKEN_DTYPE, oldest first) -> query_vectors' input over each one's most
-    recent window, laid out as the evaluation pipeline lays it out (the same function): how
-    serving turns a user's history into the query of a sequence model."""
-    return pipelines.window_batch(histories, self.config.model.max_len, self.FIELDS)
+  def history_batch(self, histories: list[np.ndarray], users: np.ndarray) -> dict[str, np.ndarray]:
+    """Users' ids [B] and token histories (TOKEN_DTYPE, oldest first) -> query_vectors' input over
+    each one's most recent window, laid out as the evaluation pipeline lays it out (the same
+    function): how serving turns a user's history into the query of a sequence model."""
+    batch = pipelines.window_batch(histories, self.config.model.max_len, self.FIELDS)
+    batch["user"] = np.asarray(users, np.int32)
+    return batch
 
   def item_vectors(self, model):
     return model.item_vectors()
