@@ -17,7 +17,7 @@ from flax import nnx
 
 from jaxrec.errors import UserError
 from jaxrec.parallel.partitioner import Partitioner
-from jaxrec.retrieval.export import CONFIG, PARAMS
+from jaxrec.retrieval.export import CONFIG, PARAMS, USER_ENCODER
 from jaxrec.train.trainer import build_task
 
 
@@ -43,6 +43,8 @@ def load_model(model_dir: str, dataset_dir: str) -> LoadedModel:
   except (OSError, ValueError) as e:
     raise UserError(f"{model_dir}: cannot read {CONFIG} ({e}); export the bundle again.") from e
   config.data.dir = dataset_dir
+  if config.get("model", {}).get("user_embedding_from"):  # a ranker's encoder, exported beside it
+    config.model.user_embedding_from = os.path.join(model_dir, USER_ENCODER)
   config.mesh.shape = (1,) * len(config.mesh.axes)  # one device answers a request
   task = build_task(config)
   partitioner = Partitioner(tuple(config.mesh.shape), tuple(config.mesh.axes),

@@ -13,8 +13,11 @@ from jaxrec.config import apply_overrides, load_config
 from jaxrec.data.prepare import prepare
 from jaxrec.data.sources import load_raw
 from jaxrec.errors import UserError
+from jaxrec.rerank.posteriors import BetaPosteriors
+from jaxrec.retrieval.export import export_workdir
 from jaxrec.train.trainer import build_task, train
 from jaxrec.train.user_features import UserEncoder
+from serving.recommender import Recommender, Request, ServingConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -105,3 +108,23 @@ def test_a_bad_source_is_refused(ml100k, tmp_path):
   with pytest.raises(UserError, match="user vocabulary differs"):
     build(_fake_run(str(tmp_path / "elsewhere"), task="foundation", data={"dir": other.path},
                     model={"dim": 16}))
+
+
+def test_an_exported_ranker_serves_the_same_feature(ml100k, encoder_workdir, tmp_path):
+  ranker_dir = str(tmp_path / "ranker")
+  train(_config("movielens_dlrm", ml100k.path, f"model.user_embedding_from={encoder_workdir}",
+                "train.num_steps=3", "train.eval_every=3"), ranker_dir)
+  bundle, _ = export_workdir(encoder_workdir, str(tmp_path / "exports"), exact=True,
+                             ranker=ranker_dir)
+  recommender = Recommender(bundle, ServingConfig(candidates=50), BetaPosteriors(0))
+  assert recommender.user_encoder is not None
+  user = str(ml100k.vocabs["user"].raw_ids[0])
+  tokens = ml100k.user_tokens([2])[0]
+  now = int(tokens["timestamp"][-1]) + 60
+  answer = recommender.recommend([Request(user_id=user, k=5, now=now)])[0]
+  assert len(answer["items"]) == 5 and set(answer["items"][0]["heads"]) == {"click", "like",
+                                                                             "rating"}
+  # The bundle's copy of the encoder gives what the training workdir's gives.
+  served = recommender.user_encoder.before([tokens], [2], [now])
+  trained = UserEncoder.from_workdir(encoder_workdir).before([tokens], [2], [now])
+  np.testing.assert_allclose(served, trained, atol=1e-5)

@@ -28,6 +28,7 @@ from jaxrec.train.evaluate import restore_best
 
 CONFIG = "config.json"
 PARAMS = "params"
+USER_ENCODER = "user_encoder"  # in an exported ranker: the model its user-embedding feature reads
 
 
 def next_version(export_root: str) -> int:
@@ -127,6 +128,9 @@ def export_workdir(workdir: str, export_root: str, version: int | None = None,
     if ranker_run is not None:
       ranker_dir = os.path.join(tmp, "ranker")
       save_params(ranker_run[0], ranker_dir)
+      encoder = ranker_run[0].config.model.get("user_embedding_from")
+      if encoder:  # the ranker's user-embedding feature: serving computes it with this model
+        save_params(restore_best(encoder)[0], os.path.join(ranker_dir, USER_ENCODER))
     manifest = write_bundle(
         out, item_embeddings=items, item_ids=np.arange(FIRST_ID, FIRST_ID + len(items)),
         query_params_dir=params_dir, vocab_dir=os.path.join(run.task.data.path, "vocab"),
