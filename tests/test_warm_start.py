@@ -221,6 +221,12 @@ def test_cli_init_from_a_directory_that_is_not_a_workdir(tmp_path, capsys):
   assert "no config.json" in capsys.readouterr().err
 
 
+def test_new_data_only_without_new_events_is_refused(snapshots, earlier):
+  old_ds, _ = snapshots
+  with pytest.raises(UserError, match="no event after.*new_data_only=false"):
+    warm_start.resolve(config_for(old_ds.path, "sasrec", f"train.init_from={earlier}"))
+
+
 def test_backbone_freeze_needs_init_from(snapshots):
   with pytest.raises(UserError, match="--init-from"):
     warm_start.resolve(config_for(snapshots[1].path, "sasrec", "train.freeze=backbone"))

@@ -85,6 +85,21 @@ def resolve(config) -> None:
                       f"tasks, not {config.task!r}: pass --config.train.new_data_only=false to "
                       "train on all of the new dataset.")
     config.data.train_targets_after = last_event_time(earlier_dataset(earlier, workdir))
+    _check_new_events(config, workdir)
+
+
+def _check_new_events(config, workdir: str) -> None:
+  """train.new_data_only on a dataset with nothing after the earlier run's last event would stop
+  later with an empty pipeline; say why now. (A dataset not prepared yet is checked by its
+  pipeline.)"""
+  if not os.path.exists(os.path.join(config.data.dir, MANIFEST)):
+    return
+  latest = last_event_time(PreparedDataset(config.data.dir))
+  if latest <= config.data.train_targets_after:
+    raise UserError(f"--init-from {workdir}: {config.data.dir} has no event after that run's last "
+                    f"one ({config.data.train_targets_after}), so train.new_data_only has nothing "
+                    "to train on. Warm-start on a later snapshot, or pass "
+                    "--config.train.new_data_only=false to train on all of this dataset.")
 
 
 def _get(config, dotted: str):
