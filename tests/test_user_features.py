@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from jaxrec.config import apply_overrides, load_config
-from jaxrec.data.prepare import prepare
+from jaxrec.data.prepare import PrepareOptions, prepare
 from jaxrec.data.sources import load_raw
 from jaxrec.errors import UserError
 from jaxrec.rerank.posteriors import BetaPosteriors
@@ -93,7 +93,7 @@ def _fake_run(path, **config):
   return path
 
 
-def test_a_bad_source_is_refused(ml100k, tmp_path):
+def test_a_bad_source_is_refused(ml100k, ml100k_raw, tmp_path):
   build = lambda source: build_task(_config("movielens_dlrm", ml100k.path,
                                             f"model.user_embedding_from={source}"))
   with pytest.raises(UserError, match="not a directory"):
@@ -107,6 +107,11 @@ def test_a_bad_source_is_refused(ml100k, tmp_path):
                   str(tmp_path / "synthetic"))
   with pytest.raises(UserError, match="user vocabulary differs"):
     build(_fake_run(str(tmp_path / "elsewhere"), task="foundation", data={"dir": other.path},
+                    model={"dim": 16}))
+  # The same users and items split later in time: its training data holds our held-out events.
+  temporal = prepare(ml100k_raw, str(tmp_path / "temporal"), PrepareOptions(split="temporal"))
+  with pytest.raises(UserError, match="another split"):
+    build(_fake_run(str(tmp_path / "later"), task="foundation", data={"dir": temporal.path},
                     model={"dim": 16}))
 
 

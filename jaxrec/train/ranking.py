@@ -117,8 +117,7 @@ class RankingTask(Task):
   def history_vectors(self) -> user_features.HistoryVectors | None:
     """The user-embedding feature's table (model.user_embedding_from), computed on first use."""
     if self.user_encoder_dir and self._history_vectors is None:
-      encoder = user_features.UserEncoder.from_workdir(self.user_encoder_dir)
-      self._history_vectors = user_features.HistoryVectors(self.data, encoder)
+      self._history_vectors = user_features.history_vectors(self.user_encoder_dir, self.data)
     return self._history_vectors
 
   def _spec(self) -> DLRMSpec:

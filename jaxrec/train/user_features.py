@@ -10,8 +10,8 @@ example's own token, any other event in the same second, and everything later ar
 so no label reaches its feature. Serving computes the same function over the request's history
 before its `now`.
 
-The encoder is frozen. Training and evaluation read a table computed once per process (nothing is
-written to disk): one vector per distinct (user, number of earlier tokens) that the dataset's
+The encoder is frozen. Training and evaluation read a table computed once per process and
+encoder checkpoint (nothing is written to disk): one vector per distinct (user, number of earlier tokens) that the dataset's
 examples need, looked up on the host by the Grain pipeline. Its weights were trained on the same
 dataset's training split, so on training examples the feature has seen the label through the
 encoder's weights (it was fitted to predict those items) while on validation and test examples it
@@ -63,7 +63,8 @@ def is_export(path: str) -> bool:
 
 
 def check_same_data(config, path: str, data: PreparedDataset) -> None:
-  """The encoder run read the same users and items (equal vocabularies) as the ranker."""
+  """The encoder run read the same users and items (equal vocabularies) as the ranker, and
+  trained on the same training split (so nothing the ranker holds out)."""
   theirs_dir = config.data.dir
   if not os.path.exists(os.path.join(theirs_dir, "manifest.json")):
     raise UserError(f"model.user_embedding_from={path!r} was trained on {theirs_dir}, which is "
@@ -74,6 +75,10 @@ def check_same_data(config, path: str, data: PreparedDataset) -> None:
       raise UserError(f"model.user_embedding_from={path!r} was trained on {theirs_dir}, whose "
                       f"{name} vocabulary differs from this ranker's dataset ({data.path}): "
                       "train the encoder on the same prepared dataset.")
+  if not np.array_equal(theirs.splits.train_end, data.splits.train_end):
+    raise UserError(f"model.user_embedding_from={path!r} was trained on another split of these "
+                    "users' histories: its weights could hold this ranker's held-out events. "
+                    "Train the encoder on the same prepared dataset (same --split).")
 
 
 class UserEncoder:
@@ -142,3 +147,17 @@ class HistoryVectors:
       raise ValueError("an example's time is not one of its user's token times: the table holds "
                        "only the times of the dataset's tokens")
     return self.vectors[rows]
+
+
+_TABLES: dict[tuple, HistoryVectors] = {}
+
+
+def history_vectors(encoder_dir: str, data: PreparedDataset) -> HistoryVectors:
+  """The feature table of `data` from the encoder run in `encoder_dir`, computed once per
+  process (several rankers, seeds or evaluations over the same encoder and data share it)."""
+  checkpoints = os.path.join(encoder_dir, "checkpoints")
+  key = (os.path.realpath(encoder_dir), os.path.realpath(data.path),
+         os.path.getmtime(checkpoints) if os.path.exists(checkpoints) else 0.0)
+  if key not in _TABLES:
+    _TABLES[key] = HistoryVectors(data, UserEncoder.from_workdir(encoder_dir))
+  return _TABLES[key]
