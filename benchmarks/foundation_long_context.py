@@ -20,9 +20,10 @@ Rows, so that the gain can be attributed:
   the last 1,023 tokens; every position of the 2,048 is trained.
 - foundation @200: the same config with only the context changed (200 tokens, 80 users per step;
   a 512-token window covers all 200, so it runs as `model.window=None`: full causal attention
-  over the same sink tokens and history, the same function), trained to convergence like SASRec. The same model, metadata and event fields as the row above, so the
-  step from this row to foundation @2048 is the context length alone, and the step from SASRec
-  to this row is the model (metadata, event fields, id dropout).
+  over the same sink tokens and history, the same function), trained to convergence like
+  SASRec. The same model, metadata and event fields as foundation @2048, so the step from this
+  row to that one is the context length alone, and the step from SASRec to this row is the
+  model (metadata, event fields, id dropout).
 The JSON gets each run's validation history, the tokens it trained on until its best checkpoint
 (as epochs of the training tokens), the git sha and the files that differed from it. It is
 written after every run, so a stopped benchmark keeps the rows that finished.
@@ -154,25 +155,41 @@ def tokens_trained(out: dict, train_tokens: int) -> dict:
   return {"tokens": tokens, "epochs": tokens / train_tokens}
 
 
-def print_quality(quality: dict, train_tokens: int) -> None:
-  baseline = quality[BASELINE]["test"]["ndcg@10"]
+def print_quality_result(result: dict) -> None:
+  models = result["models"]
+  print(f"\nsynthetic-long, {result['users']} users (shortest history "
+        f"{result['shortest_history']} tokens, {result['training_tokens']:,} training tokens); "
+        f"{result['protocol']}\n")
+  baseline = models[BASELINE]["test"]["ndcg@10"]
   rows = []
-  for name, out in quality.items():
+  for name, out in models.items():
     label = f"{name} (lr {out['lr']:g})" if name == BASELINE else name
-    seen = tokens_trained(out, train_tokens)
     rows.append([label] + [f"{out['test'][k]:.4f}" for k in KEYS]
                 + [f"{out['valid']['ndcg@10']:.4f}",
                    f"{out['test']['ndcg@10'] / baseline - 1:+.1%}",
-                   f"{out['best_step']}/{out['last_step']}", f"{seen['epochs']:.2f}",
+                   f"{out['best_step']}/{out['last_step']}", f"{out['epochs']:.2f}",
                    f"{out['seconds']:.0f}"])
   print_table(["model"] + ["test " + k for k in KEYS]
               + ["valid ndcg@10", "ndcg@10 vs SASRec", "best/last step", "epochs", "seconds"],
               rows)
+  if BASELINE in models and "chosen_from" in models[BASELINE]:
+    print("SASRec learning rate chosen on validation NDCG@10: " + ", ".join(
+        f"{name.split(' lr ')[1]} -> {value:.4f}"
+        for name, value in models[BASELINE]["chosen_from"].items()))
+  if "gain_ndcg10" in result:
+    print(f"\nbar: foundation @2048 >= +10% NDCG@10 over SASRec @200: "
+          f"{result['gain_ndcg10']:+.1%} ({'met' if result['bar_met'] else 'NOT met'})")
+  if "gain_from_context_ndcg10" in result:
+    print(f"of which the context length (foundation @2048 over the same model @200): "
+          f"{result['gain_from_context_ndcg10']:+.1%}")
+  if not result.get("complete", True):
+    print("(incomplete: not every planned run finished)")
 
 
 QUALITY_KEYS = ("users", "steps", "max_steps", "eval_every", "patience", "sasrec_lrs", "protocol",
                 "shortest_history", "training_tokens", "gain_ndcg10", "gain_from_context_ndcg10",
                 "bar_met", "models", "sasrec_runs", "complete", "git_sha", "uncommitted")
+# (not "resumed": a resumed run's record of which runs came from which earlier start)
 
 
 def quality_result(quality: dict, runs: dict, train_tokens: int, shortest: int) -> dict:
@@ -192,6 +209,25 @@ def quality_result(quality: dict, runs: dict, train_tokens: int, shortest: int) 
   if LONG in ndcg and CONTROL in ndcg:
     out["gain_from_context_ndcg10"] = ndcg[LONG] / ndcg[CONTROL] - 1
   return out
+
+
+SETTINGS = ("users", "steps", "max_steps", "eval_every", "patience")
+
+
+def finished_runs(result: dict, args) -> dict[str, dict]:
+  """--resume: the runs the last results JSON holds, when it was made with these settings (a
+  run stopped by something outside it keeps what finished)."""
+  if any(result.get(key) != getattr(args, key) for key in SETTINGS):
+    print("--resume: the last results were made with other settings; running everything")
+    return {}
+  protocol = {"protocol": result["protocol"]}
+  runs = {name: {**row, **protocol} for name, row in result.get("sasrec_runs", {}).items()}
+  runs.update({name: {**row, **protocol} for name, row in result.get("models", {}).items()
+               if name != BASELINE})
+  result.setdefault("resumed", []).append({"git_sha": result.get("git_sha"),
+                                           "uncommitted": result.get("uncommitted"),
+                                           "runs": sorted(runs)})
+  return runs
 
 
 def git_sha() -> str:
@@ -216,6 +252,8 @@ def main() -> None:
   parser.add_argument("--patience", type=int, default=3)
   parser.add_argument("--sasrec-lrs", type=lambda s: [float(x) for x in s.split(",")],
                       default=[2e-3, 5e-3])
+  parser.add_argument("--resume", action="store_true",
+                      help="keep the runs the last results JSON finished (same settings)")
   parser.add_argument("--skip-quality", action="store_true",
                       help="memory table only; the quality rows of the last results JSON are kept")
   parser.add_argument("--skip-memory", action="store_true",
@@ -228,14 +266,19 @@ def main() -> None:
     with open(path) as f:
       result = json.load(f)
   if not args.skip_quality:
+    runs = finished_runs(result, args) if args.resume else {}
+    if not args.resume:
+      result.pop("resumed", None)
     for stale in QUALITY_KEYS:
       result.pop(stale, None)
     result.update(users=args.users, steps=args.steps, max_steps=args.max_steps,
                   eval_every=args.eval_every, patience=args.patience,
                   sasrec_lrs=args.sasrec_lrs, git_sha=git_sha(), uncommitted=uncommitted())
-    runs = {}
     with tempfile.TemporaryDirectory() as tmp:
       for name, (config_file, overrides) in planned_runs(args).items():
+        if name in runs:
+          print(f"{name}: kept from the last run (--resume)", flush=True)
+          continue
         out = runs[name] = train_row(config_file, overrides, args.users,
                                      os.path.join(tmp, str(len(runs))))
         print(f"{name}: valid ndcg@10 {out['valid']['ndcg@10']:.4f}, test "
@@ -247,14 +290,8 @@ def main() -> None:
         result.update(quality_result(summarise(runs), runs, train_tokens, shortest),
                       complete=len(runs) == len(planned_runs(args)))
         write_result("foundation_long_context", result)
-    quality = summarise(runs)
-    print(f"\nsynthetic-long, {args.users} users (shortest history {shortest} tokens, "
-          f"{train_tokens:,} training tokens); {quality[BASELINE]['protocol']}\n")
-    print_quality(quality, train_tokens)
-    print(f"\nbar: foundation @2048 >= +10% NDCG@10 over SASRec @200: "
-          f"{result['gain_ndcg10']:+.1%} ({'met' if result['bar_met'] else 'NOT met'})")
-    print(f"of which the context length (foundation @2048 over the same model @200): "
-          f"{result['gain_from_context_ndcg10']:+.1%}")
+  if "models" in result:  # measured now, or kept from the last run with --skip-quality
+    print_quality_result(result)
 
   if args.skip_memory:
     memory = {label: {int(k): v for k, v in rows.items()}
