@@ -1,7 +1,7 @@
 """Serving latency with the foundation model as the query encoder, beside the two-tower's, on
 MovieLens-100K: the same DLRM ranker, load and users for both.
 
-    python benchmarks/serving_foundation_latency.py [--rate 50] [--duration 30] [--steps 300]
+    python benchmarks/serving_foundation_latency.py [--rate 50] [--duration 30] [--rounds 2]
 
 Trains (once, into --workdir) the two-tower, the foundation model and the DLRM from their
 MovieLens configs as committed (model sizes unchanged: the foundation model reads 100 tokens of
@@ -10,8 +10,9 @@ well a model is trained, so they are not trained to convergence. Exports three b
 (two-tower + DLRM, foundation + DLRM, foundation alone: retrieval score then re-ranking), starts
 `jaxrec serve` on each in turn in its own process and drives it with serving/loadtest.py at a
 fixed rate (latency from each request's intended send time), random known users, N = 1000
-candidates (of 1,682 items), k = 20, MMR re-ranking. The per-stage means come from the server's
-own /metrics. Writes benchmarks/results/serving_foundation_latency.json.
+candidates (of 1,682 items), k = 20, MMR re-ranking. The bundles take turns for --rounds rounds,
+so a change in the shared machine's load falls on all of them. The per-stage means come from
+the server's own /metrics. Writes benchmarks/results/serving_foundation_latency.json.
 """
 
 from __future__ import annotations
@@ -79,32 +80,36 @@ def main() -> None:
   parser.add_argument("--rate", type=float, default=50)
   parser.add_argument("--duration", type=float, default=30)
   parser.add_argument("--steps", type=int, default=300)
+  parser.add_argument("--rounds", type=int, default=2)
   args = parser.parse_args()
   roots = build_bundles(args.workdir, args.steps)
   from jaxrec.data.storage import PreparedDataset
   raw_users = [str(u) for u in PreparedDataset(DATA).vocabs["user"].raw_ids]
-  results = {}
-  for label, root in roots.items():
-    rng = random.Random(0)  # the same users, in the same order, for every bundle
-    payloads = lambda: {"user_id": rng.choice(raw_users), "k": 20,
-                        "context": {"device": "web", "hour": rng.randrange(24)}}
-    with running_server(root) as base:
-      url = base + "/v1/recommend"
-      loadtest.run(url, 20, 10, payloads)  # warm the server's caches and the connection pool
-      before = stage_totals(base)
-      steady = loadtest.run(url, args.rate, args.duration, payloads, warmup=5).to_dict()
-      steady["stage_mean_ms"] = stage_means(before, stage_totals(base))
-    results[label] = steady
+  results = {label: [] for label in roots}
+  for _ in range(args.rounds):
+    for label, root in roots.items():
+      rng = random.Random(0)  # the same users, in the same order, for every bundle
+      payloads = lambda: {"user_id": rng.choice(raw_users), "k": 20,
+                          "context": {"device": "web", "hour": rng.randrange(24)}}
+      with running_server(root) as base:
+        url = base + "/v1/recommend"
+        loadtest.run(url, 20, 10, payloads)  # warm the server's caches and the connection pool
+        before = stage_totals(base)
+        steady = loadtest.run(url, args.rate, args.duration, payloads, warmup=5).to_dict()
+        steady["stage_mean_ms"] = stage_means(before, stage_totals(base))
+        steady["load_average_1min"] = os.getloadavg()[0]
+      results[label].append(steady)
   keys = ["achieved_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms", "error_count"]
   print(f"\nserving latency, MovieLens-100K (1,682 items), N=1000 candidates, k=20, "
         f"{args.rate:g} req/s x {args.duration:g} s, {os.cpu_count()} cores shared by the "
         "server and the load generator")
-  print_table(["query encoder", *keys, *[f"{s} ms" for s in STAGES]], [
-      [label, *[_fmt(r.get(k)) for k in keys],
-       *[_fmt(r["stage_mean_ms"].get(s)) for s in STAGES]]
-      for label, r in results.items()])
+  print_table(["query encoder", "round", *keys, *[f"{s} ms" for s in STAGES], "load avg"], [
+      [label, n + 1, *[_fmt(r.get(k)) for k in keys],
+       *[_fmt(r["stage_mean_ms"].get(s)) for s in STAGES], _fmt(r["load_average_1min"])]
+      for label, runs in results.items() for n, r in enumerate(runs)])
   print("wrote", write_result("serving_foundation_latency", {
-      "rate": args.rate, "duration": args.duration, "train_steps": args.steps,
+      "rate": args.rate, "duration": args.duration, "rounds": args.rounds,
+      "train_steps": args.steps,
       "dataset": "MovieLens-100K", "candidates": 1000, "k": 20, "bundles": results,
       "note": "latency percentiles over the measured window; stage means (the server's own "
               "timings, per request) over the measured window and its 5 s warm-up"}))

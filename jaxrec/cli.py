@@ -117,8 +117,9 @@ def _train_parsers(sub) -> None:
   serve = sub.add_parser("serve", help="serve recommendations over HTTP from an export directory",
                          epilog="The newest bundle in --export serves; newer ones are loaded as "
                                 "they appear.")
-  serve.add_argument("--export", required=True, help="export root written by `jaxrec export "
-                                                     "--ranker ...` (bundles OUT/<version>)")
+  serve.add_argument("--export", required=True, help="export root written by `jaxrec export` "
+                                                     "(bundles OUT/<version>); without --ranker "
+                                                     "the retrieval score ranks")
   serve.add_argument("--host", default="127.0.0.1")
   serve.add_argument("--port", type=int, default=8000)
   serve.add_argument("--candidates", type=int, default=1000, help="retrieved and ranked per request")
