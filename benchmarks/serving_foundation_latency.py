@@ -12,7 +12,10 @@ well a model is trained, so they are not trained to convergence. Exports three b
 fixed rate (latency from each request's intended send time), random known users, N = 1000
 candidates (of 1,682 items), k = 20, MMR re-ranking. The bundles take turns for --rounds rounds,
 so a change in the shared machine's load falls on all of them. The per-stage means come from
-the server's own /metrics. Writes benchmarks/results/serving_foundation_latency.json.
+the server's own /metrics. A second table times the query encoder alone in this process (the
+jitted query over a batch of real users' histories built as serving builds it, median of
+--calls calls per batch size), which the machine's load disturbs less than the end-to-end tail.
+Writes benchmarks/results/serving_foundation_latency.json.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ MODELS = {"two_tower": "movielens_two_tower.py", "foundation": "movielens_founda
 # name -> (query encoder workdir, ranker workdir or None)
 BUNDLES = {"two-tower + DLRM": ("two_tower", "dlrm"), "foundation + DLRM": ("foundation", "dlrm"),
            "foundation, no ranker": ("foundation", None)}
+ENCODERS = {"two-tower": "two-tower + DLRM", "foundation": "foundation, no ranker"}
 STAGES = ("features", "query", "retrieval", "ranking", "rerank")
 
 
@@ -74,6 +78,33 @@ def stage_means(before: dict, after: dict) -> dict[str, float]:
           for stage, (s, n) in after.items() if n > before.get(stage, (0, 0))[1]}
 
 
+def encoder_ms(roots: dict[str, str], raw_users: list[str], calls: int) -> dict:
+  """Median ms of the query encoder (batch built + jitted query) at serving's batch sizes 1 and
+  8, the bundles taking turns call by call."""
+  import time
+
+  import numpy as np
+
+  from jaxrec.rerank.posteriors import BetaPosteriors
+  from serving.recommender import Recommender, Request, ServingConfig
+  encoders = {name: Recommender(os.path.join(roots[label], "1"), ServingConfig(),
+                                BetaPosteriors(0)) for name, label in ENCODERS.items()}
+  rng = random.Random(1)
+  timings = {(name, size): [] for name in encoders for size in (1, 8)}
+  for call in range(calls + 1):  # the first round compiles: not timed
+    for size in (1, 8):
+      requests = [Request(user_id=rng.choice(raw_users)) for _ in range(size)]
+      for name, rec in encoders.items():
+        resolved = rec._histories(requests)
+        contexts = [rec._context(r, 0) for r in requests]
+        started = time.perf_counter()
+        np.asarray(rec.query_vectors(rec._query_batch(resolved, contexts, size)))
+        if call:
+          timings[name, size].append(1000 * (time.perf_counter() - started))
+  return {f"{name} @ batch {size}": round(float(np.median(t)), 3)
+          for (name, size), t in timings.items()}
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", default=os.path.join(ROOT, "workdirs", "serving-foundation"))
@@ -81,6 +112,7 @@ def main() -> None:
   parser.add_argument("--duration", type=float, default=30)
   parser.add_argument("--steps", type=int, default=300)
   parser.add_argument("--rounds", type=int, default=2)
+  parser.add_argument("--calls", type=int, default=200)
   args = parser.parse_args()
   roots = build_bundles(args.workdir, args.steps)
   from jaxrec.data.storage import PreparedDataset
@@ -107,10 +139,14 @@ def main() -> None:
       [label, n + 1, *[_fmt(r.get(k)) for k in keys],
        *[_fmt(r["stage_mean_ms"].get(s)) for s in STAGES], _fmt(r["load_average_1min"])]
       for label, runs in results.items() for n, r in enumerate(runs)])
+  encoder = encoder_ms(roots, raw_users, args.calls)
+  print(f"\nquery encoder alone (batch built + jitted query), median of {args.calls} calls, ms")
+  print_table(["query encoder @ batch", "ms"], [[k, f"{v:.2f}"] for k, v in encoder.items()])
   print("wrote", write_result("serving_foundation_latency", {
       "rate": args.rate, "duration": args.duration, "rounds": args.rounds,
       "train_steps": args.steps,
       "dataset": "MovieLens-100K", "candidates": 1000, "k": 20, "bundles": results,
+      "query_encoder_median_ms": encoder, "encoder_calls": args.calls,
       "note": "latency percentiles over the measured window; stage means (the server's own "
               "timings, per request) over the measured window and its 5 s warm-up"}))
 
