@@ -7,6 +7,7 @@ import os
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from jaxrec import cli
 from jaxrec.config import apply_overrides, load_config
@@ -198,6 +199,42 @@ def test_new_items_start_from_their_metadata(snapshots, earlier_foundation):
   added = np.setdiff1d(np.arange(FIRST_ID, new_ds.num_items),
                        new_ds.vocabs["item"].lookup(old_ds.vocabs["item"].raw_ids))
   assert len(added) and not table[added].any() and table[FIRST_ID:].any()
+
+
+def _item_vectors(data_path, earlier_foundation):
+  """Every item's vector (id + metadata) of the earlier foundation run, warm-started onto a
+  dataset, and that dataset."""
+  run = Run(config_for(data_path, "foundation", f"train.init_from={earlier_foundation}",
+                       "train.new_data_only=false"))
+  warm_start.warm_start(run, earlier_foundation)
+  model = nnx.merge(run.graphdef, run.state)
+  return np.asarray(model.item_vectors(run.task._metadata())), run.task.data
+
+
+def test_known_items_keep_their_vectors_across_snapshots(snapshots, earlier_foundation):
+  """A later snapshot renumbers items, genres, years and title words (hashed into buckets): every
+  item the earlier run knew still gets the same vector, id and metadata parts together."""
+  before, old_ds = _item_vectors(snapshots[0].path, earlier_foundation)
+  after, new_ds = _item_vectors(snapshots[1].path, earlier_foundation)
+  old_ids = np.arange(len(old_ds.vocabs["item"].raw_ids)) + FIRST_ID
+  new_ids = new_ds.vocabs["item"].lookup(old_ds.vocabs["item"].raw_ids)
+  np.testing.assert_allclose(after[new_ids], before[old_ids], atol=1e-6)
+
+
+def test_title_word_buckets_move_with_their_words():
+  from jaxrec.data.vocab import Vocabulary
+  from jaxrec.models.layers import title_bucket
+  then = Vocabulary(np.array(["the", "of", "man"]), np.array([5, 3, 1]))
+  now = Vocabulary(np.array(["man", "the", "new", "of"]), np.array([9, 6, 4, 3]))
+  buckets = 8
+  old = np.arange(buckets, dtype=np.float32)[:, None] * 10
+  fresh = np.full((buckets, 1), -1, np.float32)
+  moved = warm_start._move_title_buckets(old, fresh, warm_start.RowMap(then, now))
+  bucket = lambda vocab, word: int(title_bucket(vocab.lookup(np.array([word])), buckets)[0])
+  for word in ("the", "of", "man"):
+    assert bucket(then, word) != bucket(now, word)  # renumbered: the word changed bucket
+    assert moved[bucket(now, word), 0] == old[bucket(then, word), 0]
+  assert moved[bucket(now, "new"), 0] == -1  # a word the earlier run never saw: fresh
 
 
 def test_a_workdir_of_another_model_is_refused(snapshots, earlier):

@@ -23,6 +23,12 @@ def mean_pool(embeddings: jax.Array, ids: jax.Array) -> jax.Array:
   return (embeddings * mask).sum(-2) / jnp.maximum(mask.sum(-2), 1.0)
 
 
+def title_bucket(ids, title_buckets: int):
+  """The bucket of each title-word vocabulary id (0 = padding stays 0), for jax or numpy arrays:
+  the warm start moves rows by it when a later snapshot renumbers the words."""
+  return (ids % (title_buckets - 1) + 1) * (ids > 0)
+
+
 def metadata_sum(tables, features: dict[str, jax.Array], title_buckets: int) -> jax.Array:
   """Sum of an item's metadata embeddings, one table per feature in `tables`; multi-valued
   features (genres, title words) mean-pooled. Title words are hashed into `title_buckets`, so the
@@ -31,7 +37,7 @@ def metadata_sum(tables, features: dict[str, jax.Array], title_buckets: int) -> 
   for name, table in tables.items():
     ids = features[name]
     if name == "title_words":
-      ids = jnp.where(ids > 0, ids % (title_buckets - 1) + 1, 0)
+      ids = title_bucket(ids, title_buckets)
     out = out + (mean_pool(table(ids), ids) if ids.ndim == 2 else table(ids))
   return out
 

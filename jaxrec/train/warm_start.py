@@ -5,7 +5,10 @@ items and users, and ids renumbered (ids follow frequency). So rows are matched 
 every table whose first axis is a vocabulary ("vocab" logical axis) gets the earlier row of
 each raw id the earlier run knew, bit for bit, at that id's new position; rows of new ids keep
 the fresh initialisation, and a model that can do better for new items (from their metadata)
-says so through `model.init_new_items(ids)`. Matching by raw id rather than requiring the new
+says so through `model.init_new_items(ids)`. The hashed title-word table is indexed by bucket, and
+a word's bucket follows its renumbered id, so its rows move word by word too (copied as they were,
+every item's title embedding would scramble: the foundation model fell from 0.112 to 0.034
+validation NDCG@10 with zero steps). Matching by raw id rather than requiring the new
 vocabulary to extend the old one keeps `jaxrec data prepare` unchanged and works for any two
 datasets of the same source.
 
@@ -36,9 +39,12 @@ from jax.sharding import PartitionSpec
 from jaxrec.data.storage import MANIFEST, PreparedDataset
 from jaxrec.data.vocab import FIRST_ID
 from jaxrec.errors import UserError
+from jaxrec.models.layers import title_bucket
 
 # Tasks whose training pipeline honours data.train_targets_after.
 NEW_DATA_TASKS = ("sequential", "foundation")
+# The hashed title-word table of an item encoder (metadata_sum): rows are buckets, not word ids.
+TITLE_WORDS = "title_words/embedding"
 
 
 def earlier_config(workdir: str):
@@ -219,6 +225,18 @@ def table_vocabulary(name: str, old_rows: int, new_rows: int, maps: dict) -> str
   return None
 
 
+def _move_title_buckets(old: np.ndarray, fresh: np.ndarray, words: RowMap) -> np.ndarray:
+  """Title words are hashed into buckets by their vocabulary id (layers.title_bucket), and a later
+  snapshot renumbers the words (ids follow frequency), so a word's bucket moves: each known word's
+  row goes to the bucket of its new id. Buckets no known word lands in keep the fresh
+  initialisation; where two known words now share a bucket, one's row is kept."""
+  buckets = old.shape[0]
+  out = np.array(fresh, copy=True)
+  out[0] = old[0]  # padding
+  out[title_bucket(words.new_rows, buckets)] = old[title_bucket(words.old_rows, buckets)]
+  return out.astype(fresh.dtype)
+
+
 def _vocabulary_order(names):
   """Items first, then users, then the rest: the tables a model most likely indexes."""
   rank = {"item": 0, "user": 1}
@@ -257,6 +275,11 @@ def warm_start(run, workdir: str) -> dict:
       continue
     before = old[name]
     vocab = None
+    if name.endswith(TITLE_WORDS) and "item_title_words" in maps and before.shape == value.shape:
+      out.append(jax.device_put(_move_title_buckets(before, np.asarray(value),
+                                                    maps["item_title_words"]), value.sharding))
+      grown[name] = "item_title_words (hashed buckets)"
+      continue
     if len(spec) and spec[0] == "vocab" and before.shape[1:] == value.shape[1:]:
       vocab = table_vocabulary(name, before.shape[0], value.shape[0], maps)
     if vocab is not None:
