@@ -55,6 +55,10 @@ def test_foundation_cold_start_report(catalogue_growing, tmp_path):
       # Fewer items to beat: a new target ranks at least as high among the new items only.
       assert full[f"recall@{k}"] <= among[f"recall@{k}"] <= 1
   assert report["random"]["recall@50"] == 50 / (run.task.data.num_items - 2)
+  spread = report["new_targets"]
+  assert spread["users"] == report["users"]
+  assert 1 <= spread["distinct_items"] <= min(spread["users"], report["cold_items"])
+  assert 0 < spread["top5_items_share"] <= 1
   assert report["random_among_new_items"]["recall@50"] == min(1.0, 50 / report["cold_items"])
 
 

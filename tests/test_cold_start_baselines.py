@@ -5,7 +5,8 @@ import numpy as np
 
 from jaxrec.eval.cold_start import random_recall
 from jaxrec.eval.metadata_baselines import (genre_profile_scores, item_genre_weights,
-                                            metadata_popularity, tie_jitter)
+                                            metadata_popularity, ranks_with_random_ties,
+                                            tie_jitter)
 
 # ids 0 (padding) and 1 (OOV), then items 2..7. Trained: 2, 3, 6. Item 7 carries a year and a
 # genre that no trained item has.
@@ -50,8 +51,8 @@ def test_genre_profile_scores_items_by_the_history_genre_shares():
 
 def test_tie_jitter_breaks_ties_without_reordering_distinct_shares():
   jitter = tie_jitter(1000)
-  assert len(np.unique(jitter)) > 900 and jitter.min() >= 0 and jitter.max() < 1e-6
-  shares = np.float32(np.arange(1000) % 7 / 1e5)  # distinct shares 1e-5 apart
+  assert len(np.unique(jitter)) > 900 and jitter.min() >= 0 and jitter.max() < 1e-5
+  shares = np.float32(np.arange(1000) % 7 / 1e4)  # distinct shares 1e-4 apart
   order = np.argsort(-(shares + jitter), kind="stable")
   assert np.all(np.diff(shares[order]) <= 0)
 
@@ -59,3 +60,13 @@ def test_tie_jitter_breaks_ties_without_reordering_distinct_shares():
 def test_random_recall_is_k_over_candidates():
   assert random_recall((10, 50), 100) == {"recall@10": 0.1, "recall@50": 0.5}
   assert random_recall((50,), 20) == {"recall@50": 1.0}
+
+
+def test_ranks_keep_the_order_of_scores_and_put_ties_in_a_random_order():
+  scores = np.array([5.0, 1.0, 5.0, 3.0] * 50)
+  ranks = ranks_with_random_ties(scores)
+  assert sorted(ranks.tolist()) == list(range(200))
+  assert ranks[scores == 5].min() > ranks[scores == 3].max() > ranks[scores == 1].max()
+  fives = np.flatnonzero(scores == 5)
+  # not the id order a top-k would fall back to
+  assert not np.all(np.diff(ranks[fives]) < 0) and not np.all(np.diff(ranks[fives]) > 0)

@@ -19,7 +19,8 @@ from flax import nnx
 
 from jaxrec.eval import metrics
 from jaxrec.eval.metadata_baselines import (genre_profile_scores, item_genre_weights,
-                                            metadata_popularity, tie_jitter)
+                                            metadata_popularity, ranks_with_random_ties,
+                                            tie_jitter)
 from jaxrec.eval.popularity import evaluate_popularity
 
 
@@ -67,7 +68,8 @@ def metadata_baselines(task, split: str, row_weight, cold: np.ndarray) -> dict:
   """Metadata popularity and genre profile, ranked among all items and among the new ones."""
   data = task.data
   metadata = {k: v for k, v in data.item_features.items() if v.dtype == np.int32}
-  popularity = jnp.asarray(np.log1p(metadata_popularity(data.item_counts, metadata)), jnp.float32)
+  popularity = jnp.asarray(ranks_with_random_ties(
+      metadata_popularity(data.item_counts, metadata)))
   genres = jnp.asarray(item_genre_weights(metadata, data.num_items), jnp.float32)
   jitter = jnp.asarray(tie_jitter(data.num_items))
   scorers = {
@@ -79,6 +81,18 @@ def metadata_baselines(task, split: str, row_weight, cold: np.ndarray) -> dict:
     out[name] = rank_scores(task, split, score, row_weight)
     out[f"{name}_among_new_items"] = rank_scores(task, split, score, row_weight, among=cold)
   return out
+
+
+def new_target_spread(task, split: str, cold: np.ndarray, top: int = 5) -> dict:
+  """How many distinct new items the cold-target users hold out, and the share of those users
+  whose item is one of the `top` most held out: when a few popular new items account for most
+  users, a Recall@K over users mostly says whether those few items made a top K."""
+  targets = np.concatenate([np.asarray(batch["targets"])[np.asarray(batch["weight"]) > 0, 0]
+                            for batch in task.eval_batches(split)])
+  targets = targets[cold[targets] > 0]
+  counts = np.sort(np.bincount(targets, minlength=len(cold)))[::-1]
+  return {"users": int(len(targets)), "distinct_items": int((counts > 0).sum()),
+          f"top{top}_items_share": float(counts[:top].sum() / max(len(targets), 1))}
 
 
 def random_recall(ks, candidates: int) -> dict:
@@ -106,6 +120,7 @@ def cold_start_report(run, split: str = "test") -> dict:
           "cold_items": int(cold.sum()),
           "model_among_new_items": _model_among_new_items(run, split, cold, only_cold),
           **metadata_baselines(task, split, only_cold, cold),
+          "new_targets": new_target_spread(task, split, cold),
           "random": random_recall(task.ks, task.data.num_items - 2),
           "random_among_new_items": random_recall(task.ks, int(cold.sum()))}
 

@@ -8,7 +8,8 @@ fair references for a model's metadata path (issue 7's cold-start bar):
   the same ratio for its genres (a naive-Bayes product of per-field factors). A field value no
   trained item carries says nothing, so its factor is 1.
 - genre profile: the share of the user's history in each genre · the item's genres (each item's
-  weight split over its genres); items of the same genres in a fixed random order.
+  weight split over its genres).
+Equal scores are ordered at random (see ranks_with_random_ties: ordering them by id would leak).
 
 Both read only what a model trained at the cut-off could know: training counts and metadata.
 """
@@ -71,8 +72,7 @@ def genre_profile_scores(seen: jnp.ndarray, item_genre_weights: jnp.ndarray,
                          jitter: jnp.ndarray) -> jnp.ndarray:
   """[B, V]: each user's history genre shares (`seen` [B, S] item ids, 0 = padding) · each item's
   genre weights ([V, G], rows summing to 1 or 0), plus `jitter` [V] (from `tie_jitter`), which
-  orders items of equal genres at random rather than by id (ids follow training counts, so an id
-  order would put every new item last)."""
+  orders items of equal genres at random rather than by id (see ranks_with_random_ties)."""
   weights = item_genre_weights[seen] * (seen > 0)[..., None]  # [B, S, G]
   profile = weights.sum(1)
   profile = profile / jnp.maximum(profile.sum(-1, keepdims=True), 1e-9)
@@ -80,9 +80,19 @@ def genre_profile_scores(seen: jnp.ndarray, item_genre_weights: jnp.ndarray,
 
 
 def tie_jitter(num_items: int, seed: int = 0) -> np.ndarray:
-  """[V] fixed random offsets below 1e-6: far under any difference of genre shares of a history
-  shorter than 10^5 items, a few float32 steps above a score's rounding."""
-  return np.random.default_rng(seed).random(num_items).astype(np.float32) * 1e-6
+  """[V] fixed random offsets below 1e-5: under any difference of genre shares of a history
+  shorter than 50,000 items, many float32 steps above a score's rounding."""
+  return np.random.default_rng(seed).random(num_items).astype(np.float32) * 1e-5
+
+
+def ranks_with_random_ties(scores: np.ndarray, seed: int = 0) -> np.ndarray:
+  """[V] float32 ranks of `scores` (higher score, higher rank), equal scores in a fixed random
+  order. A top-k breaks ties by the lower id, and item ids follow the counts of the whole log,
+  held-out periods included: ties broken by id would leak which new item gets picked later."""
+  order = np.lexsort((np.random.default_rng(seed).random(len(scores)), scores))
+  ranks = np.empty(len(scores), np.float32)
+  ranks[order] = np.arange(len(scores), dtype=np.float32)
+  return ranks
 
 
 def item_genre_weights(metadata: dict[str, np.ndarray], num_items: int) -> np.ndarray:
