@@ -32,6 +32,7 @@ from jaxrec.models.foundation import FoundationModel
 from jaxrec.train.losses import (alias_table, full_softmax_nll, sample_by_alias,
                                  sampled_softmax_nll_of)
 from jaxrec.train.sequential import SequentialTask
+from jaxrec.train.unseen_years import clamp_unseen_years
 
 SOFTMAXES = ("ce", "sampled_softmax")
 TARGET_FIELDS = ("event", "value")
@@ -104,6 +105,9 @@ class FoundationTask(SequentialTask):
     self.metadata = {k: v for k, v in features.items() if v.dtype == np.int32}
     # Items without training interactions have untrained id rows: metadata alone stands for them.
     self.trained = self.data.item_counts > 0
+    if "year" in self.metadata:  # a year only new items carry has an untrained row: see the module
+      self.metadata["year"] = clamp_unseen_years(
+          self.metadata["year"], self.trained, self.data.vocabs["item_year"])
 
   def build_model(self, rngs):
     ds, cfg = self.data, dict(self.config.model)
