@@ -47,6 +47,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/foundation_long_context.py
 	$(PY) benchmarks/foundation_scaling.py
 	$(PY) benchmarks/foundation_incremental.py
+	$(PY) benchmarks/foundation_features.py
+	$(PY) benchmarks/foundation_sampled_step.py
+	$(PY) benchmarks/cold_start_ceiling.py
+	$(PY) benchmarks/serving_foundation_latency.py
 	$(PY) benchmarks/beyond_accuracy.py
 	$(PY) benchmarks/slate_ope.py
 	$(PY) benchmarks/ope_accuracy.py
