@@ -8,7 +8,6 @@ import pytest
 from flax import nnx
 
 from jaxrec.config import apply_overrides, load_config
-from jaxrec.data import pipelines
 from jaxrec.data.tokenize import TOKEN_DTYPE
 from jaxrec.models.event_tokens import TOKEN_FIELDS
 from jaxrec.rerank.config import RerankConfig
