@@ -179,10 +179,8 @@ class Recommender:
 
   def _query_batch(self, resolved, contexts, size: int) -> dict:
     if not self.two_tower:
-      histories = [tokens for _, tokens, _ in resolved]
-      users = [user for user, _, _ in resolved] + [OOV] * (size - len(resolved))
       return self.query_model.task.history_batch(
-          histories + [histories[0][:0]] * (size - len(histories)), users)
+          [tokens for _, tokens, _ in resolved], [user for user, _, _ in resolved], size)
     # The two-tower's query tower: the user, the request's context, the history's items and times.
     length = self.max_len
     batch = {name: np.zeros((size, length), np.int32) for name in ("inputs", "device", "hour")}

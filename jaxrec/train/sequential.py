@@ -16,6 +16,8 @@ from flax import nnx
 
 from jaxrec.data import pipelines
 from jaxrec.data.prepare import open_or_prepare
+from jaxrec.data.tokenize import TOKEN_DTYPE
+from jaxrec.data.vocab import OOV
 from jaxrec.errors import UserError
 from jaxrec.eval import metrics
 from jaxrec.models.bert4rec import BERT4Rec
@@ -96,12 +98,17 @@ class SequentialTask(Task):
         self.data.num_items, histories, targets, self.config.eval.sampled_negatives,
         by=self.config.eval.sampled_by, counts=self.data.item_counts, seed=0)
 
-  def history_batch(self, histories: list[np.ndarray], users: np.ndarray) -> dict[str, np.ndarray]:
+  def history_batch(self, histories: list[np.ndarray], users, size: int | None = None
+                    ) -> dict[str, np.ndarray]:
     """Users' ids [B] and token histories (TOKEN_DTYPE, oldest first) -> query_vectors' input over
     each one's most recent window, laid out as the evaluation pipeline lays it out (the same
-    function): how serving turns a user's history into the query of a sequence model."""
+    function): how serving turns a user's history into the query of a sequence model. `size`
+    pads the batch to that many rows (one compiled shape) with unknown users without history."""
+    size = len(histories) if size is None else size
+    padding = size - len(histories)
+    histories = list(histories) + [np.zeros(0, TOKEN_DTYPE)] * padding
     batch = pipelines.window_batch(histories, self.config.model.max_len, self.FIELDS)
-    batch["user"] = np.asarray(users, np.int32)
+    batch["user"] = np.pad(np.asarray(users, np.int32), (0, padding), constant_values=OOV)
     return batch
 
   def item_vectors(self, model):

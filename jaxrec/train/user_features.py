@@ -106,9 +106,8 @@ class UserEncoder:
     out = []
     for start in range(0, len(histories), size):
       chunk = histories[start:start + size]
-      padded = chunk + [chunk[0][:0]] * (size - len(chunk))
-      ids = np.pad(users[start:start + size], (0, size - len(chunk)))
-      out.append(np.asarray(self._query(self.task.history_batch(padded, ids)))[:len(chunk)])
+      batch = self.task.history_batch(chunk, users[start:start + size], size)
+      out.append(np.asarray(self._query(batch))[:len(chunk)])
     return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
   def before(self, histories: list[np.ndarray], users, times) -> np.ndarray:
