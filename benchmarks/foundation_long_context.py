@@ -1,6 +1,6 @@
 """Long context, measured fairly: what 2,048 tokens of history buy over 200, and memory vs length.
 
-    python benchmarks/foundation_long_context.py [--users 400] [--steps 150]
+    python benchmarks/foundation_long_context.py [--users 400] [--steps 500] [--resume]
     python benchmarks/foundation_long_context.py --skip-quality     # the memory table alone
 
 Data: the synthetic-long dataset (jaxrec/data/synthetic_sessions.py), --users users, every one
@@ -15,9 +15,11 @@ Rows, so that the gain can be attributed:
   evaluated on validation every --eval-every steps and stopped once validation NDCG@10 has not
   risen for --patience evaluations (best checkpoint kept), at each rate of --sasrec-lrs; the rate
   with the best validation NDCG@10 is the row (every rate's run is in the JSON).
-- foundation @2048 (configs/synthetic_long_foundation.py): --steps steps of 8 users, evaluated
-  once at the end. 512-token window + 4 attention-sink tokens, 2 layers: its last position reads
-  the last 1,023 tokens; every position of the 2,048 is trained.
+- foundation @2048 (configs/synthetic_long_foundation.py), 8 users per step, trained to
+  convergence like SASRec but validated every --long-eval-every steps (an evaluation reads 2,048
+  tokens a user), stopping after 2 without a new best, at most --steps steps. 512-token window +
+  4 attention-sink tokens, 2 layers: its last position reads the last 1,023 tokens; every
+  position of the 2,048 is trained.
 - foundation @200: the same config with only the context changed (200 tokens, 80 users per step;
   a 512-token window covers all 200, so it runs as `model.window=None`: full causal attention
   over the same sink tokens and history, the same function), trained to convergence like
@@ -56,10 +58,12 @@ from jaxrec.train.trainer import Run  # noqa: E402
 
 KEYS = ["ndcg@10", "recall@10", "mrr@10", "ndcg@20", "recall@20"]
 LENGTHS = (512, 1024, 2048, 4096)
+REFERENCE_WINDOWS = (200, 2048)
 MEMORY_BATCH = 8
 BASELINE, CONTROL, LONG = "SASRec @200", "foundation @200 (same config)", "foundation @2048"
 RECORDED = ("test", "valid", "seconds", "best_step", "last_step", "valid_ndcg@10_history",
             "overrides", "lr", "batch_size", "max_len")
+LONG_PATIENCE = 2  # foundation @2048 stops after 2 validations (200 steps) without a new best
 SHORT_BATCH = 80  # 80 x 200 = 16,000 tokens per step; the 2,048-token runs take 8 x 2,048
 
 
@@ -77,8 +81,10 @@ def planned_runs(args) -> dict[str, tuple[str, list[str]]]:
             for lr in args.sasrec_lrs}
   first = next(iter(sasrec))
   return {first: sasrec.pop(first),
+          # Its evaluations read 2,048 tokens a user, so fewer of them, and a shorter patience.
           LONG: ("synthetic_long_foundation.py",
-                 [f"train.num_steps={args.steps}", f"train.eval_every={args.steps}"]),
+                 [f"train.num_steps={args.steps}", f"train.eval_every={args.long_eval_every}",
+                  f"train.patience={LONG_PATIENCE}"]),
           CONTROL: ("synthetic_long_foundation.py", until_converged + [
               "model.max_len=200", f"train.batch_size={SHORT_BATCH}",
               # A 512-token window over 200 tokens is full attention; the dense path computes the
@@ -106,6 +112,33 @@ def summarise(runs: dict[str, dict]) -> dict[str, dict]:
       name: out["valid"]["ndcg@10"] for name, out in sasrec.items()}}}
   quality.update({name: out for name, out in runs.items() if name not in sasrec})
   return quality
+
+
+def world_reference(users: int) -> dict[str, dict]:
+  """The scorer that knows the world's rules (jaxrec/eval/long_history_reference.py) reading
+  the last 200 and 2,048 tokens: what the context is worth in this world, whatever the model."""
+  from jaxrec.data.storage import PreparedDataset
+  from jaxrec.data.synthetic_sessions import LongHistoryConfig
+  from jaxrec.eval.long_history_reference import reference_metrics
+  dataset, world = PreparedDataset(data_dir(users)), LongHistoryConfig(num_users=users)
+  return {f"@{window}": {split: reference_metrics(dataset, world, window, split)
+                         for split in ("valid", "test")} for window in REFERENCE_WINDOWS}
+
+
+def print_reference(result: dict) -> None:
+  reference = result["reference"]
+  print("\nthe world's own rules as a scorer (jaxrec/eval/long_history_reference.py), reading the "
+        "last W tokens: an upper reference, not a model\n")
+  print_table(["W"] + ["test " + k for k in KEYS] + ["± s.e.", "valid ndcg@10"], [
+      [window] + [f"{row['test'][k]:.4f}" for k in KEYS]
+      + [f"{row['test']['ndcg@10_stderr']:.4f}", f"{row['valid']['ndcg@10']:.4f}"]
+      for window, row in reference.items()])
+  short, long = (reference[f"@{w}"] for w in REFERENCE_WINDOWS)
+  print("context value in this world (reference @2048 over @200), NDCG@10: test "
+        f"{long['test']['ndcg@10'] / short['test']['ndcg@10'] - 1:+.1%}, valid "
+        f"{long['valid']['ndcg@10'] / short['valid']['ndcg@10'] - 1:+.1%}; one NDCG@10 over "
+        f"{short['test']['num_users']} users has a standard error of about "
+        f"{short['test']['ndcg@10_stderr']:.3f}")
 
 
 def training_tokens(users: int) -> tuple[int, int]:
@@ -186,7 +219,8 @@ def print_quality_result(result: dict) -> None:
     print("(incomplete: not every planned run finished)")
 
 
-QUALITY_KEYS = ("users", "steps", "max_steps", "eval_every", "patience", "sasrec_lrs", "protocol",
+QUALITY_KEYS = ("users", "steps", "long_eval_every", "max_steps", "eval_every", "patience",
+                "sasrec_lrs", "protocol",
                 "shortest_history", "training_tokens", "gain_ndcg10", "gain_from_context_ndcg10",
                 "bar_met", "models", "sasrec_runs", "complete", "git_sha", "uncommitted")
 # (not "resumed": a resumed run's record of which runs came from which earlier start)
@@ -211,19 +245,18 @@ def quality_result(quality: dict, runs: dict, train_tokens: int, shortest: int) 
   return out
 
 
-SETTINGS = ("users", "steps", "max_steps", "eval_every", "patience")
-
-
 def finished_runs(result: dict, args) -> dict[str, dict]:
-  """--resume: the runs the last results JSON holds, when it was made with these settings (a
-  run stopped by something outside it keeps what finished)."""
-  if any(result.get(key) != getattr(args, key) for key in SETTINGS):
-    print("--resume: the last results were made with other settings; running everything")
+  """--resume: the runs the last results JSON holds that were made on the same users with the
+  overrides planned now (a run whose settings changed runs again)."""
+  if result.get("users") != args.users:
+    print("--resume: the last results were made on other users; running everything")
     return {}
+  planned = planned_runs(args)
   protocol = {"protocol": result["protocol"]}
-  runs = {name: {**row, **protocol} for name, row in result.get("sasrec_runs", {}).items()}
-  runs.update({name: {**row, **protocol} for name, row in result.get("models", {}).items()
-               if name != BASELINE})
+  earlier = {**result.get("sasrec_runs", {}),
+             **{name: row for name, row in result.get("models", {}).items() if name != BASELINE}}
+  runs = {name: {**row, **protocol} for name, row in earlier.items()
+          if name in planned and row["overrides"] == planned[name][1]}
   result.setdefault("resumed", []).append({"git_sha": result.get("git_sha"),
                                            "uncommitted": result.get("uncommitted"),
                                            "runs": sorted(runs)})
@@ -245,7 +278,10 @@ def uncommitted() -> list[str]:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--users", type=int, default=400)
-  parser.add_argument("--steps", type=int, default=150, help="training steps of foundation @2048")
+  parser.add_argument("--steps", type=int, default=500,
+                      help="at most this many steps for foundation @2048")
+  parser.add_argument("--long-eval-every", type=int, default=100,
+                      help="validation interval of foundation @2048")
   parser.add_argument("--max-steps", type=int, default=1500,
                       help="at most this many steps for the runs trained to convergence")
   parser.add_argument("--eval-every", type=int, default=50)
@@ -271,7 +307,8 @@ def main() -> None:
       result.pop("resumed", None)
     for stale in QUALITY_KEYS:
       result.pop(stale, None)
-    result.update(users=args.users, steps=args.steps, max_steps=args.max_steps,
+    result.update(users=args.users, steps=args.steps, long_eval_every=args.long_eval_every,
+                  max_steps=args.max_steps,
                   eval_every=args.eval_every, patience=args.patience,
                   sasrec_lrs=args.sasrec_lrs, git_sha=git_sha(), uncommitted=uncommitted())
     with tempfile.TemporaryDirectory() as tmp:
@@ -291,7 +328,10 @@ def main() -> None:
                       complete=len(runs) == len(planned_runs(args)))
         write_result("foundation_long_context", result)
   if "models" in result:  # measured now, or kept from the last run with --skip-quality
+    result["reference"] = world_reference(args.users)
+    write_result("foundation_long_context", result)
     print_quality_result(result)
+    print_reference(result)
 
   if args.skip_memory:
     memory = {label: {int(k): v for k, v in rows.items()}
