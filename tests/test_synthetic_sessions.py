@@ -6,7 +6,8 @@ import pytest
 from jaxrec.data.events import EventType
 from jaxrec.data.prepare import prepare
 from jaxrec.data.sources import load_raw
-from jaxrec.data.synthetic_sessions import LongHistoryConfig, generate_long_histories
+from jaxrec.data.synthetic_sessions import (LongHistoryConfig, _release_times,
+                                            generate_long_histories)
 from jaxrec.errors import UserError
 from jaxrec.eval.long_history_reference import LongHistoryReference
 
@@ -63,6 +64,21 @@ def test_items_are_rarely_rewatched(small):
   distinct = np.mean([len(np.unique(items[users == u])) / np.sum(users == u)
                       for u in range(small[0].num_users)])
   assert distinct > 0.85
+
+
+def test_items_released_during_the_log_are_watched_only_after_their_release():
+  config = LongHistoryConfig(**dict(SMALL, new_item_share=0.2))
+  events = generate_long_histories(config).events
+  release = _release_times(config)
+  assert _release_times(LongHistoryConfig(**SMALL)) is None
+  new = release > config.start_time
+  assert new.sum() == round(0.2 * config.num_items)
+  play = events.event_type == EventType.PLAY
+  assert np.all(events.timestamp[play] >= release[events.item[play]])
+  watched_new = np.unique(events.item[play][new[events.item[play]]])
+  assert len(watched_new) > 0.5 * new.sum()
+  distinct = len(np.unique(events.user[play] * config.num_items + events.item[play]))
+  assert distinct / play.sum() > 0.8
 
 
 def _topic_shift(config):
@@ -126,3 +142,5 @@ def test_load_raw_and_bad_options():
     generate_long_histories(LongHistoryConfig(min_events=10, max_events=5))
   with pytest.raises(UserError, match="style_bonus"):
     generate_long_histories(LongHistoryConfig(style_bonus=0.5))
+  with pytest.raises(UserError, match="new_item_share"):
+    generate_long_histories(LongHistoryConfig(new_item_share=1.0))

@@ -20,6 +20,11 @@ to a topic the user has not watched (interests drift in content too). Each token
 value the watch fraction, higher in the favourite style), sometimes followed by a like of the
 same item (which the tokenizer merges into it).
 
+With `new_item_share`, that share of the items is released during the log (at uniform times);
+a visit then takes the first item of the personal order that is out and not yet watched, so new
+items are watched only after their release, by the users whose topic and favourite style they
+belong to: the cold-start benchmark's world where metadata names the taste.
+
 Users are generated in chunks with every step vectorised; randomness comes from
 `np.random.default_rng([seed, stream, chunk])`, so a config always gives the same log.
 """
@@ -36,7 +41,7 @@ from jaxrec.errors import UserError
 from jaxrec.grouping import rank_within_groups
 
 DAY = 86_400
-_ITEMS, _USERS, _CHUNK = range(3)  # independent seed streams
+_ITEMS, _USERS, _CHUNK, _RELEASES = range(4)  # independent seed streams
 
 
 @dataclasses.dataclass
@@ -58,6 +63,8 @@ class LongHistoryConfig:
   seed: int = 0
   start_time: int = 1_600_000_000
   chunk_users: int = 200           # users generated per chunk (bounds memory)
+  # Items released during the log (at uniform times over it); the rest exist when it starts.
+  new_item_share: float = 0.0
 
   def validate(self):
     for name in ("num_users", "num_topics", "styles_per_topic", "items_per_style",
@@ -82,6 +89,9 @@ class LongHistoryConfig:
       value = getattr(self, name)
       if not (np.isfinite(value) and value >= 0):
         raise UserError(f"synthetic-long: {name} must be >= 0, got {value!r}")
+    if not 0 <= self.new_item_share < 1:
+      raise UserError("synthetic-long: new_item_share must be in [0, 1) (items must exist when "
+                      f"the log starts), got {self.new_item_share!r}")
     if not 0 <= self.like_probability <= 1:
       raise UserError("synthetic-long: like_probability must be in [0, 1], got "
                       f"{self.like_probability!r}")
@@ -144,8 +154,44 @@ def _event_counts(config: LongHistoryConfig) -> np.ndarray:
   return np.minimum(config.min_events + np.round(extra).astype(np.int64), config.max_events)
 
 
+def _release_times(config: LongHistoryConfig) -> np.ndarray | None:
+  """Each item's release time: the log's start, or for a random `new_item_share` of the items
+  a uniform time over its span (None when every item exists from the start)."""
+  if not config.new_item_share:
+    return None
+  rng = _rng(config, _RELEASES)
+  new = rng.permutation(config.num_items)[:round(config.new_item_share * config.num_items)]
+  release = np.full(config.num_items, config.start_time, np.int64)
+  release[new] = config.start_time + rng.integers(0, config.days * DAY, len(new))
+  return release
+
+
+def _take_in_order(orders: np.ndarray, pair: np.ndarray, visit: np.ndarray, topic: np.ndarray,
+                   time: np.ndarray, release: np.ndarray | None, pool: int) -> np.ndarray:
+  """The item each visit watches: row r is visit `visit[r]` of personal order `orders[pair[r]]`
+  (indices into its topic's `pool` items), in `topic[r]` at `time[r]`. Without releases, the
+  visit-th item of the order (round again after `pool` visits). With them, the first item of the
+  order released by then and not yet taken; when none is left, a re-watch of the first released."""
+  if release is None:
+    return topic * pool + orders[pair, visit % pool]
+  released = release.reshape(-1, pool)
+  taken = np.zeros(orders.shape, bool)  # by position in the topic, per order
+  item = np.empty(len(pair), np.int64)
+  by_visit = np.argsort(visit, kind="stable")  # a pair's visits in time order, each after the last
+  ends = np.r_[np.flatnonzero(np.diff(visit[by_visit])) + 1, len(by_visit)]
+  for rows in np.split(by_visit, ends[:-1]):
+    p, candidates = pair[rows], orders[pair[rows]]
+    out = released[topic[rows][:, None], candidates] <= time[rows][:, None]
+    free = out & ~taken[p[:, None], candidates]
+    first = np.where(free.any(axis=1), np.argmax(free, axis=1), np.argmax(out, axis=1))
+    choice = candidates[np.arange(len(rows)), first]
+    taken[p, choice] = True
+    item[rows] = topic[rows] * pool + choice
+  return item
+
+
 def _chunk_log(config: LongHistoryConfig, counts: np.ndarray, first_user: int,
-               chunk: int) -> EventLog:
+               chunk: int, release: np.ndarray | None = None) -> EventLog:
   rng = _rng(config, _CHUNK, chunk)
   n, k = len(counts), config.interests_per_user
   t, s, m = config.num_topics, config.styles_per_topic, config.items_per_style
@@ -178,9 +224,10 @@ def _chunk_log(config: LongHistoryConfig, counts: np.ndarray, first_user: int,
   interest = session_interest[session]
 
   # Within a topic, the user's personal order: Gumbel keys over the topic's s*m items, with the
-  # favourite style boosted; the j-th visit of an interest takes the j-th item of that order, and
-  # after s*m visits the interest's next topic (wrapping round, re-watches, only once a heavy
-  # user has seen every topic).
+  # favourite style boosted; the j-th visit of an interest takes the j-th item of that order
+  # (the first released one left, when items are released during the log), and after s*m visits
+  # the interest's next topic (wrapping round, re-watches, only once a heavy user has seen every
+  # topic).
   pool = s * m
   visit = rank_within_groups(user * k + interest)
   era = np.minimum(visit // pool, eras - 1)
@@ -189,7 +236,7 @@ def _chunk_log(config: LongHistoryConfig, counts: np.ndarray, first_user: int,
   item_logp = np.log(_zipf_weights(m, config.zipf_exponent))
   pair = (user * k + interest) * eras + era            # one personal order per (user, interest, era)
   pairs, pair_index = np.unique(pair, return_inverse=True)
-  item = np.empty(total, np.int64)
+  orders = np.empty((len(pairs), pool), np.int32)
   first_row = np.zeros(len(pairs), np.int64)
   first_row[pair_index[::-1]] = np.arange(total)[::-1]  # any row of each pair, for its favourite
   for lo in range(0, len(pairs), 2048):  # bounds the (pairs, s*m) key matrix
@@ -197,14 +244,8 @@ def _chunk_log(config: LongHistoryConfig, counts: np.ndarray, first_user: int,
     keys = (np.tile(item_logp, s)[None, :] + rng.gumbel(size=(hi - lo, pool))
             + np.log(config.style_bonus) * (np.arange(pool)[None, :] // m
                                              == fav[first_row[lo:hi]][:, None]))
-    order = np.argsort(-keys, axis=1)
-    rows = np.flatnonzero((pair_index >= lo) & (pair_index < hi))
-    item[rows] = topic[rows] * pool + order[pair_index[rows] - lo, visit[rows] % pool]
-
-  style = (item // m) % s
-  in_favourite = style == fav
-  watch = np.clip(np.where(in_favourite, 0.75, 0.45) + rng.normal(0, 0.15, total), 0.02, 1.0)
-  like = rng.random(total) < config.like_probability * np.where(in_favourite, 1.0, 1 / 3)
+    orders[lo:hi] = np.argsort(-keys, axis=1)
+  watch_noise, like_draw = rng.normal(0, 0.15, total), rng.random(total)
 
   # Time: 2-15 minutes between the tokens of a session; an exponential idle time between
   # sessions, so that each user's log spans about `days`.
@@ -218,6 +259,11 @@ def _chunk_log(config: LongHistoryConfig, counts: np.ndarray, first_user: int,
   pause[users_first_session] = 0
   session_start = _group_cumsum(pause, users_first_session)
   play_time = config.start_time + session_start[session] + into_session
+
+  item = _take_in_order(orders, pair_index, visit - era * pool, topic, play_time, release, pool)
+  in_favourite = (item // m) % s == fav
+  watch = np.clip(np.where(in_favourite, 0.75, 0.45) + watch_noise, 0.02, 1.0)
+  like = like_draw < config.like_probability * np.where(in_favourite, 1.0, 1 / 3)
 
   liked = np.flatnonzero(like)
   home = rng.choice(len(DEVICES), n, p=DEVICE_P)
@@ -250,9 +296,10 @@ def generate_long_histories(config: LongHistoryConfig) -> RawDataset:
   config.validate()
   items = _item_table(config, _rng(config, _ITEMS))
   counts = _event_counts(config)
+  release = _release_times(config)
   logs = []
   for chunk, lo in enumerate(range(0, config.num_users, config.chunk_users)):
     hi = min(lo + config.chunk_users, config.num_users)
-    logs.append(_chunk_log(config, counts[lo:hi], lo, chunk))
+    logs.append(_chunk_log(config, counts[lo:hi], lo, chunk, release))
   users = SideTable(ids=np.arange(config.num_users, dtype=np.int64), columns={})
   return RawDataset("synthetic-long", EventLog.concatenate(logs), items, users)
