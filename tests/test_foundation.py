@@ -233,6 +233,16 @@ def test_config_errors_name_the_fix(ml100k):
     config.unlock()
     config.loss.event_weights.watch = 2.0
     build_task(config)
+  with pytest.raises(UserError, match="item_metadata names colour.*genres, title_words, year"):
+    build_task(_config(ml100k.path, "model.item_metadata=genres,colour"))
+
+
+def test_item_metadata_selects_the_fields_of_an_item_vector(ml100k):
+  task = build_task(_config(ml100k.path, "model.item_metadata=genres"))
+  assert set(task.metadata) == {"genres"}
+  model = _unsharded(lambda: task.build_model(nnx.Rngs(0)))
+  assert set(model.items.metadata_tables) == {"genres"}
+  assert set(build_task(_config(ml100k.path)).metadata) == {"genres", "year", "title_words"}
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -117,6 +117,7 @@ def foundation_config() -> ml_collections.ConfigDict:
       "chunk": 128,
       "id_dropout": 0.1,  # share of item ids replaced by OOV each step: metadata learns the item
       "title_buckets": 4096,
+      "item_metadata": "",  # metadata fields of an item's vector, e.g. "genres,year"; "" = all
   })
   config.loss = ml_collections.ConfigDict({
       "name": "ce",  # ce (full softmax) | sampled_softmax (logQ-corrected)

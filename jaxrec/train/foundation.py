@@ -85,6 +85,21 @@ def event_weight_table(weights) -> np.ndarray:
   return table
 
 
+
+def select_metadata(available: dict[str, np.ndarray], names: str) -> dict[str, np.ndarray]:
+  """The metadata an item vector reads: `names` ("genres,year"), or every field when empty. A
+  field that tells items apart without saying what they are (a random title word, say) can act
+  as a second id that a new item only gets noise from."""
+  if not names.strip():
+    return available
+  chosen = [name.strip() for name in names.split(",") if name.strip()]
+  unknown = [name for name in chosen if name not in available]
+  if unknown:
+    raise UserError(f"model.item_metadata names {', '.join(unknown)}, which this dataset's items "
+                    f"lack; they have {', '.join(sorted(available)) or 'no metadata'} (leave it "
+                    "empty for all).")
+  return {name: available[name] for name in chosen}
+
 class FoundationTask(SequentialTask):
   MODELS = {"foundation": FoundationModel}
   FIELDS = TOKEN_FIELDS
@@ -102,7 +117,8 @@ class FoundationTask(SequentialTask):
     self.event_weights = event_weight_table(cfg.event_weights)
     features = self.data.item_features
     # The integer metadata tables (genres, year, title words), indexed by item id.
-    self.metadata = {k: v for k, v in features.items() if v.dtype == np.int32}
+    self.metadata = select_metadata({k: v for k, v in features.items() if v.dtype == np.int32},
+                                    config.model.get("item_metadata", ""))
     # Items without training interactions have untrained id rows: metadata alone stands for them.
     self.trained = self.data.item_counts > 0
     if "year" in self.metadata:  # a year only new items carry has an untrained row: see the module
@@ -111,7 +127,7 @@ class FoundationTask(SequentialTask):
 
   def build_model(self, rngs):
     ds, cfg = self.data, dict(self.config.model)
-    cfg.pop("name"), cfg.pop("id_dropout")
+    cfg.pop("name"), cfg.pop("id_dropout"), cfg.pop("item_metadata", None)
     vocab_size = lambda name: len(ds.vocabs[name])
     genres = vocab_size("item_genres") if "genres" in self.metadata else 2
     return FoundationModel(
