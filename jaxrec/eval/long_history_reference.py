@@ -12,8 +12,9 @@ from the last `window` tokens alone:
 - item: Zipf popularity within its style x the expected style bonus, over the topic's items the
   user has not watched (watched items are excluded, as every model's evaluation does).
 
-Its NDCG at 200 and at 2,048 tokens bounds what reading further back is worth in this world,
-whatever the model: benchmarks/foundation_long_context.py prints it beside the models.
+Its NDCG at 200 and at 2,048 tokens measures what reading further back is worth in this world to
+a scorer that knows its rules (an approximation of the best one, not a strict bound):
+benchmarks/foundation_long_context.py prints it beside the models.
 """
 
 from __future__ import annotations

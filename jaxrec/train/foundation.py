@@ -85,11 +85,10 @@ def event_weight_table(weights) -> np.ndarray:
   return table
 
 
-
 def select_metadata(available: dict[str, np.ndarray], names: str) -> dict[str, np.ndarray]:
-  """The metadata an item vector reads: `names` ("genres,year"), or every field when empty. A
-  field that tells items apart without saying what they are (a random title word, say) can act
-  as a second id that a new item only gets noise from."""
+  """The metadata an item vector reads: `names` ("genres,year"), or every field when empty —
+  to leave out a field that says little about taste (a random title word), or to measure what
+  each field is worth."""
   if not names.strip():
     return available
   chosen = [name.strip() for name in names.split(",") if name.strip()]
@@ -99,6 +98,7 @@ def select_metadata(available: dict[str, np.ndarray], names: str) -> dict[str, n
                     f"lack; they have {', '.join(sorted(available)) or 'no metadata'} (leave it "
                     "empty for all).")
   return {name: available[name] for name in chosen}
+
 
 class FoundationTask(SequentialTask):
   MODELS = {"foundation": FoundationModel}
