@@ -42,8 +42,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import RESULTS, ROOT, print_table, write_result  # noqa: E402
 
@@ -92,8 +90,7 @@ def bar(report: dict, k: int = 50) -> dict:
 def references_only(datasets: list[str], tmp: str) -> None:
   """Recomputes every stored entry's references (metadata popularity, genre profile, random)
   and bar on the same data, keeping the models' numbers: the references need no training."""
-  from jaxrec.eval.cold_start import (cold_items, metadata_baselines, new_target_spread,
-                                      random_recall)
+  from jaxrec.eval.cold_start import cold_items, reference_report
   from jaxrec.train.sequential import SequentialTask
   with open(os.path.join(RESULTS, "cold_start.json")) as f:
     stored = json.load(f)["datasets"]
@@ -106,12 +103,7 @@ def references_only(datasets: list[str], tmp: str) -> None:
       config.data.synthetic = synthetic
     task = SequentialTask(config)
     cold = cold_items(task.data)
-    only_cold = lambda batch: cold[np.asarray(batch["targets"])[:, 0]]
-    refs = {split: {**metadata_baselines(task, split, only_cold, cold),
-                    "random": random_recall(KS, task.data.num_items - 2),
-                    "random_among_new_items": random_recall(KS, int(cold.sum())),
-                    "new_targets": new_target_spread(task, split, cold)}
-            for split in ("test", "valid")}
+    refs = {split: reference_report(task, split, cold) for split in ("test", "valid")}
     for label, entry in stored.get(name, {}).items():
       if "valid" not in entry:
         continue  # an entry from before the references existed

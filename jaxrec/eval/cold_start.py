@@ -100,6 +100,21 @@ def random_recall(ks, candidates: int) -> dict:
   return {f"recall@{k}": min(1.0, k / max(candidates, 1)) for k in ks}
 
 
+def cold_targets(cold: np.ndarray):
+  """A row weight keeping the evaluation rows whose held-out item is cold."""
+  return lambda batch: cold[np.asarray(batch["targets"])[:, 0]]
+
+
+def reference_report(task, split: str, cold: np.ndarray) -> dict:
+  """The references that need no trained model, on the users whose `split` item is cold:
+  metadata popularity and genre profile (all items and new items only), how concentrated the
+  held-out new items are, and a random order's recall."""
+  return {**metadata_baselines(task, split, cold_targets(cold), cold),
+          "new_targets": new_target_spread(task, split, cold),
+          "random": random_recall(task.ks, task.data.num_items - 2),
+          "random_among_new_items": random_recall(task.ks, int(cold.sum()))}
+
+
 def cold_start_report(run, split: str = "test") -> dict:
   """Metrics of `run`'s model and of the references on the users whose `split` item is cold.
 
@@ -110,7 +125,7 @@ def cold_start_report(run, split: str = "test") -> dict:
   the same metadata the model reads: the references a metadata path has to beat."""
   task = run.task
   cold = cold_items(task.data)
-  only_cold = lambda batch: cold[np.asarray(batch["targets"])[:, 0]]
+  only_cold = cold_targets(cold)
   model = run.evaluate(split, row_weight=only_cold)
   popularity = evaluate_popularity(task, split, task.ks, row_weight=only_cold)
   recent = evaluate_popularity(task, split, task.ks, row_weight=only_cold,
@@ -119,10 +134,7 @@ def cold_start_report(run, split: str = "test") -> dict:
           "recent_popularity": recent,
           "cold_items": int(cold.sum()),
           "model_among_new_items": _model_among_new_items(run, split, cold, only_cold),
-          **metadata_baselines(task, split, only_cold, cold),
-          "new_targets": new_target_spread(task, split, cold),
-          "random": random_recall(task.ks, task.data.num_items - 2),
-          "random_among_new_items": random_recall(task.ks, int(cold.sum()))}
+          **reference_report(task, split, cold)}
 
 
 def _model_among_new_items(run, split: str, cold: np.ndarray, only_cold) -> dict:
