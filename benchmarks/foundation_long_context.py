@@ -64,7 +64,7 @@ REFERENCE_WINDOWS = (200, 2048)
 MEMORY_BATCH = 8
 BASELINE, CONTROL, LONG = "SASRec @200", "foundation @200 (same config)", "foundation @2048"
 RECORDED = ("test", "valid", "seconds", "best_step", "last_step", "valid_ndcg@10_history",
-            "overrides", "lr", "batch_size", "max_len")
+            "overrides", "config", "lr", "batch_size", "max_len")
 LONG_PATIENCE = 2  # foundation @2048 stops after 2 validations (200 steps) without a new best
 SHORT_BATCH = 80  # 80 x 200 = 16,000 tokens per step; the 2,048-token runs take 8 x 2,048
 
@@ -96,12 +96,23 @@ def planned_runs(args) -> dict[str, tuple[str, list[str]]]:
           **sasrec}
 
 
+def data_overrides(users: int) -> list[str]:
+  return [f"data.synthetic.num_users={users}", f"data.dir={data_dir(users)}"]
+
+
+def resolved_config(config_file: str, overrides: list[str], users: int) -> dict:
+  """The whole config a run of `config_file` with `overrides` trains with, as its config.json
+  records it: what --resume compares, so a changed default reruns the row too."""
+  from jaxrec.config import apply_overrides, config_json, load_config
+  config = load_config(os.path.join(ROOT, "configs", config_file))
+  return json.loads(config_json(apply_overrides(config, data_overrides(users) + overrides)))
+
+
 def train_row(config_file: str, overrides: list[str], users: int, run_dir: str) -> dict:
-  out = train_config(config_file, [f"data.synthetic.num_users={users}",
-                                   f"data.dir={data_dir(users)}"] + overrides, run_dir)
+  out = train_config(config_file, data_overrides(users) + overrides, run_dir)
   with open(os.path.join(run_dir, "config.json")) as f:
     config = json.load(f)
-  out.update(overrides=overrides, lr=config["optimizer"]["learning_rate"],
+  out.update(overrides=overrides, config=config, lr=config["optimizer"]["learning_rate"],
              batch_size=config["train"]["batch_size"], max_len=config["model"]["max_len"])
   return out
 
@@ -250,7 +261,7 @@ def quality_result(quality: dict, runs: dict, train_tokens: int, shortest: int) 
 
 def finished_runs(result: dict, args) -> dict[str, dict]:
   """--resume: the runs the last results JSON holds that were made on the same users with the
-  overrides planned now (a run whose settings changed runs again)."""
+  whole config planned now (a run whose settings or config defaults changed runs again)."""
   if result.get("users") != args.users:
     print("--resume: the last results were made on other users; running everything")
     return {}
@@ -259,7 +270,7 @@ def finished_runs(result: dict, args) -> dict[str, dict]:
   earlier = {**result.get("sasrec_runs", {}),
              **{name: row for name, row in result.get("models", {}).items() if name != BASELINE}}
   runs = {name: {**row, **protocol} for name, row in earlier.items()
-          if name in planned and row["overrides"] == planned[name][1]}
+          if name in planned and row.get("config") == resolved_config(*planned[name], args.users)}
   result.setdefault("resumed", []).append({"git_sha": result.get("git_sha"),
                                            "uncommitted": result.get("uncommitted"),
                                            "runs": sorted(runs)})

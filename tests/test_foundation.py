@@ -225,6 +225,41 @@ def test_sampled_softmax_with_uniform_q_counts_the_negatives(ml100k):
   assert full_total == pytest.approx(np.log(task.data.num_items - 2), rel=1e-5)
 
 
+@pytest.mark.parametrize("softmax", ["ce", "sampled_softmax"])
+def test_watched_items_leave_the_softmax(ml100k, softmax):
+  """Zero states tie every item: with loss.exclude_watched each position's loss is the log of
+  the items it may still predict, those the user watched before it (in the window or earlier)
+  left out, the target kept."""
+  task = build_task(_config(ml100k.path, "model.max_len=20", "loss.exclude_watched=True",
+                            f"loss.name={softmax}", "loss.num_negatives=300"))
+  model = _unsharded(lambda: task.build_model(nnx.Rngs(0)))
+  batch = _train_batch(task)
+  assert "seen" in batch
+  items = model.item_vectors(task._metadata())
+  hidden = jnp.zeros(batch["inputs"].shape + (task.config.model.dim,))
+  key = jax.random.key(3)
+  total = float(task.objective(model, hidden, batch, items, key))
+  inputs, targets, seen = (np.asarray(batch[k]) for k in ("inputs", "targets", "seen"))
+  candidates = (np.arange(task.data.num_items) if softmax == "ce"
+                else np.asarray(task.sample_negatives(key)[0]))
+  expected = []
+  for b, t in zip(*np.nonzero(targets)):
+    watched = set(seen[b][seen[b] > 0]) | set(inputs[b, :t + 1][inputs[b, :t + 1] > 0])
+    if softmax == "ce":
+      others = len(watched | {targets[b, t]} | {0, 1})
+      expected.append(np.log(task.data.num_items - others + 1))
+    else:
+      left = [c for c in candidates if c not in watched and c != targets[b, t]]
+      # sampled softmax subtracts log q: with zero states each logit is -log q of its item
+      log_q = task.log_q
+      row = np.r_[-log_q[targets[b, t]], -log_q[left]]
+      expected.append(np.log(np.exp(row - row.max()).sum()) + row.max() + log_q[targets[b, t]])
+  assert total == pytest.approx(np.mean(expected), rel=1e-4)
+  plain = build_task(_config(ml100k.path, "model.max_len=20", f"loss.name={softmax}",
+                             "loss.num_negatives=300"))
+  assert float(plain.objective(model, hidden, batch, items, key)) > total + 0.01
+
+
 def test_config_errors_name_the_fix(ml100k):
   with pytest.raises(UserError, match="ce.*sampled_softmax"):
     build_task(_config(ml100k.path, "loss.name=bce"))

@@ -71,3 +71,41 @@ def test_unknown_loss():
   h, targets, items = _inputs()
   with pytest.raises(UserError, match="unknown loss 'hinge'"):
     losses.next_item_loss("hinge", h, targets, items)
+
+
+def test_watched_items_leave_the_softmax_from_the_position_that_read_them():
+  inputs = jnp.array([[0, 4, 6, 4], [9, 0, 3, 5]])  # [B, L]; 0 is padding
+  full = np.asarray(losses.watched_mask(inputs, V))  # [B, L, V]
+  by_ids = np.asarray(losses.watched_so_far(inputs, jnp.arange(V)))
+  np.testing.assert_array_equal(full, by_ids)
+  expected = np.zeros((2, 4, V), bool)
+  for b in range(2):
+    for t in range(4):
+      expected[b, t, [int(i) for i in inputs[b, :t + 1] if i]] = True
+  np.testing.assert_array_equal(full, expected)
+
+  h = jax.random.normal(jax.random.key(0), (2, 4, D))
+  items = jax.random.normal(jax.random.key(1), (V, D))
+  targets = jnp.array([[4, 7, 6, 2], [3, 3, 5, 8]])  # position 0's target 4 is read at t=1 only;
+  # row 1 position 1's target 3 is not yet read; position 2's target 5 reads 3 (excluded)
+  nll = np.asarray(losses.full_softmax_nll(h, targets, items, jnp.asarray(expected)))
+  logits = np.einsum("bld,vd->blv", h, items)
+  for b in range(2):
+    for t in range(4):
+      keep = ~expected[b, t]
+      keep[:2] = False
+      keep[int(targets[b, t])] = True  # the target stays, even one read before (a re-watch)
+      row = logits[b, t][keep]
+      assert nll[b, t] == pytest.approx(np.log(np.exp(row).sum()) - logits[b, t, targets[b, t]],
+                                        rel=1e-4)
+  # Sampled softmax: the excluded negatives drop out exactly like accidental hits.
+  negatives = jnp.array([4, 6, 9, 10])
+  log_q = jnp.zeros(V)
+  exclude = losses.watched_so_far(inputs, negatives)
+  sampled = np.asarray(losses.sampled_softmax_nll_of(h, targets, items[targets], negatives,
+                                                     items[negatives], log_q, exclude))
+  for b in range(2):
+    for t in range(4):
+      drop = np.asarray(exclude[b, t]) | (np.asarray(negatives) == int(targets[b, t]))
+      row = np.r_[logits[b, t, targets[b, t]], logits[b, t, np.asarray(negatives)][~drop]]
+      assert sampled[b, t] == pytest.approx(np.log(np.exp(row).sum()) - row[0], rel=1e-4)

@@ -79,6 +79,25 @@ def test_sliding_windows_of_long_histories_move_between_epochs(ml100k):
     assert ",".join(map(str, window)) in text
 
 
+def test_training_windows_carry_the_items_watched_before_them(ml100k):
+  batch = _take(P.sequence_dataset(ml100k, max_len=20, with_seen=True,
+                                   options=_options(batch_size=943)), 1)[0]
+  width = batch["seen"].shape[1]
+  assert width == 1 << int(ml100k.splits.train_end.max() - 21).bit_length()  # fixed per dataset
+  moved = 0
+  for row, user in enumerate(batch["user"]):
+    tokens = ml100k.user_tokens([user])[0]["item"]  # MovieLens: each item once per user
+    start = int(np.flatnonzero(tokens == batch["inputs"][row, -1])[0]) - 19
+    seen = batch["seen"][row]
+    before = np.sort(tokens[:max(start, 0)])
+    assert np.array_equal(seen[width - len(before):], before)
+    assert not seen[:width - len(before)].any()  # zeros in front: sorted rows
+    moved += start > 0
+  assert moved > 100  # long histories' windows start later than their first token
+  with pytest.raises(UserError, match="next-item"):
+    P.sequence_dataset(ml100k, objective="masked", with_seen=True, options=_options())
+
+
 def test_masked_objective(ml100k):
   batch = _take(BUILDERS["masked"](ml100k), 1)[0]
   masked = batch["inputs"] == ml100k.num_items

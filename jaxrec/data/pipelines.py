@@ -161,6 +161,9 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
     = the split's items, `weight` [B] is 0 for padding rows of the last batch; with `with_seen`,
     `seen` [B, S] holds every item of the user's history (not only the last max_len), for
     excluding them from the ranking; S is a power of two, so few shapes ever compile.
+  train, objective "next", with `with_seen`: `seen` [B, S] holds the distinct items the user
+    watched before the window, sorted, zero-padded at the front (what a loss that leaves watched
+    items out of the softmax needs beside the window itself); S is fixed for the dataset.
   Every batch has `user` [B]; each name in `fields` (token fields such as "event", "hour", "gap")
   adds `<field>` aligned with `inputs`; each name in `target_fields` adds `target_<field>` aligned
   with `targets` (the target token's field, e.g. its event type for weighting the loss).
@@ -185,6 +188,11 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
   mask_id = ds.num_items
   window = max_len + 1 if objective == "next" else max_len
   batch_size = options.batch_size
+  if with_seen and train:
+    if objective != "next":
+      raise UserError("the items watched before the window (with_seen) are defined for "
+                      "next-item training windows only.")
+    before_width = 1 << int(max(1, hi.max(initial=1) - window)).bit_length()
 
   def build(indices: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
     weight = None
@@ -202,6 +210,8 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
       out["seen"] = np.zeros((n, max(64, 1 << (longest - 1).bit_length())), np.int32)
       for row, (record, tokens) in enumerate(zip(indices, decoded)):
         out["seen"][row, :lo[record]] = tokens["item"][:lo[record]]
+    if with_seen and train:
+      out["seen"] = np.zeros((n, before_width), np.int32)
     for row, (record, tokens) in enumerate(zip(indices, decoded)):
       if train:
         seq = tokens[:hi[record]]
@@ -209,6 +219,9 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
           # With targets_after, the window's last target is at or after the first new token.
           low = 0 if first_new is None else max(0, int(first_new[record]) - window + 1)
           start = rng.integers(low, len(seq) - window + 1)
+          if with_seen:
+            before = np.unique(seq[:start]["item"])
+            out["seen"][row, before_width - len(before):] = before
           seq = seq[start:start + window]
         if objective == "next":
           inputs, target = seq[:-1], seq[1:]

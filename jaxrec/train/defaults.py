@@ -128,6 +128,9 @@ def foundation_config() -> ml_collections.ConfigDict:
       "value_weight": 0.0,
       "horizon": 1, "horizon_decay": 0.5,  # multi-token prediction: items 1..horizon ahead
       "genre_weight": 0.0, "event_type_weight": 0.0,  # auxiliary heads
+      # Leave the items a position has already read out of its softmax (evaluation and serving
+      # never rank a watched item): for worlds without re-watches.
+      "exclude_watched": False,
   })
   return config
 
@@ -238,6 +241,10 @@ def long_context_foundation_config(max_len: int) -> ml_collections.ConfigDict:
   config.model.num_global = 4
   config.model.chunk = 128
   config.train.batch_size = max(1, 16_384 // max_len)  # the same tokens per step at any length
+  # Nobody re-watches in these histories: a softmax over watched items would teach the model
+  # that an item popular with everyone is unlikely next (most have watched it), ranking the
+  # unwatched popular items low.
+  config.loss.exclude_watched = True
   return config
 
 

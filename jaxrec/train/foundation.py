@@ -30,7 +30,8 @@ from jaxrec.errors import UserError
 from jaxrec.models.event_tokens import TOKEN_FIELDS, field_sizes
 from jaxrec.models.foundation import FoundationModel
 from jaxrec.train.losses import (alias_table, full_softmax_nll, sample_by_alias,
-                                 sampled_softmax_nll_of)
+                                 sampled_softmax_nll_of, watched_before, watched_mask,
+                                 watched_so_far)
 from jaxrec.train.sequential import SequentialTask
 from jaxrec.train.unseen_years import clamp_unseen_years
 
@@ -115,6 +116,7 @@ class FoundationTask(SequentialTask):
     if not 0 <= config.model.id_dropout < 1:
       raise UserError(f"model.id_dropout must be in [0, 1), got {config.model.id_dropout}.")
     self.event_weights = event_weight_table(cfg.event_weights)
+    self.exclude_watched = bool(cfg.get("exclude_watched", False))
     features = self.data.item_features
     # The integer metadata tables (genres, year, title words), indexed by item id.
     self.metadata = select_metadata({k: v for k, v in features.items() if v.dtype == np.int32},
@@ -141,7 +143,8 @@ class FoundationTask(SequentialTask):
         num_epochs=None)
     return pipelines.sequence_dataset(
         self.data, "train", max_len=self.config.model.max_len, fields=self.FIELDS,
-        target_fields=TARGET_FIELDS, targets_after=self.targets_after, options=options)
+        target_fields=TARGET_FIELDS, targets_after=self.targets_after,
+        with_seen=self.exclude_watched, options=options)
 
   def _metadata(self) -> dict[str, jax.Array]:
     return {k: jnp.asarray(v) for k, v in self.metadata.items()}
@@ -171,8 +174,25 @@ class FoundationTask(SequentialTask):
     log_q = jnp.asarray(self.log_q)
     nll = lambda query, step, step_targets: sampled_softmax_nll_of(
         query, step_targets, shift_ahead(target_vectors, step), negatives[step],
-        negative_vectors[step], log_q)
+        negative_vectors[step], log_q, self.excluded(batch, negatives[step]))
     return self.weighted_objective(model, hidden, batch, nll)
+
+  def excluded(self, batch, ids: jax.Array | None = None) -> jax.Array | None:
+    """With loss.exclude_watched, what each position's softmax leaves out [B, L, N]: the items
+    (`ids` [N], or the whole catalogue) the user watched before it, in its window or before
+    (`batch["seen"]`). Evaluation and serving never rank a watched item; a softmax that keeps
+    them asks one query vector to push down every item the user has watched, which it cannot,
+    and in a world without re-watches teaches it that an item popular with everyone is unlikely
+    next (most users have watched it already), so it ranks the unwatched popular ones low."""
+    if not self.exclude_watched:
+      return None
+    inputs = batch["inputs"]
+    if ids is None:
+      ids = jnp.arange(self.data.num_items)
+      in_window = watched_mask(inputs, self.data.num_items)
+    else:
+      in_window = watched_so_far(inputs, ids)
+    return in_window | watched_before(batch["seen"], ids)[:, None, :]
 
   def id_masks(self, key) -> tuple[jax.Array, jax.Array]:
     """(keep [V], learn [V]) for one step. Id dropout: each trained item keeps its id with
@@ -196,12 +216,13 @@ class FoundationTask(SequentialTask):
     """The weighted sum of every objective for hidden states [B, L, D] of a training batch, with
     every item's vector items [V, D] at hand (the full softmax needs them all)."""
     if self.config.loss.name == "ce":
-      nll = lambda query, step, step_targets: full_softmax_nll(query, step_targets, items)
+      exclude = self.excluded(batch)
+      nll = lambda query, step, step_targets: full_softmax_nll(query, step_targets, items, exclude)
     else:
       negatives = self.sample_negatives(key)
       nll = lambda query, step, step_targets: sampled_softmax_nll_of(
           query, step_targets, items[step_targets], negatives[step], items[negatives[step]],
-          jnp.asarray(self.log_q))
+          jnp.asarray(self.log_q), self.excluded(batch, negatives[step]))
     return self.weighted_objective(model, hidden, batch, nll)
 
   def weighted_objective(self, model, hidden, batch, nll) -> jax.Array:

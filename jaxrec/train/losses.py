@@ -28,10 +28,39 @@ def _mean(per_position: jax.Array, targets: jax.Array) -> jax.Array:
   return (per_position * weight).sum() / jnp.maximum(weight.sum(), 1.0)
 
 
-def full_softmax_nll(h, targets, items):
-  """Per-position negative log-likelihood [B, L] of the target under the full softmax."""
+def watched_so_far(inputs, ids):
+  """[B, L, N] bool: whether item ids[n] (ids [N]) is among inputs[b, :t + 1], the tokens
+  position t has read (padding, id 0, never counts)."""
+  hits = (inputs[..., None] == ids) & (inputs[..., None] > 0)
+  return jax.lax.cummax(hits.astype(jnp.int8), axis=1).astype(bool)
+
+
+def watched_mask(inputs, num_items):
+  """watched_so_far over the whole catalogue [B, L, V], from each item's first position in
+  each row (a scatter) rather than a [B, L, V] comparison per position."""
+  b, length = inputs.shape
+  first = jnp.full((b, num_items), length, jnp.int32).at[
+      jnp.arange(b)[:, None], inputs].min(jnp.broadcast_to(jnp.arange(length), inputs.shape))
+  first = first.at[:, 0].set(length)  # padding
+  return first[:, None, :] <= jnp.arange(length)[None, :, None]
+
+
+def watched_before(seen, ids):
+  """[B, N] bool: whether item ids[n] is in row b of `seen` [B, S] (each row sorted, padded with
+  zeros: the items watched before a training window)."""
+  at = jax.vmap(lambda row: jnp.searchsorted(row, ids))(seen)
+  found = jnp.take_along_axis(seen, jnp.minimum(at, seen.shape[1] - 1), axis=1) == ids
+  return found & (ids > 0)
+
+
+def full_softmax_nll(h, targets, items, exclude=None):
+  """Per-position negative log-likelihood [B, L] of the target under the full softmax; where
+  exclude [B, L, V] is True that item is left out of the position's softmax (never the target)."""
   logits = jnp.einsum("bld,vd->blv", h, items)
   logits = logits.at[..., :FIRST_ID].set(NEG)
+  if exclude is not None:
+    keep_target = jnp.arange(items.shape[0]) == targets[..., None]
+    logits = jnp.where(exclude & ~keep_target, NEG, logits)
   target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
   return jax.nn.logsumexp(logits, axis=-1) - target_logit
 
@@ -46,12 +75,16 @@ def sampled_softmax_nll(h, targets, items, key, num_negatives, log_q):
   return sampled_softmax_nll_of(h, targets, items[targets], negatives, items[negatives], log_q)
 
 
-def sampled_softmax_nll_of(h, targets, target_vectors, negatives, negative_vectors, log_q):
+def sampled_softmax_nll_of(h, targets, target_vectors, negatives, negative_vectors, log_q,
+                           exclude=None):
   """sampled_softmax_nll from the vectors it reads: the targets' [B, L, D] and the negatives'
-  [K, D] (ids [K]), so a caller can compute those rows alone instead of the whole table."""
+  [K, D] (ids [K]), so a caller can compute those rows alone instead of the whole table; where
+  exclude [B, L, K] is True that negative is left out of the position's softmax."""
   positive = jnp.einsum("bld,bld->bl", h, target_vectors) - log_q[targets]
   negative = jnp.einsum("bld,kd->blk", h, negative_vectors) - log_q[negatives]
   negative = jnp.where(negatives[None, None] == targets[..., None], NEG, negative)
+  if exclude is not None:
+    negative = jnp.where(exclude, NEG, negative)
   logits = jnp.concatenate([positive[..., None], negative], axis=-1)
   return jax.nn.logsumexp(logits, axis=-1) - positive
 
