@@ -12,7 +12,9 @@ Objectives, all over one causal pass of each user's history window (models/found
 - full softmax over the catalogue (`loss.name="ce"`), or sampled softmax with logQ correction for
   large catalogues (`"sampled_softmax"`): negatives drawn from an alias table (O(K)), and only the
   vectors of the step's inputs, targets and negatives computed, so a step's cost does not grow
-  with the catalogue (the optimizer's dense update of the id table aside).
+  with the catalogue (the optimizer's dense update of the id table aside);
+- with `loss.exclude_watched`, each position's softmax leaves out the items the user watched
+  before it, as evaluation and serving do (for logs without re-watches; see `excluded`).
 Evaluation is the sequential task's: full ranking of the whole catalogue from the last state,
 every earlier item of the user excluded. item_vectors / query_vectors make it exportable.
 """
