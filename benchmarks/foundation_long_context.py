@@ -61,6 +61,7 @@ from jaxrec.train.trainer import Run  # noqa: E402
 KEYS = ["ndcg@10", "recall@10", "mrr@10", "ndcg@20", "recall@20"]
 LENGTHS = (512, 1024, 2048, 4096)
 REFERENCE_WINDOWS = (200, 2048)
+NO_STYLE = ", topic + popularity only"  # the reference rows that infer no favourite style
 MEMORY_BATCH = 8
 BASELINE, CONTROL, LONG = "SASRec @200", "foundation @200 (same config)", "foundation @2048"
 RECORDED = ("test", "valid", "seconds", "best_step", "last_step", "valid_ndcg@10_history",
@@ -135,8 +136,11 @@ def world_reference(users: int) -> dict[str, dict]:
   from jaxrec.data.synthetic_sessions import LongHistoryConfig
   from jaxrec.eval.long_history_reference import reference_metrics
   dataset, world = PreparedDataset(data_dir(users)), LongHistoryConfig(num_users=users)
-  return {f"@{window}": {split: reference_metrics(dataset, world, window, split)
-                         for split in ("valid", "test")} for window in REFERENCE_WINDOWS}
+  return {f"@{window}{suffix}": {split: reference_metrics(dataset, world, window, split,
+                                                          infer_style=infer_style)
+                                 for split in ("valid", "test")}
+          for suffix, infer_style in (("", True), (NO_STYLE, False))
+          for window in REFERENCE_WINDOWS}
 
 
 def print_reference(result: dict) -> None:

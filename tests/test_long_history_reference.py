@@ -33,6 +33,14 @@ def test_scores_are_a_distribution_over_unwatched_items():
   assert np.argmax(scores) == 40
 
 
+def test_without_style_inference_every_style_of_a_topic_looks_alike():
+  history = np.array([5, 6, 17, 250, 251, 45, 46])  # topic 1 (items 40..79) watched in style 0
+  styled, plain = LongHistoryReference(SMALL), LongHistoryReference(SMALL, infer_style=False)
+  # Rank 2 in style 0 (item 42) against rank 2 in style 1 (item 52): the same popularity.
+  assert styled.scores(history, None)[42] > 3 * styled.scores(history, None)[52]
+  assert plain.scores(history, None)[42] == pytest.approx(plain.scores(history, None)[52])
+
+
 def test_window_reads_only_the_last_tokens():
   reference = LongHistoryReference(SMALL)
   history = np.array([0, 1, 2, 3, 120, 121, 122])

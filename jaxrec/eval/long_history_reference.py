@@ -14,7 +14,8 @@ from the last `window` tokens alone:
 
 Its NDCG at 200 and at 2,048 tokens measures what reading further back is worth in this world to
 a scorer that knows its rules (an approximation of the best one, not a strict bound):
-benchmarks/foundation_long_context.py prints it beside the models.
+benchmarks/foundation_long_context.py prints it beside the models. With `infer_style=False` it
+ignores favourite styles (topic and popularity alone): what is left when no style is learned.
 """
 
 from __future__ import annotations
@@ -32,14 +33,15 @@ TOPIC_SMOOTHING = 0.1
 class LongHistoryReference:
   """Scores raw item ids of a synthetic-long world made with `config`."""
 
-  def __init__(self, config: LongHistoryConfig):
+  def __init__(self, config: LongHistoryConfig, infer_style: bool = True):
     self.config = config
     s, m = config.styles_per_topic, config.items_per_style
     ids = np.arange(config.num_items)
     self.topic, self.style = ids // (s * m), (ids // m) % s
     popularity = 1.0 / np.arange(1, m + 1) ** config.zipf_exponent
     self.popularity = popularity[ids % m]
-    self.log_bonus = np.log(config.style_bonus)
+    # Without style inference every style of a topic looks alike, whatever the window shows.
+    self.log_bonus = np.log(config.style_bonus) if infer_style else 0.0
 
   def scores(self, history: np.ndarray, window: int | None) -> np.ndarray:
     """Scores of every raw item id after `history` (raw ids, oldest first), reading its last
@@ -67,13 +69,14 @@ class LongHistoryReference:
 
 
 def reference_metrics(dataset: PreparedDataset, config: LongHistoryConfig, window: int | None,
-                      split: str = "test", ks=KS, batch: int = 256) -> dict[str, float]:
+                      split: str = "test", ks=KS, batch: int = 256,
+                      infer_style: bool = True) -> dict[str, float]:
   """Mean ranking metrics of the reference on `split`'s held-out token of every user (the
   trainer's leave-one-out protocol: full ranking, watched items excluded), with the standard
   error of the mean NDCG@10 (what a comparison over these users can resolve)."""
   if split not in ("valid", "test"):
     raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
-  reference = LongHistoryReference(config)
+  reference = LongHistoryReference(config, infer_style)
   vocab, splits = dataset.vocabs["item"], dataset.splits
   target_at = splits.train_end if split == "valid" else splits.valid_end
   users = np.flatnonzero(splits.length > target_at) + FIRST_ID
