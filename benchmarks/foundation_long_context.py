@@ -27,7 +27,10 @@ Rows, so that the gain can be attributed:
   over the same sink tokens and history, the same function), trained to convergence like
   SASRec. The same model, metadata and event fields as foundation @2048, so the step from this
   row to that one is the context length alone, and the step from SASRec to this row is the
-  model (metadata, event fields, id dropout).
+  model (metadata, event fields, id dropout) and its objective: the foundation configs leave
+  the items a user has watched out of the softmax (loss.exclude_watched).
+- SASRec @200 with loss.exclude_watched, at the first of --sasrec-lrs, trained to convergence:
+  what that objective is worth without the foundation model.
 The JSON gets each run's validation history, the tokens it trained on until its best checkpoint
 (as epochs of the training tokens), the git sha and the files that differed from it. It is
 written after every run, so a stopped benchmark keeps the rows that finished.
@@ -64,6 +67,7 @@ REFERENCE_WINDOWS = (200, 2048)
 NO_STYLE = ", topic + popularity only"  # the reference rows that infer no favourite style
 MEMORY_BATCH = 8
 BASELINE, CONTROL, LONG = "SASRec @200", "foundation @200 (same config)", "foundation @2048"
+SASREC_EXCLUDING = "SASRec, watched items out of its softmax, @200"
 RECORDED = ("test", "valid", "seconds", "best_step", "last_step", "valid_ndcg@10_history",
             "overrides", "config", "lr", "batch_size", "max_len")
 LONG_PATIENCE = 2  # foundation @2048 stops after 2 validations (200 steps) without a new best
@@ -94,6 +98,9 @@ def planned_runs(args) -> dict[str, tuple[str, list[str]]]:
               # A 512-token window over 200 tokens is full attention; the dense path computes the
               # same thing (over the same sink tokens) with less work.
               "model.window=None"]),
+          # What the foundation rows' objective (loss.exclude_watched) is worth to SASRec.
+          SASREC_EXCLUDING: ("synthetic_long_sasrec.py", until_converged + [
+              f"optimizer.learning_rate={args.sasrec_lrs[0]}", "loss.exclude_watched=True"]),
           **sasrec}
 
 

@@ -39,6 +39,9 @@ def sequential_config() -> ml_collections.ConfigDict:
   c.loss.num_negatives = 256
   c.loss.gbce_t = 0.75
   c.loss.mask_prob = 0.2  # BERT4Rec
+  # Leave the items a position has already read out of its softmax (evaluation and serving
+  # never rank a watched item): for logs without re-watches; next-item ce / sampled_softmax.
+  c.loss.exclude_watched = False
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.learning_rate = 2e-3
@@ -128,9 +131,7 @@ def foundation_config() -> ml_collections.ConfigDict:
       "value_weight": 0.0,
       "horizon": 1, "horizon_decay": 0.5,  # multi-token prediction: items 1..horizon ahead
       "genre_weight": 0.0, "event_type_weight": 0.0,  # auxiliary heads
-      # Leave the items a position has already read out of its softmax (evaluation and serving
-      # never rank a watched item): for worlds without re-watches.
-      "exclude_watched": False,
+      "exclude_watched": False,  # as in sequential_config
   })
   return config
 

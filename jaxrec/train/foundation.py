@@ -32,8 +32,7 @@ from jaxrec.errors import UserError
 from jaxrec.models.event_tokens import TOKEN_FIELDS, field_sizes
 from jaxrec.models.foundation import FoundationModel
 from jaxrec.train.losses import (alias_table, full_softmax_nll, sample_by_alias,
-                                 sampled_softmax_nll_of, watched_before, watched_mask,
-                                 watched_so_far)
+                                 sampled_softmax_nll_of)
 from jaxrec.train.sequential import SequentialTask
 from jaxrec.train.unseen_years import clamp_unseen_years
 
@@ -118,7 +117,6 @@ class FoundationTask(SequentialTask):
     if not 0 <= config.model.id_dropout < 1:
       raise UserError(f"model.id_dropout must be in [0, 1), got {config.model.id_dropout}.")
     self.event_weights = event_weight_table(cfg.event_weights)
-    self.exclude_watched = bool(cfg.get("exclude_watched", False))
     features = self.data.item_features
     # The integer metadata tables (genres, year, title words), indexed by item id.
     self.metadata = select_metadata({k: v for k, v in features.items() if v.dtype == np.int32},
@@ -178,23 +176,6 @@ class FoundationTask(SequentialTask):
         query, step_targets, shift_ahead(target_vectors, step), negatives[step],
         negative_vectors[step], log_q, self.excluded(batch, negatives[step]))
     return self.weighted_objective(model, hidden, batch, nll)
-
-  def excluded(self, batch, ids: jax.Array | None = None) -> jax.Array | None:
-    """With loss.exclude_watched, what each position's softmax leaves out [B, L, N]: the items
-    (`ids` [N], or the whole catalogue) the user watched before it, in its window or before
-    (`batch["seen"]`). Evaluation and serving never rank a watched item; a softmax that keeps
-    them asks one query vector to push down every item the user has watched, which it cannot,
-    and in a world without re-watches teaches it that an item popular with everyone is unlikely
-    next (most users have watched it already), so it ranks the unwatched popular ones low."""
-    if not self.exclude_watched:
-      return None
-    inputs = batch["inputs"]
-    if ids is None:
-      ids = jnp.arange(self.data.num_items)
-      in_window = watched_mask(inputs, self.data.num_items)
-    else:
-      in_window = watched_so_far(inputs, ids)
-    return in_window | watched_before(batch["seen"], ids)[:, None, :]
 
   def id_masks(self, key) -> tuple[jax.Array, jax.Array]:
     """(keep [V], learn [V]) for one step. Id dropout: each trained item keeps its id with

@@ -65,14 +65,17 @@ def full_softmax_nll(h, targets, items, exclude=None):
   return jax.nn.logsumexp(logits, axis=-1) - target_logit
 
 
-def full_softmax(h, targets, items):
-  return _mean(full_softmax_nll(h, targets, items), targets)
+def full_softmax(h, targets, items, excluded=None):
+  exclude = None if excluded is None else excluded(None)
+  return _mean(full_softmax_nll(h, targets, items, exclude), targets)
 
 
-def sampled_softmax_nll(h, targets, items, key, num_negatives, log_q):
+def sampled_softmax_nll(h, targets, items, key, num_negatives, log_q, excluded=None):
   """Per-position [B, L] sampled-softmax loss with logQ correction, accidental hits removed."""
   negatives = jax.random.categorical(key, log_q, shape=(num_negatives,))
-  return sampled_softmax_nll_of(h, targets, items[targets], negatives, items[negatives], log_q)
+  exclude = None if excluded is None else excluded(negatives)
+  return sampled_softmax_nll_of(h, targets, items[targets], negatives, items[negatives], log_q,
+                                exclude)
 
 
 def sampled_softmax_nll_of(h, targets, target_vectors, negatives, negative_vectors, log_q,
@@ -119,8 +122,9 @@ def sample_by_alias(key, table: tuple[np.ndarray, np.ndarray], num_samples: int)
   return jnp.where(keep, buckets, alias[buckets]).astype(jnp.int32)
 
 
-def sampled_softmax(h, targets, items, key, num_negatives, log_q):
-  return _mean(sampled_softmax_nll(h, targets, items, key, num_negatives, log_q), targets)
+def sampled_softmax(h, targets, items, key, num_negatives, log_q, excluded=None):
+  return _mean(sampled_softmax_nll(h, targets, items, key, num_negatives, log_q, excluded),
+               targets)
 
 
 def _pos_neg_scores(h, targets, items, key, num_negatives):
@@ -143,11 +147,13 @@ def gbce(h, targets, items, key, num_negatives, t):
 
 
 def next_item_loss(name: str, h, targets, items, *, key=None, num_negatives: int = 256,
-                   log_q=None, gbce_t: float = 0.75):
+                   log_q=None, gbce_t: float = 0.75, excluded=None):
+  """The loss `name`; excluded(ids [N] or None for every item) -> [B, L, N], where given, names
+  the items each position's softmax leaves out ("ce" and "sampled_softmax" only)."""
   if name == "ce":
-    return full_softmax(h, targets, items)
+    return full_softmax(h, targets, items, excluded)
   if name == "sampled_softmax":
-    return sampled_softmax(h, targets, items, key, num_negatives, log_q)
+    return sampled_softmax(h, targets, items, key, num_negatives, log_q, excluded)
   if name == "bce":
     return bce(h, targets, items, key, num_negatives)
   if name == "gbce":

@@ -23,7 +23,7 @@ from jaxrec.eval import metrics
 from jaxrec.models.bert4rec import BERT4Rec
 from jaxrec.models.gru4rec import GRU4Rec
 from jaxrec.models.sasrec import SASRec
-from jaxrec.train.losses import next_item_loss
+from jaxrec.train.losses import next_item_loss, watched_before, watched_mask, watched_so_far
 from jaxrec.train.task import Task
 
 MODELS = {"sasrec": SASRec, "bert4rec": BERT4Rec, "gru4rec": GRU4Rec}
@@ -43,6 +43,12 @@ class SequentialTask(Task):
     self.log_q = np.log(np.maximum(counts, 1e-3) / counts.sum()).astype(np.float32)
     self.log_q[:2] = -1e9  # padding and OOV are never sampled
     self.ks = tuple(config.eval.ks)
+    self.exclude_watched = bool(config.loss.get("exclude_watched", False))
+    if self.exclude_watched and (self.masked or config.loss.name not in ("ce",
+                                                                         "sampled_softmax")):
+      raise UserError("loss.exclude_watched leaves watched items out of a next-item softmax: "
+                      "use loss.name ce or sampled_softmax with a next-item model (not "
+                      f"{config.model.name} with {config.loss.name}).")
 
   @property
   def masked(self) -> bool:
@@ -66,7 +72,7 @@ class SequentialTask(Task):
         self.data, "train", max_len=self.config.model.max_len,
         objective="masked" if self.masked else "next",
         mask_prob=self.config.loss.get("mask_prob", 0.2), fields=self.FIELDS,
-        targets_after=self.targets_after, options=options)
+        targets_after=self.targets_after, with_seen=self.exclude_watched, options=options)
 
   def loss(self, model, batch, key):
     dropout_key, sample_key = jax.random.split(key)
@@ -74,7 +80,26 @@ class SequentialTask(Task):
     cfg = self.config.loss
     return next_item_loss(cfg.name, hidden, batch["targets"], model.item_vectors(),
                           key=sample_key, num_negatives=cfg.num_negatives,
-                          log_q=jnp.asarray(self.log_q), gbce_t=cfg.gbce_t)
+                          log_q=jnp.asarray(self.log_q), gbce_t=cfg.gbce_t,
+                          excluded=(lambda ids: self.excluded(batch, ids))
+                          if self.exclude_watched else None)
+
+  def excluded(self, batch, ids: jax.Array | None = None) -> jax.Array | None:
+    """With loss.exclude_watched, what each position's softmax leaves out [B, L, N]: the items
+    (`ids` [N], or the whole catalogue) the user watched before it, in its window or before
+    (`batch["seen"]`). Evaluation and serving never rank a watched item; a softmax that keeps
+    them asks one query vector to push down every item the user has watched, which it cannot,
+    and in a world without re-watches teaches it that an item popular with everyone is unlikely
+    next (most users have watched it already), so it ranks the unwatched popular ones low."""
+    if not self.exclude_watched:
+      return None
+    inputs = batch["inputs"]
+    if ids is None:
+      ids = jnp.arange(self.data.num_items)
+      in_window = watched_mask(inputs, self.data.num_items)
+    else:
+      in_window = watched_so_far(inputs, ids)
+    return in_window | watched_before(batch["seen"], ids)[:, None, :]
 
   def eval_batches(self, split: str):
     options = pipelines.PipelineOptions(
