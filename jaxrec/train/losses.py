@@ -35,16 +35,6 @@ def watched_so_far(inputs, ids):
   return jax.lax.cummax(hits.astype(jnp.int8), axis=1).astype(bool)
 
 
-def watched_mask(inputs, num_items):
-  """watched_so_far over the whole catalogue [B, L, V], from each item's first position in
-  each row (a scatter) rather than a [B, L, V] comparison per position."""
-  b, length = inputs.shape
-  first = jnp.full((b, num_items), length, jnp.int32).at[
-      jnp.arange(b)[:, None], inputs].min(jnp.broadcast_to(jnp.arange(length), inputs.shape))
-  first = first.at[:, 0].set(length)  # padding
-  return first[:, None, :] <= jnp.arange(length)[None, :, None]
-
-
 def watched_before(seen, ids):
   """[B, N] bool: whether item ids[n] is in row b of `seen` [B, S] (each row sorted, padded with
   zeros: the items watched before a training window)."""
@@ -148,8 +138,8 @@ def gbce(h, targets, items, key, num_negatives, t):
 
 def next_item_loss(name: str, h, targets, items, *, key=None, num_negatives: int = 256,
                    log_q=None, gbce_t: float = 0.75, excluded=None):
-  """The loss `name`; excluded(ids [N] or None for every item) -> [B, L, N], where given, names
-  the items each position's softmax leaves out ("ce" and "sampled_softmax" only)."""
+  """The loss `name`; excluded(ids [N] or None for every item) -> [B, L, N] or None, where
+  given, names the items each position's softmax leaves out ("ce" and "sampled_softmax" only)."""
   if name == "ce":
     return full_softmax(h, targets, items, excluded)
   if name == "sampled_softmax":

@@ -23,7 +23,7 @@ from jaxrec.eval import metrics
 from jaxrec.models.bert4rec import BERT4Rec
 from jaxrec.models.gru4rec import GRU4Rec
 from jaxrec.models.sasrec import SASRec
-from jaxrec.train.losses import next_item_loss, watched_before, watched_mask, watched_so_far
+from jaxrec.train.losses import next_item_loss, watched_before, watched_so_far
 from jaxrec.train.task import Task
 
 MODELS = {"sasrec": SASRec, "bert4rec": BERT4Rec, "gru4rec": GRU4Rec}
@@ -81,8 +81,7 @@ class SequentialTask(Task):
     return next_item_loss(cfg.name, hidden, batch["targets"], model.item_vectors(),
                           key=sample_key, num_negatives=cfg.num_negatives,
                           log_q=jnp.asarray(self.log_q), gbce_t=cfg.gbce_t,
-                          excluded=(lambda ids: self.excluded(batch, ids))
-                          if self.exclude_watched else None)
+                          excluded=functools.partial(self.excluded, batch))
 
   def excluded(self, batch, ids: jax.Array | None = None) -> jax.Array | None:
     """With loss.exclude_watched, what each position's softmax leaves out [B, L, N]: the items
@@ -93,13 +92,9 @@ class SequentialTask(Task):
     next (most users have watched it already), so it ranks the unwatched popular ones low."""
     if not self.exclude_watched:
       return None
-    inputs = batch["inputs"]
     if ids is None:
       ids = jnp.arange(self.data.num_items)
-      in_window = watched_mask(inputs, self.data.num_items)
-    else:
-      in_window = watched_so_far(inputs, ids)
-    return in_window | watched_before(batch["seen"], ids)[:, None, :]
+    return watched_so_far(batch["inputs"], ids) | watched_before(batch["seen"], ids)[:, None, :]
 
   def eval_batches(self, split: str):
     options = pipelines.PipelineOptions(
