@@ -8,7 +8,8 @@ with >= 2,000 tokens (the shortest is printed), ~24 slowly drifting interests wi
 style each, and short sessions, so the last 200 tokens miss part of a user's interests.
 Leave-one-out by time; test metrics rank all 7,200 items with each user's earlier items excluded
 (the same protocol for every row). Every row trains on the same data in this one run with ~16k
-tokens per step and logQ-corrected sampled softmax.
+tokens per step, the full softmax over the 7,200 items with each user's watched items left out
+(loss.exclude_watched: nobody re-watches here), the long-history configs' objective.
 
 Rows, so that the gain can be attributed:
 - SASRec @200 (configs/synthetic_long_sasrec.py), the issue's baseline, trained to convergence:
@@ -27,10 +28,7 @@ Rows, so that the gain can be attributed:
   over the same sink tokens and history, the same function), trained to convergence like
   SASRec. The same model, metadata and event fields as foundation @2048, so the step from this
   row to that one is the context length alone, and the step from SASRec to this row is the
-  model (metadata, event fields, id dropout) and its objective: the foundation configs leave
-  the items a user has watched out of the softmax (loss.exclude_watched).
-- SASRec @200 with loss.exclude_watched, at the first of --sasrec-lrs, trained to convergence:
-  what that objective is worth without the foundation model.
+  model (metadata, event fields, id dropout) under the same objective.
 The JSON gets each run's validation history, the tokens it trained on until its best checkpoint
 (as epochs of the training tokens), the git sha and the files that differed from it. It is
 written after every run, so a stopped benchmark keeps the rows that finished.
@@ -67,7 +65,6 @@ REFERENCE_WINDOWS = (200, 2048)
 NO_STYLE = ", topic + popularity only"  # the reference rows that infer no favourite style
 MEMORY_BATCH = 8
 BASELINE, CONTROL, LONG = "SASRec @200", "foundation @200 (same config)", "foundation @2048"
-SASREC_EXCLUDING = "SASRec, watched items out of its softmax, @200"
 RECORDED = ("test", "valid", "seconds", "best_step", "last_step", "valid_ndcg@10_history",
             "overrides", "config", "lr", "batch_size", "max_len")
 LONG_PATIENCE = 2  # foundation @2048 stops after 2 validations (200 steps) without a new best
@@ -98,9 +95,6 @@ def planned_runs(args) -> dict[str, tuple[str, list[str]]]:
               # A 512-token window over 200 tokens is full attention; the dense path computes the
               # same thing (over the same sink tokens) with less work.
               "model.window=None"]),
-          # What the foundation rows' objective (loss.exclude_watched) is worth to SASRec.
-          SASREC_EXCLUDING: ("synthetic_long_sasrec.py", until_converged + [
-              f"optimizer.learning_rate={args.sasrec_lrs[0]}", "loss.exclude_watched=True"]),
           **sasrec}
 
 

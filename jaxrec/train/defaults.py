@@ -222,12 +222,18 @@ def tpu_ranking_config(users: int, items: int, events: int, mesh: tuple[int, int
 def long_history_data(config: ml_collections.ConfigDict,
                       num_users: int = 1000) -> ml_collections.ConfigDict:
   """`config` on the synthetic-long dataset (users with >= 2,000 tokens and drifting interests),
-  trained with logQ-corrected sampled softmax over its 7,200 items."""
+  trained with the full softmax over its 7,200 items, watched items left out."""
   config.data.dataset = "synthetic-long"
   config.data.dir = f"data/synthetic-long-{num_users}"
   config.data.synthetic = ml_collections.ConfigDict({"num_users": num_users, "seed": 0})
-  config.loss.name = "sampled_softmax"
-  config.loss.num_negatives = 256
+  # 7,200 items is a small catalogue: the full softmax costs ~3 s a step more than 256 sampled
+  # negatives but ranks within a topic, which ~4 negatives per topic cannot teach (SASRec @200:
+  # 0.13 validation NDCG@10 after 100 steps, against 0.11 for sampled softmax converged).
+  config.loss.name = "ce"
+  # Nobody re-watches in these histories: a softmax over watched items would teach the model
+  # that an item popular with everyone is unlikely next (most have watched it), ranking the
+  # unwatched popular items low.
+  config.loss.exclude_watched = True
   config.eval.batch_size = 128
   return config
 
@@ -242,10 +248,6 @@ def long_context_foundation_config(max_len: int) -> ml_collections.ConfigDict:
   config.model.num_global = 4
   config.model.chunk = 128
   config.train.batch_size = max(1, 16_384 // max_len)  # the same tokens per step at any length
-  # Nobody re-watches in these histories: a softmax over watched items would teach the model
-  # that an item popular with everyone is unlikely next (most have watched it), ranking the
-  # unwatched popular items low.
-  config.loss.exclude_watched = True
   return config
 
 
