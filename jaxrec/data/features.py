@@ -67,3 +67,9 @@ def encode_side_table(table: SideTable, key_vocab: Vocabulary
     arrays[feature] = out if width > 1 else out[:, 0]
     vocabs[feature] = vocab
   return arrays, vocabs
+
+
+def categorical(features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """The id columns of encoded features (int32: what an embedding table reads), without the
+  numeric ones kept as numbers (a release timestamp)."""
+  return {name: values for name, values in features.items() if values.dtype == np.int32}

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxrec.data.features import categorical
 from jaxrec.eval import metrics
 from jaxrec.eval.metadata_baselines import (genre_profile_scores, item_genre_weights,
                                             metadata_popularity, ranks_with_random_ties,
@@ -67,7 +68,7 @@ def rank_scores(task, split: str, score: Callable, row_weight, among=None) -> di
 def metadata_baselines(task, split: str, row_weight, cold: np.ndarray) -> dict:
   """Metadata popularity and genre profile, ranked among all items and among the new ones."""
   data = task.data
-  metadata = {k: v for k, v in data.item_features.items() if v.dtype == np.int32}
+  metadata = categorical(data.item_features)
   popularity = jnp.asarray(ranks_with_random_ties(
       metadata_popularity(data.item_counts, metadata)))
   genres = jnp.asarray(item_genre_weights(metadata, data.num_items), jnp.float32)

@@ -28,6 +28,7 @@ from flax import nnx
 
 from jaxrec.data import events as ev
 from jaxrec.data import pipelines
+from jaxrec.data.features import categorical
 from jaxrec.errors import UserError
 from jaxrec.models.event_tokens import TOKEN_FIELDS, field_sizes
 from jaxrec.models.foundation import FoundationModel
@@ -117,9 +118,8 @@ class FoundationTask(SequentialTask):
     if not 0 <= config.model.id_dropout < 1:
       raise UserError(f"model.id_dropout must be in [0, 1), got {config.model.id_dropout}.")
     self.event_weights = event_weight_table(cfg.event_weights)
-    features = self.data.item_features
     # The integer metadata tables (genres, year, title words), indexed by item id.
-    self.metadata = select_metadata({k: v for k, v in features.items() if v.dtype == np.int32},
+    self.metadata = select_metadata(categorical(self.data.item_features),
                                     config.model.get("item_metadata", ""))
     # Items without training interactions have untrained id rows: metadata alone stands for them.
     self.trained = self.data.item_counts > 0

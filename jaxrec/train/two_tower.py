@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxrec.data.features import categorical
 from jaxrec.errors import UserError
 from jaxrec.models.two_tower import TwoTower
 from jaxrec.train.sequential import SequentialTask
@@ -58,9 +59,8 @@ class TwoTowerTask(SequentialTask):
     if config.loss.uniform_negatives < 0:
       raise UserError(f"loss.uniform_negatives must be >= 0, got {config.loss.uniform_negatives}.")
     ds = self.data
-    int_features = lambda table: {k: v for k, v in table.items() if v.dtype == np.int32}
-    self.item_features = int_features(ds.item_features)
-    self.user_features = int_features(ds.user_features)
+    self.item_features = categorical(ds.item_features)
+    self.user_features = categorical(ds.user_features)
     # Items without training interactions have untrained id rows: they are scored from their
     # metadata alone, as a brand-new item would be.
     self.trained = (ds.item_counts > 0).astype(np.float32)
