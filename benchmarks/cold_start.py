@@ -64,8 +64,9 @@ DATASETS = {
     # an item's genres are its topic and style; 20% of items are released during the log. On
     # `synthetic`, by contrast, popularity (not in any metadata) decides most picks.
     "synthetic-long": ("synthetic-long", {"num_users": 2000, "new_item_share": 0.2, "seed": 0},
+                       # The long-history objective (jaxrec/train/defaults.py long_history_data).
                        ["model.max_len=200", "train.batch_size=80", "train.num_steps=400",
-                        "train.eval_every=100", "loss.name=sampled_softmax",
+                        "train.eval_every=100", "loss.name=ce", "loss.exclude_watched=True",
                         "eval.batch_size=128"]),
 }
 REFERENCES = ("popularity", "metadata_popularity", "genre_profile", "random")

@@ -352,7 +352,7 @@ def main() -> None:
                       complete=len(runs) == len(planned_runs(args)))
         write_result("foundation_long_context", result)
   if "models" in result:  # measured now, or kept from the last run with --skip-quality
-    result["reference"] = world_reference(args.users)
+    result["reference"] = world_reference(result["users"])  # the models' users, whatever --users
     write_result("foundation_long_context", result)
     print_quality_result(result)
     print_reference(result)

@@ -9,7 +9,8 @@ with ~1,500 tokens and 20 drifting interests; 4,800 items), sized for a 2-core C
 - data: 100 / 200 / 400 users (the same world; each run is tested on its own users), at width 32
   and context 256.
 Every run trains the same number of steps of the same number of tokens (4,096 per step: 16
-users of 256 tokens, 64 of 64, 4 of 1,024) with sampled softmax, and is scored by test NDCG@10 of
+users of 256 tokens, 64 of 64, 4 of 1,024) with the long-history objective (full softmax, each
+user's watched items left out), and is scored by test NDCG@10 of
 full ranking over all items with each user's earlier items excluded (leave-one-out). Peak memory
 of the compiled train step (XLA's plan, 8 users per step) at context 256, 1,024 and 4,096.
 Writes benchmarks/results/foundation_scaling.json and foundation_scaling.png.
