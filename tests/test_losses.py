@@ -75,9 +75,9 @@ def test_unknown_loss():
 
 def test_watched_items_leave_the_softmax_from_the_position_that_read_them():
   inputs = jnp.array([[0, 4, 6, 4], [9, 0, 3, 5]])  # [B, L]; 0 is padding
-  full = np.asarray(losses.watched_so_far(inputs, jnp.arange(V)))  # [B, L, V]
+  full = np.asarray(losses.watched_so_far(inputs, jnp.arange(V), V))  # [B, L, V]
   np.testing.assert_array_equal(full[:, :, [4, 9]],
-                                np.asarray(losses.watched_so_far(inputs, jnp.array([4, 9]))))
+                                np.asarray(losses.watched_so_far(inputs, jnp.array([4, 9]), V)))
   expected = np.zeros((2, 4, V), bool)
   for b in range(2):
     for t in range(4):
@@ -101,7 +101,7 @@ def test_watched_items_leave_the_softmax_from_the_position_that_read_them():
   # Sampled softmax: the excluded negatives drop out exactly like accidental hits.
   negatives = jnp.array([4, 6, 9, 10])
   log_q = jnp.zeros(V)
-  exclude = losses.watched_so_far(inputs, negatives)
+  exclude = losses.watched_so_far(inputs, negatives, V)
   sampled = np.asarray(losses.sampled_softmax_nll_of(h, targets, items[targets], negatives,
                                                      items[negatives], log_q, exclude))
   for b in range(2):

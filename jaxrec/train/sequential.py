@@ -94,7 +94,8 @@ class SequentialTask(Task):
       return None
     if ids is None:
       ids = jnp.arange(self.data.num_items)
-    return watched_so_far(batch["inputs"], ids) | watched_before(batch["seen"], ids)[:, None, :]
+    return (watched_so_far(batch["inputs"], ids, self.data.num_items)
+            | watched_before(batch["seen"], ids)[:, None, :])
 
   def eval_batches(self, split: str):
     options = pipelines.PipelineOptions(
