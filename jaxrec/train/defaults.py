@@ -226,7 +226,7 @@ def long_history_data(config: ml_collections.ConfigDict,
   config.data.dataset = "synthetic-long"
   config.data.dir = f"data/synthetic-long-{num_users}"
   config.data.synthetic = ml_collections.ConfigDict({"num_users": num_users, "seed": 0})
-  # 7,200 items is a small catalogue: the full softmax costs ~3 s a step more than 256 sampled
+  # 7,200 items is a small catalogue: the full softmax costs a few s a step more than 256 sampled
   # negatives but ranks within a topic, which ~4 negatives per topic cannot teach (SASRec @200:
   # 0.13 validation NDCG@10 after 100 steps, against 0.11 for sampled softmax converged).
   config.loss.name = "ce"
