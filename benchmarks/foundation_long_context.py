@@ -20,11 +20,11 @@ Rows, so that the gain can be attributed:
   rows run at --foundation-lr, the same 5e-3.
 - foundation @2048 (configs/synthetic_long_foundation.py), 8 users per step, trained to
   convergence like SASRec but validated every --long-eval-every steps (an evaluation reads 2,048
-  tokens a user), stopping after 2 without a new best, at most --steps steps. 512-token window +
-  4 attention-sink tokens, 2 layers: its last position reads the last 1,023 tokens; every
-  position of the 2,048 is trained.
+  tokens a user), stopping after 2 without a new best, at most --steps steps. 1,024-token
+  window + 4 attention-sink tokens, 2 layers: its last position reads the last 1,024 tokens
+  directly and 2,047 through the layers; every position of the 2,048 is trained.
 - foundation @200: the same config with only the context changed (200 tokens, 80 users per step;
-  a 512-token window covers all 200, so it runs as `model.window=None`: full causal attention
+  a 1,024-token window covers all 200, so it runs as `model.window=None`: full causal attention
   over the same sink tokens and history, the same function), trained to convergence like
   SASRec. The same model, metadata and event fields as foundation @2048, so the step from this
   row to that one is the context length alone, and the step from SASRec to this row is the
@@ -61,7 +61,7 @@ from jaxrec.train.trainer import Run  # noqa: E402
 
 KEYS = ["ndcg@10", "recall@10", "mrr@10", "ndcg@20", "recall@20"]
 LENGTHS = (512, 1024, 2048, 4096)
-REFERENCE_WINDOWS = (200, 2048)
+REFERENCE_WINDOWS = (200, 512, 1024, 2048)
 NO_STYLE = ", topic + popularity only"  # the reference rows that infer no favourite style
 MEMORY_BATCH = 8
 BASELINE, CONTROL, LONG = "SASRec @200", "foundation @200 (same config)", "foundation @2048"
@@ -92,7 +92,7 @@ def planned_runs(args) -> dict[str, tuple[str, list[str]]]:
                   f"train.patience={LONG_PATIENCE}"] + foundation_lr),
           CONTROL: ("synthetic_long_foundation.py", until_converged + foundation_lr + [
               "model.max_len=200", f"train.batch_size={SHORT_BATCH}",
-              # A 512-token window over 200 tokens is full attention; the dense path computes the
+              # A 1,024-token window over 200 tokens is full attention; the dense path computes the
               # same thing (over the same sink tokens) with less work.
               "model.window=None"]),
           **sasrec}
@@ -152,7 +152,7 @@ def print_reference(result: dict) -> None:
       [window] + [f"{row['test'][k]:.4f}" for k in KEYS]
       + [f"{row['test']['ndcg@10_stderr']:.4f}", f"{row['valid']['ndcg@10']:.4f}"]
       for window, row in reference.items()])
-  short, long = (reference[f"@{w}"] for w in REFERENCE_WINDOWS)
+  short, long = (reference[f"@{w}"] for w in (REFERENCE_WINDOWS[0], REFERENCE_WINDOWS[-1]))
   print("context value in this world (reference @2048 over @200), NDCG@10: test "
         f"{long['test']['ndcg@10'] / short['test']['ndcg@10'] - 1:+.1%}, valid "
         f"{long['valid']['ndcg@10'] / short['valid']['ndcg@10'] - 1:+.1%}; one NDCG@10 over "
@@ -185,7 +185,8 @@ def train_step_memory(config) -> dict[str, int]:
 
 def memory_runs(users: int) -> dict[str, dict[int, dict]]:
   out = {}
-  for label, window in (("local", 512), ("full", None)):
+  for label, window in (("local", long_context_foundation_config(512).model.window),
+                        ("full", None)):
     out[label] = {}
     for length in LENGTHS:
       config = long_context_foundation_config(length)

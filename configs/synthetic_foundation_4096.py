@@ -2,7 +2,7 @@
 
   jaxrec train --config configs/synthetic_foundation_4096.py --workdir workdirs/foundation-4096
 
-Same model as configs/synthetic_long_foundation.py (512-token window + 4 attention-sink tokens,
+Same model as configs/synthetic_long_foundation.py (1,024-token window + 4 attention-sink tokens,
 chunks of 128); 4 users of 4,096 tokens per step, the same tokens per step as 8 of 2,048.
 """
 

@@ -3,10 +3,11 @@
   jaxrec train --config configs/synthetic_long_foundation.py --workdir workdirs/long-foundation
   python benchmarks/foundation_long_context.py    # against SASRec over the last 200 tokens
 
-512-token sliding-window attention plus 4 learned attention-sink tokens (visible to every
+1,024-token sliding-window attention plus 4 learned attention-sink tokens (visible to every
 position; they see no history, so they summarise nothing), computed in chunks: memory grows
-linearly with the context (see benchmarks/foundation_long_context.py). With 2 layers the last
-position's receptive field is 2 x 511 + 1 = 1,023 tokens; every position of the 2,048 is trained.
+linearly with the context (see benchmarks/foundation_long_context.py). The last position reads
+the last 1,024 tokens directly and, with 2 layers, 2 x 1,023 + 1 = 2,047 through the first
+layer's states; every position of the 2,048 is trained.
 """
 
 from jaxrec.train.defaults import long_context_foundation_config, variant
