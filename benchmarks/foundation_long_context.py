@@ -185,15 +185,14 @@ def train_step_memory(config) -> dict[str, int]:
 
 def memory_runs(users: int) -> dict[str, dict[int, dict]]:
   out = {}
-  for label, window in (("local", long_context_foundation_config(512).model.window),
-                        ("full", None)):
+  for label in ("local", "full"):
     out[label] = {}
     for length in LENGTHS:
-      config = long_context_foundation_config(length)
+      config = long_context_foundation_config(length)  # local: its window and sinks as they are
       config.data.synthetic.num_users = users
       config.data.dir = data_dir(users)
-      config.model.window = window
-      config.model.num_global = 4 if window else 0
+      if label == "full":
+        config.model.window, config.model.num_global = None, 0
       config.train.batch_size = MEMORY_BATCH
       config.lock()
       out[label][length] = train_step_memory(config)
