@@ -96,9 +96,10 @@ def encoder_ms(roots: dict[str, str], raw_users: list[str], calls: int) -> dict:
       requests = [Request(user_id=rng.choice(raw_users)) for _ in range(size)]
       for name, rec in encoders.items():
         resolved = rec._histories(requests)
-        contexts = [rec._context(r, 0) for r in requests]
+        now = [int(time.time())] * size
+        contexts = [rec._context(r, t) for r, t in zip(requests, now)]
         started = time.perf_counter()
-        np.asarray(rec.query_vectors(rec._query_batch(resolved, contexts, size)))
+        np.asarray(rec.query_vectors(rec._query_batch(resolved, contexts, now, size)))
         if call:
           timings[name, size].append(1000 * (time.perf_counter() - started))
   return {f"{name} @ batch {size}": round(float(np.median(t)), 3)

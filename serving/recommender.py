@@ -177,10 +177,10 @@ class Recommender:
 
   # ------------------------------------------------------------------------- the stages
 
-  def _query_batch(self, resolved, contexts, size: int) -> dict:
+  def _query_batch(self, resolved, contexts, now, size: int) -> dict:
     if not self.two_tower:
       return self.query_model.task.history_batch(
-          [tokens for _, tokens, _ in resolved], [user for user, _, _ in resolved], size)
+          [tokens for _, tokens, _ in resolved], [user for user, _, _ in resolved], size, now)
     # The two-tower's query tower: the user, the request's context, the history's items and times.
     length = self.max_len
     batch = {name: np.zeros((size, length), np.int32) for name in ("inputs", "device", "hour")}
@@ -248,7 +248,7 @@ class Recommender:
     contexts = [self._context(r, t) for r, t in zip(requests, now)]
     lap("features")
     cold = np.array([user < FIRST_ID and not len(tokens) for user, tokens, _ in resolved])
-    queries = np.asarray(self.query_vectors(self._query_batch(resolved, contexts, size)))
+    queries = np.asarray(self.query_vectors(self._query_batch(resolved, contexts, now, size)))
     # A cold row has no history to summarise (a sequence model's state over padding alone is not
     # a query): it searches with zeros, and its candidates come from popularity below.
     queries = np.where(np.pad(cold, (0, size - len(cold)))[:, None], 0.0, queries)

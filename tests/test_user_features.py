@@ -58,7 +58,20 @@ def test_the_switch_adds_the_user_vector_to_the_models_inputs(ml100k, ranker):
   assert np.abs(np.asarray(ranker.predictions(model, batch)) - before).max() > 1e-4
 
 
-def test_no_event_at_or_after_an_examples_time_reaches_its_feature(ml100k, ranker):
+@pytest.fixture(scope="module")
+def request_gap_ranker(ml100k, tmp_path_factory):
+  """A ranker whose encoder reads the request's time (model.request_gap)."""
+  workdir = str(tmp_path_factory.mktemp("foundation_request_gap"))
+  train(_config("movielens_foundation", ml100k.path, "train.num_steps=3", "train.eval_every=3",
+                "model.request_gap=True"), workdir)
+  return build_task(_config("movielens_dlrm", ml100k.path,
+                            f"model.user_embedding_from={workdir}"))
+
+
+@pytest.mark.parametrize("name", ["ranker", "request_gap_ranker"])
+def test_no_event_at_or_after_an_examples_time_reaches_its_feature(ml100k, name, request):
+  """An example's feature is the encoder over the events before it, requested at its time."""
+  ranker = request.getfixturevalue(name)
   vectors = ranker.history_vectors()
   record = int(np.argmax([len(t) for t in vectors.times]))
   tokens = ml100k.user_tokens([record + 2])[0]

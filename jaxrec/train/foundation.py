@@ -15,6 +15,10 @@ Objectives, all over one causal pass of each user's history window (models/found
   with the catalogue (the optimizer's dense update of the id table aside);
 - with `loss.exclude_watched`, each position's softmax leaves out the items the user watched
   before it, as evaluation and serving do (for logs without re-watches; see `excluded`).
+With `model.request_gap`, each position also reads the gap bucket of the token after it (`gap`
+shifted by one): the time until the next request, known when it arrives. The last position's
+comes from the batch's `now_gap`: in training the last target's gap, in evaluation the held-out
+token's, in serving and the ranker's user feature now - the last event (`history_batch`).
 Evaluation is the sequential task's: full ranking of the whole catalogue from the last state,
 every earlier item of the user excluded. item_vectors / query_vectors make it exportable.
 """
@@ -29,6 +33,7 @@ from flax import nnx
 from jaxrec.data import events as ev
 from jaxrec.data import pipelines
 from jaxrec.data.features import categorical
+from jaxrec.data.tokenize import NUM_GAP_BUCKETS, gap_bucket
 from jaxrec.errors import UserError
 from jaxrec.models.event_tokens import TOKEN_FIELDS, field_sizes
 from jaxrec.models.foundation import FoundationModel
@@ -123,6 +128,7 @@ class FoundationTask(SequentialTask):
                                     config.model.get("item_metadata", ""))
     # Items without training interactions have untrained id rows: metadata alone stands for them.
     self.trained = self.data.item_counts > 0
+    self.request_gap = bool(config.model.get("request_gap", False))
     if "year" in self.metadata:  # a year only new items carry has an untrained row: see the module
       self.metadata["year"] = clamp_unseen_years(
           self.metadata["year"], self.trained, self.data.vocabs["item_year"])
@@ -130,11 +136,14 @@ class FoundationTask(SequentialTask):
   def build_model(self, rngs):
     ds, cfg = self.data, dict(self.config.model)
     cfg.pop("name"), cfg.pop("id_dropout"), cfg.pop("item_metadata", None)
+    cfg.pop("request_gap", None)
     vocab_size = lambda name: len(ds.vocabs[name])
     genres = vocab_size("item_genres") if "genres" in self.metadata else 2
+    sizes = field_sizes(vocab_size("device"), vocab_size("locale"))
+    if self.request_gap:
+      sizes["request_gap"] = NUM_GAP_BUCKETS
     return FoundationModel(
-        ds.num_items, {k: vocab_size(f"item_{k}") for k in self.metadata},
-        field_sizes(vocab_size("device"), vocab_size("locale")), genres,
+        ds.num_items, {k: vocab_size(f"item_{k}") for k in self.metadata}, sizes, genres,
         horizon=self.config.loss.horizon, rngs=rngs, **cfg)
 
   def train_data(self, seed: int):
@@ -143,14 +152,40 @@ class FoundationTask(SequentialTask):
         num_epochs=None)
     return pipelines.sequence_dataset(
         self.data, "train", max_len=self.config.model.max_len, fields=self.FIELDS,
-        target_fields=TARGET_FIELDS, targets_after=self.targets_after,
+        target_fields=TARGET_FIELDS + ("gap",) * self.request_gap, targets_after=self.targets_after,
         with_seen=self.exclude_watched, options=options)
 
   def _metadata(self) -> dict[str, jax.Array]:
     return {k: jnp.asarray(v) for k, v in self.metadata.items()}
 
   def _fields(self, batch) -> dict[str, jax.Array]:
-    return {name: batch[name] for name in self.FIELDS}
+    fields = {name: batch[name] for name in self.FIELDS}
+    if self.request_gap:  # the gap until each position's next request (see the module)
+      now_gap = batch["now_gap"] if "now_gap" in batch else batch["target_gap"][:, -1]
+      fields["request_gap"] = jnp.concatenate([batch["gap"][:, 1:], now_gap[:, None]], axis=1)
+    return fields
+
+  @property
+  def eval_target_fields(self) -> tuple[str, ...]:
+    return ("gap",) if self.request_gap else ()
+
+  def eval_batches(self, split: str):
+    for batch in super().eval_batches(split):
+      if self.request_gap:  # the request is the held-out token's: it arrives after its gap
+        batch["now_gap"] = batch.pop("target_gap")[:, 0]
+      yield batch
+
+  def history_batch(self, histories, users, size=None, now=None):
+    """As the sequential task's; with model.request_gap, `now` [B] (Unix seconds) is each
+    request's time, whose gap after the history's last event the last position reads."""
+    batch = super().history_batch(histories, users, size)
+    if self.request_gap:
+      if now is None:
+        raise ValueError("a foundation model with model.request_gap reads the request's time: "
+                         "pass now (Unix seconds per history)")
+      gaps = [gap_bucket(t - h["timestamp"][-1]) if len(h) else 0 for h, t in zip(histories, now)]
+      batch["now_gap"] = np.pad(np.array(gaps, np.int32), (0, len(batch["user"]) - len(gaps)))
+    return batch
 
   def loss(self, model, batch, key):
     dropout_key, sample_key, id_key = jax.random.split(key, 3)

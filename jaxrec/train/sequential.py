@@ -32,6 +32,7 @@ MODELS = {"sasrec": SASRec, "bert4rec": BERT4Rec, "gru4rec": GRU4Rec}
 class SequentialTask(Task):
   MODELS = MODELS
   FIELDS: tuple[str, ...] = ()  # token fields beside the item ids that the model reads
+  eval_target_fields: tuple[str, ...] = ()  # fields of the held-out token that evaluation reads
 
   def __init__(self, config):
     if config.model.name not in self.MODELS:
@@ -103,7 +104,9 @@ class SequentialTask(Task):
     negatives = self._negatives(split) if self.config.eval.sampled_negatives else None
     for batch in pipelines.sequence_dataset(self.data, split, max_len=self.config.model.max_len,
                                             max_targets=self.config.eval.max_targets,
-                                            fields=self.FIELDS, with_seen=True, options=options):
+                                            fields=self.FIELDS,
+                                            target_fields=self.eval_target_fields,
+                                            with_seen=True, options=options):
       if negatives is not None:
         batch["negatives"] = negatives[batch["user"] - 2]
       yield batch
@@ -119,12 +122,14 @@ class SequentialTask(Task):
         self.data.num_items, histories, targets, self.config.eval.sampled_negatives,
         by=self.config.eval.sampled_by, counts=self.data.item_counts, seed=0)
 
-  def history_batch(self, histories: list[np.ndarray], users, size: int | None = None
-                    ) -> dict[str, np.ndarray]:
+  def history_batch(self, histories: list[np.ndarray], users, size: int | None = None,
+                    now=None) -> dict[str, np.ndarray]:
     """Users' ids [B] and token histories (TOKEN_DTYPE, oldest first) -> query_vectors' input over
     each one's most recent window, laid out as the evaluation pipeline lays it out (the same
     function): how serving turns a user's history into the query of a sequence model. `size`
-    pads the batch to that many rows (one compiled shape) with unknown users without history."""
+    pads the batch to that many rows (one compiled shape) with unknown users without history.
+    `now` [B] (Unix seconds): each request's time, for a model that reads it (the foundation
+    model with model.request_gap)."""
     size = len(histories) if size is None else size
     padding = size - len(histories)
     histories = list(histories) + [np.zeros(0, TOKEN_DTYPE)] * padding

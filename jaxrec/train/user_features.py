@@ -98,21 +98,22 @@ class UserEncoder:
     run, _ = restore_best(path)
     return cls(run.task, run.graphdef, run.state)
 
-  def __call__(self, histories: list[np.ndarray], users) -> np.ndarray:
-    """[N, D]: the query vector after each history's last token (oldest first, TOKEN_DTYPE);
-    users [N] their ids (OOV for an unknown user)."""
-    users = np.asarray(users, np.int32)
+  def __call__(self, histories: list[np.ndarray], users, times) -> np.ndarray:
+    """[N, D]: the query vector after each history's last token (oldest first, TOKEN_DTYPE)
+    for a request at times[i] (Unix seconds); users [N] their ids (OOV for an unknown user)."""
+    users, times = np.asarray(users, np.int32), np.asarray(times, np.int64)
     size = self.batch or max(len(histories), 1)
     out = []
     for start in range(0, len(histories), size):
       chunk = histories[start:start + size]
-      batch = self.task.history_batch(chunk, users[start:start + size], size)
+      batch = self.task.history_batch(chunk, users[start:start + size], size,
+                                      times[start:start + size])
       out.append(np.asarray(self._query(batch))[:len(chunk)])
     return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
   def before(self, histories: list[np.ndarray], users, times) -> np.ndarray:
     """[N, D]: each history's vector over its tokens strictly before times[i] (serving)."""
-    return self([h[h["timestamp"] < t] for h, t in zip(histories, times)], users)
+    return self([h[h["timestamp"] < t] for h, t in zip(histories, times)], users, times)
 
 
 class HistoryVectors:
@@ -126,12 +127,13 @@ class HistoryVectors:
     earlier = [np.unique(np.searchsorted(ts, ts, side="left")) for ts in self.times]
     self.offsets = np.concatenate([[0], np.cumsum([len(ts) + 1 for ts in self.times])])
     self.row = np.full(self.offsets[-1], -1, np.int64)
-    histories, users = [], []
+    histories, users, times = [], [], []
     for record, counts in enumerate(earlier):
       self.row[self.offsets[record] + counts] = np.arange(len(counts)) + len(histories)
       histories.extend(tokens[record][:n] for n in counts)
       users.extend([record + FIRST_ID] * len(counts))
-    self.vectors = encoder(histories, users).astype(np.float32)
+      times.extend(self.times[record][counts])  # the examples' time: their request's
+    self.vectors = encoder(histories, users, times).astype(np.float32)
 
   @property
   def dim(self) -> int:
