@@ -15,6 +15,9 @@ retrieval (its last state is the query, its item encoder the item side), ranking
   the learned out-of-vocabulary row, so the metadata part learns to carry the item; an item never
   seen in training gets that row plus its metadata: its metadata alone, nothing item-specific,
   in training too, where it passes no gradient (see FoundationTask.id_masks).
+- History summary (optional): the mean vector of the items the user watched before the window,
+  projected and added to every token, so a window of recent tokens still knows the long-run
+  taste (which interests a returning user may pick up).
 - Heads: the next token's item from the state itself; the item h tokens ahead through a projection
   per extra step (multi-token prediction); the next token's genres and event type.
 """
@@ -82,12 +85,14 @@ class FoundationModel(nnx.Module):
                num_layers: int = 2, num_heads: int = 2, mlp_dim: int = 256,
                dropout: float = 0.2, combine: str = "sum", window: int | None = None,
                num_global: int = 0, chunk: int = 128, horizon: int = 1,
-               title_buckets: int = 4096, *, rngs: nnx.Rngs):
+               title_buckets: int = 4096, history_summary: bool = False, *, rngs: nnx.Rngs):
     if horizon < 1:
       raise ValueError(f"horizon must be >= 1 (1 = next token only), got {horizon}")
     self.num_items, self.num_global = num_items, num_global
     self.items = ItemEncoder(num_items, metadata_sizes, dim, title_buckets, rngs=rngs)
     self.tokens = EventTokenEmbedding(token_field_sizes, dim, max_len, combine, rngs=rngs)
+    if history_summary:
+      self.summary = Dense(dim, dim, ("embed", "mlp"), rngs=rngs)
     if num_global:
       self.global_tokens = nnx.Param(
           nnx.initializers.truncated_normal(0.02)(rngs.params(), (num_global, dim)))
@@ -124,14 +129,18 @@ class FoundationModel(nnx.Module):
 
   def __call__(self, inputs: jax.Array, fields: dict[str, jax.Array],
                item_table: jax.Array | None, rngs: nnx.Rngs | None = None,
-               input_vectors: jax.Array | None = None) -> jax.Array:
+               input_vectors: jax.Array | None = None,
+               summary: jax.Array | None = None) -> jax.Array:
     """inputs [B, L] left-padded item ids, `fields` their token fields, item_table [V, D] from
     item_vectors (or, without a table, input_vectors [B, L, D]: the inputs' own vectors) ->
-    hidden states [B, L, D]; position t summarises the tokens up to t."""
+    hidden states [B, L, D]; position t summarises the tokens up to t. With history_summary,
+    `summary` [B, D] is the mean vector of the items watched before the window."""
     valid = inputs > 0
     if input_vectors is None:
       input_vectors = item_table[inputs]
     x = self.tokens(input_vectors, fields, valid)
+    if summary is not None:
+      x = x + self.summary(summary)[:, None, :] * valid[..., None]
     x = self.dropout(x, deterministic=rngs is None, rngs=rngs) * valid[..., None]
     g = self.num_global
     if g:  # learned attention sinks before the history: all positions see them, they see none

@@ -124,6 +124,9 @@ def foundation_config() -> ml_collections.ConfigDict:
       # Each position also reads the log-bucketed time until the next token: at the last one, the
       # time from the last event to the request (a user back after a day starts a new session).
       "request_gap": False,
+      # Each position also reads the mean vector of the items watched before the window: the
+      # long-run taste that a window of recent tokens misses.
+      "history_summary": False,
   })
   config.loss = ml_collections.ConfigDict({
       "name": "ce",  # ce (full softmax) | sampled_softmax (logQ-corrected)

@@ -19,6 +19,9 @@ With `model.request_gap`, each position also reads the gap bucket of the token a
 shifted by one): the time until the next request, known when it arrives. The last position's
 comes from the batch's `now_gap`: in training the last target's gap, in evaluation the held-out
 token's, in serving and the ranker's user feature now - the last event (`history_batch`).
+With `model.history_summary`, every position also reads the mean vector of the items the user
+watched before the window (`summary`): in training the window's `seen` set, in evaluation and
+serving the part of the history older than the window.
 Evaluation is the sequential task's: full ranking of the whole catalogue from the last state,
 every earlier item of the user excluded. item_vectors / query_vectors make it exportable.
 """
@@ -129,6 +132,7 @@ class FoundationTask(SequentialTask):
     # Items without training interactions have untrained id rows: metadata alone stands for them.
     self.trained = self.data.item_counts > 0
     self.request_gap = bool(config.model.get("request_gap", False))
+    self.history_summary = bool(config.model.get("history_summary", False))
     if "year" in self.metadata:  # a year only new items carry has an untrained row: see the module
       self.metadata["year"] = clamp_unseen_years(
           self.metadata["year"], self.trained, self.data.vocabs["item_year"])
@@ -153,7 +157,7 @@ class FoundationTask(SequentialTask):
     return pipelines.sequence_dataset(
         self.data, "train", max_len=self.config.model.max_len, fields=self.FIELDS,
         target_fields=TARGET_FIELDS + ("gap",) * self.request_gap, targets_after=self.targets_after,
-        with_seen=self.exclude_watched, options=options)
+        with_seen=self.exclude_watched or self.history_summary, options=options)
 
   def _metadata(self) -> dict[str, jax.Array]:
     return {k: jnp.asarray(v) for k, v in self.metadata.items()}
@@ -179,6 +183,11 @@ class FoundationTask(SequentialTask):
     """As the sequential task's; with model.request_gap, `now` [B] (Unix seconds) is each
     request's time, whose gap after the history's last event the last position reads."""
     batch = super().history_batch(histories, users, size)
+    if self.history_summary:  # the whole history, as evaluation's `seen` holds it
+      width = max(64, 1 << (max(map(len, histories), default=1) - 1).bit_length())
+      batch["seen"] = np.zeros((len(batch["user"]), width), np.int32)
+      for row, tokens in enumerate(histories):
+        batch["seen"][row, :len(tokens)] = tokens["item"]
     if self.request_gap:
       if now is None:
         raise ValueError("a foundation model with model.request_gap reads the request's time: "
@@ -193,7 +202,8 @@ class FoundationTask(SequentialTask):
     rngs = nnx.Rngs(dropout=dropout_key)
     if self.config.loss.name == "ce":
       items = model.item_vectors(self._metadata(), keep, learn)
-      hidden = model(batch["inputs"], self._fields(batch), items, rngs=rngs)
+      summary = self.summary(batch, lambda ids: items[ids], training=True)
+      hidden = model(batch["inputs"], self._fields(batch), items, rngs=rngs, summary=summary)
       return self.objective(model, hidden, batch, items, sample_key)
     # Sampled softmax reads the vectors of the inputs, the targets and the negatives only:
     # O(B·L + K) item encodings a step instead of the whole catalogue's.
@@ -205,7 +215,11 @@ class FoundationTask(SequentialTask):
     input_vectors = vectors[:tokens].reshape(inputs.shape + (-1,))
     target_vectors = vectors[tokens:2 * tokens].reshape(targets.shape + (-1,))
     negative_vectors = vectors[2 * tokens:].reshape(negatives.shape + (-1,))
-    hidden = model(inputs, self._fields(batch), None, rngs=rngs, input_vectors=input_vectors)
+    summary = self.summary(batch, lambda ids: model.vectors_of(
+        ids.ravel(), self._metadata(), keep[ids.ravel()], learn[ids.ravel()]).reshape(
+            ids.shape + (-1,)), training=True)
+    hidden = model(inputs, self._fields(batch), None, rngs=rngs, input_vectors=input_vectors,
+                   summary=summary)
     log_q = jnp.asarray(self.log_q)
     nll = lambda query, step, step_targets: sampled_softmax_nll_of(
         query, step_targets, shift_ahead(target_vectors, step), negatives[step],
@@ -268,6 +282,23 @@ class FoundationTask(SequentialTask):
     """Every item's vector [V, D]; items unseen in training from their metadata alone."""
     return model.item_vectors(self._metadata(), jnp.asarray(self.trained))
 
+  def summary(self, batch, vectors_of, training: bool) -> jax.Array | None:
+    """With model.history_summary, [B, D]: the mean vector (vectors_of(ids) -> [..., D]) of the
+    items watched before the window. A training batch's `seen` holds exactly those; an
+    evaluation or serving batch's holds the whole history in time order, the window last."""
+    if not self.history_summary:
+      return None
+    seen = batch["seen"]
+    before = seen > 0
+    if not training:
+      older = before.sum(1) - (batch["inputs"] > 0).sum(1)
+      before = jnp.arange(seen.shape[1])[None, :] < older[:, None]
+    weights = before.astype(jnp.float32)
+    total = jnp.einsum("bs,bsd->bd", weights, vectors_of(seen))
+    return total / jnp.maximum(weights.sum(1), 1.0)[:, None]
+
   def query_vectors(self, model, batch):
     """The state after each row's last token [B, D]: the query for its next item."""
-    return model(batch["inputs"], self._fields(batch), self.item_vectors(model))[:, -1]
+    items = self.item_vectors(model)
+    summary = self.summary(batch, lambda ids: items[ids], training=False)
+    return model(batch["inputs"], self._fields(batch), items, summary=summary)[:, -1]
