@@ -22,7 +22,8 @@ Rows, so that the gain can be attributed:
   convergence like SASRec but validated every --long-eval-every steps (an evaluation reads 2,048
   tokens a user), stopping after 2 without a new best, at most --steps steps. 1,024-token
   window + 4 attention-sink tokens, 2 layers: its last position reads the last 1,024 tokens
-  directly and 2,047 through the layers; every position of the 2,048 is trained.
+  directly and 2,047 through the layers; every position of the 2,048 is trained. It reads the
+  request time (model.request_gap: in evaluation, the held-out token's gap); SASRec does not.
 - foundation @200: the same config with only the context changed (200 tokens, 80 users per step;
   a 1,024-token window covers all 200, so it runs as `model.window=None`: full causal attention
   over the same sink tokens and history, the same function), trained to convergence like

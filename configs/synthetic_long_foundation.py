@@ -7,7 +7,8 @@
 position; they see no history, so they summarise nothing), computed in chunks: memory grows
 linearly with the context (see benchmarks/foundation_long_context.py). The last position reads
 the last 1,024 tokens directly and, with 2 layers, 2 x 1,023 + 1 = 2,047 through the first
-layer's states; every position of the 2,048 is trained.
+layer's states; every position of the 2,048 is trained. Every position also reads the time
+until the next token, the last one the request's (model.request_gap).
 """
 
 from jaxrec.train.defaults import long_context_foundation_config, variant
