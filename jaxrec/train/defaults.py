@@ -125,7 +125,8 @@ def foundation_config() -> ml_collections.ConfigDict:
       # time from the last event to the request (a user back after a day starts a new session).
       "request_gap": False,
       # Each position also reads the mean vector of the items watched before the window: the
-      # long-run taste that a window of recent tokens misses.
+      # long-run taste that a window of recent tokens misses (on synthetic-long cold start it
+      # did not raise Recall@50 among new items: benchmarks/cold_start.py).
       "history_summary": False,
   })
   config.loss = ml_collections.ConfigDict({

@@ -181,7 +181,8 @@ class FoundationTask(SequentialTask):
 
   def history_batch(self, histories, users, size=None, now=None):
     """As the sequential task's; with model.request_gap, `now` [B] (Unix seconds) is each
-    request's time, whose gap after the history's last event the last position reads."""
+    request's time, whose gap after the history's last event the last position reads; with
+    model.history_summary, `seen` holds each whole history, as in an evaluation batch."""
     batch = super().history_batch(histories, users, size)
     if self.history_summary:  # the whole history, as evaluation's `seen` holds it
       width = max(64, 1 << (max(map(len, histories), default=1) - 1).bit_length())
