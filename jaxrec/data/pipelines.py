@@ -144,6 +144,16 @@ def window_batch(histories: list[np.ndarray], max_len: int,
   return out
 
 
+def history_items(histories: list[np.ndarray]) -> np.ndarray:
+  """Every item of each history [B, S], in time order, zero-padded at the end; S is a power of
+  two (at least 64), so few shapes ever compile: evaluation's `seen`, and serving's."""
+  longest = max(map(len, histories), default=0)
+  out = np.zeros((len(histories), max(64, 1 << (longest - 1).bit_length())), np.int32)
+  for row, tokens in enumerate(histories):
+    out[row, :len(tokens)] = tokens["item"]
+  return out
+
+
 def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int = 200,
                      objective: str = "next", mask_prob: float = 0.2, max_targets: int = 1,
                      fields: tuple[str, ...] = (), target_fields: tuple[str, ...] = (),
@@ -206,10 +216,8 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
       out[f"target_{name}"] = np.zeros(targets.shape, TOKEN_DTYPE[name])
     decoded = records(indices)
     if with_seen and not train:
-      longest = max(int(lo[r]) for r in indices)
-      out["seen"] = np.zeros((n, max(64, 1 << (longest - 1).bit_length())), np.int32)
-      for row, (record, tokens) in enumerate(zip(indices, decoded)):
-        out["seen"][row, :lo[record]] = tokens["item"][:lo[record]]
+      out["seen"] = history_items([tokens[:lo[record]] for record, tokens in
+                                   zip(indices, decoded)])
     if with_seen and train:
       out["seen"] = np.zeros((n, before_width), np.int32)
     for row, (record, tokens) in enumerate(zip(indices, decoded)):

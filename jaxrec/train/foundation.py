@@ -185,10 +185,8 @@ class FoundationTask(SequentialTask):
     model.history_summary, `seen` holds each whole history, as in an evaluation batch."""
     batch = super().history_batch(histories, users, size)
     if self.history_summary:  # the whole history, as evaluation's `seen` holds it
-      width = max(64, 1 << (max(map(len, histories), default=1) - 1).bit_length())
-      batch["seen"] = np.zeros((len(batch["user"]), width), np.int32)
-      for row, tokens in enumerate(histories):
-        batch["seen"][row, :len(tokens)] = tokens["item"]
+      seen = pipelines.history_items(histories)
+      batch["seen"] = np.pad(seen, ((0, len(batch["user"]) - len(seen)), (0, 0)))
     if self.request_gap:
       if now is None:
         raise ValueError("a foundation model with model.request_gap reads the request's time: "
