@@ -202,6 +202,34 @@ def test_objective_weights_positions_by_rating(ml100k):
   assert abs(total - unweighted) > 1e-4  # the weights matter
 
 
+def test_metadata_objective_ranks_every_item_by_its_metadata_alone(ml100k):
+  """loss.metadata_weight adds the next-item loss over the items' metadata vectors (OOV row plus
+  metadata, as an unseen item is scored), which no id row changes."""
+  task = build_task(_config(ml100k.path, "loss.metadata_weight=0.5"))
+  model = _unsharded(lambda: task.build_model(nnx.Rngs(0)))
+  batch = _train_batch(task)
+  hidden = jax.random.normal(jax.random.key(1), batch["inputs"].shape + (task.config.model.dim,))
+  learn = jnp.asarray(task.trained)
+  metadata_only = float(task.metadata_objective(model, hidden, batch, learn))
+  items = model.items.id_embedding(jnp.full(task.data.num_items, OOV)) + model.items.metadata(
+      task._metadata())
+  nll = np.asarray(full_softmax_nll(hidden, batch["targets"], items))
+  assert metadata_only == pytest.approx(nll[np.asarray(batch["targets"]) > 0].mean(), rel=1e-5)
+  table = model.items.id_embedding.embedding
+  table[...] = table[...].at[OOV + 1:].add(1.0)
+  assert float(task.metadata_objective(model, hidden, batch, learn)) == metadata_only
+  # In the training loss: the plain loss plus 0.5 times it, on the same states.
+  plain = build_task(_config(ml100k.path))
+  key = jax.random.key(2)
+  dropout_key, _, id_key = jax.random.split(key, 3)
+  keep, learn = task.id_masks(id_key)
+  states = model(batch["inputs"], task._fields(batch), model.item_vectors(
+      task._metadata(), keep, learn), rngs=nnx.Rngs(dropout=dropout_key))
+  assert float(task.loss(model, batch, key)) == pytest.approx(
+      float(plain.loss(model, batch, key))
+      + 0.5 * float(task.metadata_objective(model, states, batch, learn)), rel=1e-5)
+
+
 def test_sampled_softmax_with_uniform_q_counts_the_negatives(ml100k):
   """Zero states and a uniform q: the target and every negative tie, so the loss at a position is
   log(1 + negatives that are not the target)."""

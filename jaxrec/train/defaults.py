@@ -139,6 +139,7 @@ def foundation_config() -> ml_collections.ConfigDict:
       "horizon": 1, "horizon_decay": 0.5,  # multi-token prediction: items 1..horizon ahead
       "genre_weight": 0.0, "event_type_weight": 0.0,  # auxiliary heads
       "exclude_watched": False,  # as in sequential_config
+      "metadata_weight": 0.0,  # + this × the next-item loss over metadata-only item vectors
   })
   return config
 

@@ -203,7 +203,11 @@ class FoundationTask(SequentialTask):
       items = model.item_vectors(self._metadata(), keep, learn)
       summary = self.summary(batch, lambda ids: items[ids], training=True)
       hidden = model(batch["inputs"], self._fields(batch), items, rngs=rngs, summary=summary)
-      return self.objective(model, hidden, batch, items, sample_key)
+      total = self.objective(model, hidden, batch, items, sample_key)
+      if self.config.loss.get("metadata_weight", 0.0):
+        total = total + self.config.loss.metadata_weight * self.metadata_objective(
+            model, hidden, batch, learn)
+      return total
     # Sampled softmax reads the vectors of the inputs, the targets and the negatives only:
     # O(B·L + K) item encodings a step instead of the whole catalogue's.
     inputs, targets = batch["inputs"], batch["targets"]
@@ -255,6 +259,16 @@ class FoundationTask(SequentialTask):
           query, step_targets, items[step_targets], negatives[step], items[negatives[step]],
           jnp.asarray(self.log_q), self.excluded(batch, negatives[step]))
     return self.weighted_objective(model, hidden, batch, nll)
+
+  def metadata_objective(self, model, hidden, batch, learn) -> jax.Array:
+    """The next-item loss with every item from its metadata alone (an id dropout of 1): what
+    ranks an item no training token names, trained directly rather than on the share of items
+    id dropout hides."""
+    items = model.item_vectors(self._metadata(), jnp.zeros_like(learn), learn)
+    targets = batch["targets"]
+    weights = token_weights(targets, batch["target_event"], batch["target_value"],
+                            jnp.asarray(self.event_weights), self.config.loss.value_weight)
+    return weighted_mean(full_softmax_nll(hidden, targets, items, self.excluded(batch)), weights)
 
   def weighted_objective(self, model, hidden, batch, nll) -> jax.Array:
     """The weighted sum of every objective; nll(query, step, targets) is the next-item loss
