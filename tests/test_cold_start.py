@@ -48,7 +48,7 @@ def test_foundation_cold_start_report(catalogue_growing, tmp_path):
   assert report["cold_items"] > 0 and report["users"] > 0
   assert report["popularity"]["recall@50"] == 0  # a never-trained item has no count to rank by
   assert report["recent_popularity"]["num_users"] == report["users"]
-  for name in ("model", "metadata_popularity", "genre_profile"):
+  for name in ("model", "metadata_popularity", "genre_profile", "recent_genre_profile"):
     full, among = report[name], report[f"{name}_among_new_items"]
     assert full["num_users"] == among["num_users"] == report["users"]
     for k in (10, 50):

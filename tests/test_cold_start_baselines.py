@@ -49,6 +49,16 @@ def test_genre_profile_scores_items_by_the_history_genre_shares():
   np.testing.assert_allclose(scores[1, [2, 3, 4, 5, 6, 7]], [0, 0, 0, 0, 1, 0], atol=1e-6)
 
 
+def test_recent_genre_profile_halves_an_item_per_half_life():
+  weights = jnp.asarray(item_genre_weights(METADATA, len(COUNTS)), jnp.float32)
+  seen = jnp.asarray([[6, 3, 0, 0]])  # genre 3, then genre 1 (the most recent)
+  scores = np.asarray(genre_profile_scores(seen, weights, jnp.zeros(len(COUNTS)), half_life=1))
+  # weights 0.5 (one token old) and 1 -> shares 1/3 and 2/3
+  np.testing.assert_allclose(scores[0, [3, 6]], [2 / 3, 1 / 3], atol=1e-6)
+  long_ago = np.asarray(genre_profile_scores(seen, weights, jnp.zeros(len(COUNTS)), half_life=1e9))
+  np.testing.assert_allclose(long_ago[0, [3, 6]], [0.5, 0.5], atol=1e-6)
+
+
 def test_tie_jitter_breaks_ties_without_reordering_distinct_shares():
   jitter = tie_jitter(1000)
   assert len(np.unique(jitter)) > 900 and jitter.min() >= 0 and jitter.max() < 1e-5

@@ -15,8 +15,8 @@ from jaxrec.models.foundation import FoundationModel
 from jaxrec.retrieval.bundle import load_bundle
 from jaxrec.retrieval.export import export_workdir
 from jaxrec.train.evaluate import restore_best
-from jaxrec.train.foundation import (event_nll, genre_nll, shift_ahead, token_weights,
-                                     weighted_mean)
+from jaxrec.train.foundation import (event_nll, future_positions, genre_nll, shift_ahead,
+                                     token_weights, weighted_mean)
 from jaxrec.train.losses import full_softmax_nll
 from jaxrec.train.trainer import Run, build_task, train
 
@@ -202,32 +202,37 @@ def test_objective_weights_positions_by_rating(ml100k):
   assert abs(total - unweighted) > 1e-4  # the weights matter
 
 
-def test_metadata_objective_ranks_every_item_by_its_metadata_alone(ml100k):
-  """loss.metadata_weight adds the next-item loss over the items' metadata vectors (OOV row plus
-  metadata, as an unseen item is scored), which no id row changes."""
-  task = build_task(_config(ml100k.path, "loss.metadata_weight=0.5"))
+def test_future_positions_stay_within_the_window_and_reach_all_of_it():
+  window, shape = 4, (500, 10)
+  ahead = np.asarray(future_positions(shape, window, jax.random.key(0)))
+  offsets = ahead - np.arange(10)
+  assert (offsets >= 0).all() and (ahead <= 9).all() and (offsets < window).all()
+  for t in range(10):  # every position inside both the window and the sequence is drawn
+    assert set(offsets[:, t]) == set(range(min(window, 10 - t)))
+  np.testing.assert_array_equal(future_positions(shape, 1, jax.random.key(1)),
+                                np.broadcast_to(np.arange(10), shape))
+
+
+def test_future_objective_scores_an_item_drawn_ahead(ml100k):
+  """loss.future_weight adds, at each position, the loss of the target at a position drawn by
+  future_positions (the same key), weighted as that target is."""
+  task = build_task(_config(ml100k.path, "loss.future_weight=0.5", "loss.future_window=5"))
   model = _unsharded(lambda: task.build_model(nnx.Rngs(0)))
   batch = _train_batch(task)
+  items = model.item_vectors(task._metadata())
   hidden = jax.random.normal(jax.random.key(1), batch["inputs"].shape + (task.config.model.dim,))
-  learn = jnp.asarray(task.trained)
-  metadata_only = float(task.metadata_objective(model, hidden, batch, learn))
-  items = model.items.id_embedding(jnp.full(task.data.num_items, OOV)) + model.items.metadata(
-      task._metadata())
-  nll = np.asarray(full_softmax_nll(hidden, batch["targets"], items))
-  assert metadata_only == pytest.approx(nll[np.asarray(batch["targets"]) > 0].mean(), rel=1e-5)
-  table = model.items.id_embedding.embedding
-  table[...] = table[...].at[OOV + 1:].add(1.0)
-  assert float(task.metadata_objective(model, hidden, batch, learn)) == metadata_only
-  # In the training loss: the plain loss plus 0.5 times it, on the same states.
-  plain = build_task(_config(ml100k.path))
   key = jax.random.key(2)
-  dropout_key, _, id_key = jax.random.split(key, 3)
-  keep, learn = task.id_masks(id_key)
-  states = model(batch["inputs"], task._fields(batch), model.item_vectors(
-      task._metadata(), keep, learn), rngs=nnx.Rngs(dropout=dropout_key))
-  assert float(task.loss(model, batch, key)) == pytest.approx(
-      float(plain.loss(model, batch, key))
-      + 0.5 * float(task.metadata_objective(model, states, batch, learn)), rel=1e-5)
+  total = float(task.objective(model, hidden, batch, items, key))
+  plain = float(build_task(_config(ml100k.path)).objective(model, hidden, batch, items, key))
+  targets = np.asarray(batch["targets"])
+  future = np.take_along_axis(targets, np.asarray(
+      future_positions(targets.shape, 5, key)), axis=1)
+  assert (future[targets > 0] > 0).all()  # left padding: a target always lies ahead
+  nll = np.asarray(full_softmax_nll(hidden, jnp.asarray(future), items))
+  # Padding positions (no input) draw a target ahead too, but carry no loss.
+  assert total == pytest.approx(plain + 0.5 * nll[targets > 0].mean(), rel=1e-5)
+  with pytest.raises(UserError, match="future_weight needs the full softmax"):
+    build_task(_config(ml100k.path, "loss.future_weight=0.5", "loss.name=sampled_softmax"))
 
 
 def test_sampled_softmax_with_uniform_q_counts_the_negatives(ml100k):

@@ -25,6 +25,11 @@ from jaxrec.eval.metadata_baselines import (genre_profile_scores, item_genre_wei
 from jaxrec.eval.popularity import evaluate_popularity
 
 
+# Tokens after which an item counts half in the recent genre profile: about the window a
+# sequential model reads (on synthetic-long, 50 to 200 tokens rank new items alike).
+RECENT_HALF_LIFE = 100
+
+
 def cold_items(data) -> np.ndarray:
   """[V] 1.0 for items with no training tokens (padding and OOV excluded)."""
   cold = (data.item_counts == 0).astype(np.float32)
@@ -76,7 +81,9 @@ def metadata_baselines(task, split: str, row_weight, cold: np.ndarray) -> dict:
   scorers = {
       "metadata_popularity": lambda batch: jnp.broadcast_to(
           popularity, (batch["seen"].shape[0], popularity.shape[0])),
-      "genre_profile": lambda batch: genre_profile_scores(batch["seen"], genres, jitter)}
+      "genre_profile": lambda batch: genre_profile_scores(batch["seen"], genres, jitter),
+      "recent_genre_profile": lambda batch: genre_profile_scores(
+          batch["seen"], genres, jitter, half_life=RECENT_HALF_LIFE)}
   out = {}
   for name, score in scorers.items():
     out[name] = rank_scores(task, split, score, row_weight)
@@ -122,8 +129,9 @@ def cold_start_report(run, split: str = "test") -> dict:
   `popularity` ranks by training counts, as the issue's baseline does: a new item has none, so it
   never reaches a top K. `recent_popularity` also counts the tokens between the training cut-off
   and the split (the validation period, for test), where many new items were first seen.
-  `metadata_popularity` and `genre_profile` (eval/metadata_baselines.py) place a new item from
-  the same metadata the model reads: the references a metadata path has to beat."""
+  `metadata_popularity`, `genre_profile` and `recent_genre_profile` (eval/metadata_baselines.py)
+  place a new item from the same metadata the model reads: the references a metadata path has to
+  beat."""
   task = run.task
   cold = cold_items(task.data)
   only_cold = cold_targets(cold)

@@ -8,7 +8,7 @@ fair references for a model's metadata path (issue 7's cold-start bar):
   the same ratio for its genres (a naive-Bayes product of per-field factors). A field value no
   trained item carries says nothing, so its factor is 1.
 - genre profile: the share of the user's history in each genre · the item's genres (each item's
-  weight split over its genres).
+  weight split over its genres); the recent genre profile weighs the history by recency.
 Equal scores are ordered at random (see ranks_with_random_ties: ordering them by id would leak).
 
 Both read only what a model trained at the cut-off could know: training counts and metadata.
@@ -69,11 +69,18 @@ def metadata_popularity(counts: np.ndarray, metadata: dict[str, np.ndarray],
 
 
 def genre_profile_scores(seen: jnp.ndarray, item_genre_weights: jnp.ndarray,
-                         jitter: jnp.ndarray) -> jnp.ndarray:
-  """[B, V]: each user's history genre shares (`seen` [B, S] item ids, 0 = padding) · each item's
-  genre weights ([V, G], rows summing to 1 or 0), plus `jitter` [V] (from `tie_jitter`), which
-  orders items of equal genres at random rather than by id (see ranks_with_random_ties)."""
-  weights = item_genre_weights[seen] * (seen > 0)[..., None]  # [B, S, G]
+                         jitter: jnp.ndarray, half_life: float | None = None) -> jnp.ndarray:
+  """[B, V]: each user's history genre shares (`seen` [B, S] item ids in time order, zero-padded
+  at the end) · each item's genre weights ([V, G], rows summing to 1 or 0), plus `jitter` [V]
+  (from `tie_jitter`), which orders items of equal genres at random rather than by id (see
+  ranks_with_random_ties). With `half_life`, an item `half_life` tokens older than the last
+  counts half as much: the recent taste, where interests drift."""
+  present = seen > 0
+  decay = jnp.ones(seen.shape)
+  if half_life:
+    age = present.sum(1, keepdims=True) - 1 - jnp.arange(seen.shape[1])[None, :]
+    decay = 0.5 ** (age / half_life)
+  weights = item_genre_weights[seen] * (present * decay)[..., None]  # [B, S, G]
   profile = weights.sum(1)
   profile = profile / jnp.maximum(profile.sum(-1, keepdims=True), 1e-9)
   return profile @ item_genre_weights.T + jitter[None, :]

@@ -139,7 +139,9 @@ def foundation_config() -> ml_collections.ConfigDict:
       "horizon": 1, "horizon_decay": 0.5,  # multi-token prediction: items 1..horizon ahead
       "genre_weight": 0.0, "event_type_weight": 0.0,  # auxiliary heads
       "exclude_watched": False,  # as in sequential_config
-      "metadata_weight": 0.0,  # + this × the next-item loss over metadata-only item vectors
+      # + this × the loss of an item drawn from the next future_window tokens: what the user
+      # watches after this session too (a returning user starts another interest).
+      "future_weight": 0.0, "future_window": 100,
   })
   return config
 

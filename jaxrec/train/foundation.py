@@ -111,6 +111,16 @@ def select_metadata(available: dict[str, np.ndarray], names: str) -> dict[str, n
   return {name: available[name] for name in chosen}
 
 
+def future_positions(shape, window: int, key) -> jax.Array:
+  """[B, L] for each position t, a position drawn uniformly from t .. t + window - 1 (those
+  inside the sequence): the target there is an item the user watches within `window` tokens,
+  in this session or a later one."""
+  positions = jnp.arange(shape[1])
+  reach = jnp.minimum(window, shape[1] - positions)
+  offset = jnp.floor(jax.random.uniform(key, shape) * reach).astype(jnp.int32)
+  return positions + offset
+
+
 class FoundationTask(SequentialTask):
   MODELS = {"foundation": FoundationModel}
   FIELDS = TOKEN_FIELDS
@@ -123,6 +133,10 @@ class FoundationTask(SequentialTask):
                       "softmax) or 'sampled_softmax' (logQ-corrected, for large catalogues).")
     if cfg.horizon < 1:
       raise UserError(f"loss.horizon must be >= 1 (1 = next token only), got {cfg.horizon}.")
+    if cfg.get("future_weight", 0.0) and cfg.name != "ce":
+      raise UserError("loss.future_weight needs the full softmax (loss.name=ce).")
+    if cfg.get("future_weight", 0.0) and cfg.future_window < 1:
+      raise UserError(f"loss.future_window must be >= 1, got {cfg.future_window}.")
     if not 0 <= config.model.id_dropout < 1:
       raise UserError(f"model.id_dropout must be in [0, 1), got {config.model.id_dropout}.")
     self.event_weights = event_weight_table(cfg.event_weights)
@@ -203,11 +217,7 @@ class FoundationTask(SequentialTask):
       items = model.item_vectors(self._metadata(), keep, learn)
       summary = self.summary(batch, lambda ids: items[ids], training=True)
       hidden = model(batch["inputs"], self._fields(batch), items, rngs=rngs, summary=summary)
-      total = self.objective(model, hidden, batch, items, sample_key)
-      if self.config.loss.get("metadata_weight", 0.0):
-        total = total + self.config.loss.metadata_weight * self.metadata_objective(
-            model, hidden, batch, learn)
-      return total
+      return self.objective(model, hidden, batch, items, sample_key)
     # Sampled softmax reads the vectors of the inputs, the targets and the negatives only:
     # O(B·L + K) item encodings a step instead of the whole catalogue's.
     inputs, targets = batch["inputs"], batch["targets"]
@@ -227,7 +237,7 @@ class FoundationTask(SequentialTask):
     nll = lambda query, step, step_targets: sampled_softmax_nll_of(
         query, step_targets, shift_ahead(target_vectors, step), negatives[step],
         negative_vectors[step], log_q, self.excluded(batch, negatives[step]))
-    return self.weighted_objective(model, hidden, batch, nll)
+    return self.weighted_objective(model, hidden, batch, nll, sample_key)
 
   def id_masks(self, key) -> tuple[jax.Array, jax.Array]:
     """(keep [V], learn [V]) for one step. Id dropout: each trained item keeps its id with
@@ -258,19 +268,9 @@ class FoundationTask(SequentialTask):
       nll = lambda query, step, step_targets: sampled_softmax_nll_of(
           query, step_targets, items[step_targets], negatives[step], items[negatives[step]],
           jnp.asarray(self.log_q), self.excluded(batch, negatives[step]))
-    return self.weighted_objective(model, hidden, batch, nll)
+    return self.weighted_objective(model, hidden, batch, nll, key)
 
-  def metadata_objective(self, model, hidden, batch, learn) -> jax.Array:
-    """The next-item loss with every item from its metadata alone (an id dropout of 1): what
-    ranks an item no training token names, trained directly rather than on the share of items
-    id dropout hides."""
-    items = model.item_vectors(self._metadata(), jnp.zeros_like(learn), learn)
-    targets = batch["targets"]
-    weights = token_weights(targets, batch["target_event"], batch["target_value"],
-                            jnp.asarray(self.event_weights), self.config.loss.value_weight)
-    return weighted_mean(full_softmax_nll(hidden, targets, items, self.excluded(batch)), weights)
-
-  def weighted_objective(self, model, hidden, batch, nll) -> jax.Array:
+  def weighted_objective(self, model, hidden, batch, nll, key) -> jax.Array:
     """The weighted sum of every objective; nll(query, step, targets) is the next-item loss
     [B, L] of the queries for the items `step` tokens ahead."""
     cfg = self.config.loss
@@ -281,6 +281,11 @@ class FoundationTask(SequentialTask):
     for step, query in enumerate(model.horizon_queries(hidden)):
       step_nll = nll(query, step, shift_ahead(targets, step))
       total = total + cfg.horizon_decay ** step * weighted_mean(step_nll, shift_ahead(weights, step))
+    if cfg.get("future_weight", 0.0):
+      ahead = future_positions(targets.shape, cfg.future_window, key)
+      future = jnp.take_along_axis(targets, ahead, axis=1)
+      future_weights = jnp.take_along_axis(weights, ahead, axis=1) * (targets > 0)
+      total = total + cfg.future_weight * weighted_mean(nll(hidden, 0, future), future_weights)
     has_target = (targets > 0).astype(hidden.dtype)
     if cfg.genre_weight and "genres" in self.metadata:
       genres = jnp.asarray(self.metadata["genres"])[targets]
