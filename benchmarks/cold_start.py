@@ -69,7 +69,11 @@ DATASETS = {
                        # The long-history objective (jaxrec/train/defaults.py long_history_data).
                        ["model.max_len=200", "train.batch_size=80", "train.num_steps=400",
                         "train.eval_every=100", "loss.name=ce", "loss.exclude_watched=True",
-                        "eval.batch_size=128"]),
+                        "eval.batch_size=128",
+                        # Held-out targets here start a new session: each position also learns
+                        # an item of its next 100 tokens (0.676 Recall@50 among new items on
+                        # validation, 0.563 without; label foundation_future_100).
+                        "loss.future_weight=1.0", "loss.future_window=100"]),
 }
 REFERENCES = ("popularity", "metadata_popularity", "genre_profile", "recent_genre_profile",
               "random")
