@@ -265,9 +265,23 @@ def quality_result(quality: dict, runs: dict, train_tokens: int, shortest: int) 
   return out
 
 
+def with_added_options(earlier: dict, planned: dict) -> dict:
+  """An earlier run's config with the options added to the config since it ran, at their planned
+  values: a new option defaults to the behaviour before it (so that run is still the planned
+  one), while every option the earlier run had must still match."""
+  out = dict(earlier)
+  for key, value in planned.items():
+    if key not in earlier:
+      out[key] = value
+    elif isinstance(value, dict) and isinstance(earlier[key], dict):
+      out[key] = with_added_options(earlier[key], value)
+  return out
+
+
 def finished_runs(result: dict, args) -> dict[str, dict]:
   """--resume: the runs the last results JSON holds that were made on the same users with the
-  whole config planned now (a run whose settings or config defaults changed runs again)."""
+  whole config planned now, up to options added since (a run whose settings or config defaults
+  changed runs again)."""
   if result.get("users") != args.users:
     print("--resume: the last results were made on other users; running everything")
     return {}
@@ -275,8 +289,12 @@ def finished_runs(result: dict, args) -> dict[str, dict]:
   protocol = {"protocol": result["protocol"]}
   earlier = {**result.get("sasrec_runs", {}),
              **{name: row for name, row in result.get("models", {}).items() if name != BASELINE}}
-  runs = {name: {**row, **protocol} for name, row in earlier.items()
-          if name in planned and row.get("config") == resolved_config(*planned[name], args.users)}
+  runs = {}
+  for name, row in earlier.items():
+    if name in planned:
+      config = resolved_config(*planned[name], args.users)
+      if with_added_options(row.get("config") or {}, config) == config:
+        runs[name] = {**row, **protocol}
   result.setdefault("resumed", []).append({"git_sha": result.get("git_sha"),
                                            "uncommitted": result.get("uncommitted"),
                                            "runs": sorted(runs)})
@@ -300,7 +318,7 @@ def main() -> None:
   parser.add_argument("--users", type=int, default=1000,
                       help="users (all train; each has a test token): at 400 one NDCG@10 has a "
                            "standard error of ~0.014, more than the bar's 10%% of ~0.08")
-  parser.add_argument("--steps", type=int, default=500,
+  parser.add_argument("--steps", type=int, default=1000,
                       help="at most this many steps for foundation @2048")
   parser.add_argument("--long-eval-every", type=int, default=100,
                       help="validation interval of foundation @2048")
