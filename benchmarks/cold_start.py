@@ -44,6 +44,8 @@ import sys
 import tempfile
 import time
 
+import jax
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import RESULTS, ROOT, print_table, write_result  # noqa: E402
 
@@ -182,7 +184,8 @@ def main() -> None:
         results.setdefault(name, {})[label] = {
             **report, "bar": bar(report), "valid": {**valid, "bar": bar(valid)},
             "all_test_users": trained["test"], "all_valid_users": trained.get("valid"),
-            "best_step": step, "items": items,
+            "best_step": step, "items": items, "seed": args.seed,
+            "device": jax.devices()[0].device_kind,
             "seconds": round(time.perf_counter() - started, 1), "overrides": overrides}
         for split, r in (("valid", valid), ("test", report)):
           for k in KS:

@@ -14,8 +14,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def write_result(name: str, result: dict) -> str:
   os.makedirs(RESULTS, exist_ok=True)
-  result = {**result, "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
-                                  "platform": platform.platform()},
+  machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+             "platform": platform.platform()}
+  if "jax" in sys.modules:  # what the numbers ran on: a GPU's timings are not this CPU's
+    jax = sys.modules["jax"]
+    machine.update(jax=jax.__version__, device=jax.devices()[0].device_kind)
+  result = {**result, "machine": machine,
             "date": time.strftime("%Y-%m-%d")}
   path = os.path.join(RESULTS, f"{name}.json")
   with open(path, "w") as f:

@@ -1,6 +1,7 @@
 """Long context, measured fairly: what 2,048 tokens of history buy over 200, and memory vs length.
 
-    python benchmarks/foundation_long_context.py [--users 1000] [--steps 500] [--resume]
+    python benchmarks/foundation_long_context.py [--users 1000] [--steps 1000] [--resume]
+    python benchmarks/foundation_long_context.py --seed 1 --resume --skip-memory   # a 2nd seed
     python benchmarks/foundation_long_context.py --skip-quality     # the memory table alone
 
 Data: the synthetic-long dataset (jaxrec/data/synthetic_sessions.py), --users users, every one
@@ -31,8 +32,10 @@ Rows, so that the gain can be attributed:
   row to that one is the context length alone, and the step from SASRec to this row is the
   model (metadata, event fields, id dropout) under the same objective.
 The JSON gets each run's validation history, the tokens it trained on until its best checkpoint
-(as epochs of the training tokens), the git sha and the files that differed from it. It is
-written after every run, so a stopped benchmark keeps the rows that finished.
+(as epochs of the training tokens), the device it ran on, the git sha and the files that
+differed from it. It is written after every run, so a stopped benchmark keeps the rows that
+finished. --seed N (N > 0) runs every row at config seed N into the JSON's seeds; the table of
+each row's NDCG@10 at every stored seed and their mean follows the seed-0 table.
 
 Memory: the compiled train step's memory analysis (XLA's plan: arguments + outputs + scratch
 − donated buffers) of the foundation model at 512 / 1,024 / 2,048 / 4,096 tokens, 8 users per
@@ -67,7 +70,7 @@ NO_STYLE = ", topic + popularity only"  # the reference rows that infer no favou
 MEMORY_BATCH = 8
 BASELINE, CONTROL, LONG = "SASRec @200", "foundation @200 (same config)", "foundation @2048"
 RECORDED = ("test", "valid", "seconds", "best_step", "last_step", "valid_ndcg@10_history",
-            "overrides", "config", "lr", "batch_size", "max_len")
+            "overrides", "config", "lr", "batch_size", "max_len", "device")
 LONG_PATIENCE = 2  # foundation @2048 stops after 2 validations (200 steps) without a new best
 SHORT_BATCH = 80  # 80 x 200 = 16,000 tokens per step; the 2,048-token runs take 8 x 2,048
 
@@ -86,7 +89,7 @@ def planned_runs(args) -> dict[str, tuple[str, list[str]]]:
             for lr in args.sasrec_lrs}
   first = next(iter(sasrec))
   foundation_lr = [f"optimizer.learning_rate={args.foundation_lr}"]
-  return {first: sasrec.pop(first),
+  runs = {first: sasrec.pop(first),
           # Its evaluations read 2,048 tokens a user, so fewer of them, and a shorter patience.
           LONG: ("synthetic_long_foundation.py",
                  [f"train.num_steps={args.steps}", f"train.eval_every={args.long_eval_every}",
@@ -97,6 +100,8 @@ def planned_runs(args) -> dict[str, tuple[str, list[str]]]:
               # same thing (over the same sink tokens) with less work.
               "model.window=None"]),
           **sasrec}
+  seed = [f"seed={args.seed}"] if args.seed else []  # seed 0 is every config's default
+  return {name: (config_file, overrides + seed) for name, (config_file, overrides) in runs.items()}
 
 
 def data_overrides(users: int) -> list[str]:
@@ -116,7 +121,8 @@ def train_row(config_file: str, overrides: list[str], users: int, run_dir: str) 
   with open(os.path.join(run_dir, "config.json")) as f:
     config = json.load(f)
   out.update(overrides=overrides, config=config, lr=config["optimizer"]["learning_rate"],
-             batch_size=config["train"]["batch_size"], max_len=config["model"]["max_len"])
+             batch_size=config["train"]["batch_size"], max_len=config["model"]["max_len"],
+             device=jax.devices()[0].device_kind)
   return out
 
 
@@ -134,10 +140,9 @@ def summarise(runs: dict[str, dict]) -> dict[str, dict]:
 def world_reference(users: int) -> dict[str, dict]:
   """The scorer that knows the world's rules (jaxrec/eval/long_history_reference.py) reading
   the last 200 and 2,048 tokens: what the context is worth in this world, whatever the model."""
-  from jaxrec.data.storage import PreparedDataset
   from jaxrec.data.synthetic_sessions import LongHistoryConfig
   from jaxrec.eval.long_history_reference import reference_metrics
-  dataset, world = PreparedDataset(data_dir(users)), LongHistoryConfig(num_users=users)
+  dataset, world = prepared_data(users), LongHistoryConfig(num_users=users)
   return {f"@{window}{suffix}": {split: reference_metrics(dataset, world, window, split,
                                                           infer_style=infer_style)
                                  for split in ("valid", "test")}
@@ -161,11 +166,18 @@ def print_reference(result: dict) -> None:
         f"{short['test']['ndcg@10_stderr']:.3f}")
 
 
+def prepared_data(users: int):
+  """The synthetic-long data of `users` users, prepared first if no run here has (--resume)."""
+  from jaxrec.config import apply_overrides, load_config
+  from jaxrec.data.prepare import open_or_prepare
+  config = load_config(os.path.join(ROOT, "configs", "synthetic_long_sasrec.py"))
+  return open_or_prepare(apply_overrides(config, data_overrides(users)).data)
+
+
 def training_tokens(users: int) -> tuple[int, int]:
   """(training tokens in the data, the shortest user's history): the epoch of the JSON's
   `epochs`, and the check that every user has >= 2,000 tokens."""
-  from jaxrec.data.storage import PreparedDataset
-  splits = PreparedDataset(data_dir(users)).splits
+  splits = prepared_data(users).splits
   return int(np.sum(splits.train_end)), int(np.min(splits.length))
 
 
@@ -221,10 +233,10 @@ def print_quality_result(result: dict) -> None:
                 + [f"{out['valid']['ndcg@10']:.4f}",
                    f"{out['test']['ndcg@10'] / baseline - 1:+.1%}",
                    f"{out['best_step']}/{out['last_step']}", f"{out['epochs']:.2f}",
-                   f"{out['seconds']:.0f}"])
+                   f"{out['seconds']:.0f}", out.get("device") or "?"])
   print_table(["model"] + ["test " + k for k in KEYS]
-              + ["valid ndcg@10", "ndcg@10 vs SASRec", "best/last step", "epochs", "seconds"],
-              rows)
+              + ["valid ndcg@10", "ndcg@10 vs SASRec", "best/last step", "epochs", "seconds",
+                 "device"], rows)
   if BASELINE in models and "chosen_from" in models[BASELINE]:
     print("SASRec learning rate chosen on validation NDCG@10: " + ", ".join(
         f"{name.split(' lr ')[1]} -> {value:.4f}"
@@ -239,6 +251,32 @@ def print_quality_result(result: dict) -> None:
     print("(incomplete: not every planned run finished)")
 
 
+def print_across_seeds(result: dict) -> None:
+  """Test and validation NDCG@10 of each row at every stored seed, their means, and the gains of
+  the means: one seed's SASRec or foundation run can be a lucky or unlucky draw."""
+  seeds = {seed: s for seed, s in {"0": result, **result["seeds"]}.items()
+           if BASELINE in s.get("models", {})}  # those with a finished SASRec row
+  if len(seeds) < 2:
+    return
+  names = [name for name in result["models"] if all(name in s["models"] for s in seeds.values())]
+  mean = {split: {name: float(np.mean([s["models"][name][split]["ndcg@10"]
+                                       for s in seeds.values()])) for name in names}
+          for split in ("test", "valid")}
+  print(f"\nNDCG@10 at seeds {', '.join(seeds)} (test / valid) and their mean\n")
+  print_table(["model"] + [f"seed {seed}" for seed in seeds] + ["mean", "mean vs SASRec"], [
+      [name] + [f"{s['models'][name]['test']['ndcg@10']:.4f} / "
+                f"{s['models'][name]['valid']['ndcg@10']:.4f}" for s in seeds.values()]
+      + [f"{mean['test'][name]:.4f} / {mean['valid'][name]:.4f}",
+         f"{mean['test'][name] / mean['test'][BASELINE] - 1:+.1%} / "
+         f"{mean['valid'][name] / mean['valid'][BASELINE] - 1:+.1%}"]
+      for name in names])
+  if LONG in names and CONTROL in names:
+    print(f"context length (foundation @2048 over @200), means: test "
+          f"{mean['test'][LONG] / mean['test'][CONTROL] - 1:+.1%}, valid "
+          f"{mean['valid'][LONG] / mean['valid'][CONTROL] - 1:+.1%}")
+  result["across_seeds"] = {"seeds": list(seeds), "mean_ndcg10": mean}
+
+
 QUALITY_KEYS = ("users", "steps", "long_eval_every", "max_steps", "eval_every", "patience",
                 "sasrec_lrs", "foundation_lr", "protocol",
                 "shortest_history", "training_tokens", "gain_ndcg10", "gain_from_context_ndcg10",
@@ -250,11 +288,12 @@ def quality_result(quality: dict, runs: dict, train_tokens: int, shortest: int) 
   """The JSON's quality keys from the rows that have finished."""
   out = {"protocol": quality[BASELINE]["protocol"], "shortest_history": shortest,
          "training_tokens": train_tokens,
-         "models": {name: {**{k: row[k] for k in RECORDED}, **tokens_trained(row, train_tokens),
+         "models": {name: {**{k: row.get(k) for k in RECORDED},
+                           **tokens_trained(row, train_tokens),
                            **({"run": row["run"], "chosen_from": row["chosen_from"]}
                               if name == BASELINE else {})}
                     for name, row in quality.items()},
-         "sasrec_runs": {name: {k: row[k] for k in RECORDED}
+         "sasrec_runs": {name: {k: row.get(k) for k in RECORDED}
                          for name, row in runs.items() if name.startswith(BASELINE)}}
   ndcg = {name: row["test"]["ndcg@10"] for name, row in quality.items()}
   if LONG in ndcg:
@@ -263,6 +302,12 @@ def quality_result(quality: dict, runs: dict, train_tokens: int, shortest: int) 
   if LONG in ndcg and CONTROL in ndcg:
     out["gain_from_context_ndcg10"] = ndcg[LONG] / ndcg[CONTROL] - 1
   return out
+
+
+def without_data_dir(config: dict) -> dict:
+  """A run's config less where its data was cached (a clone's checkout has another), which
+  changes nothing it trains on: data.synthetic holds the generator's settings."""
+  return {**config, "data": {k: v for k, v in config.get("data", {}).items() if k != "dir"}}
 
 
 def with_added_options(earlier: dict, planned: dict) -> dict:
@@ -292,8 +337,8 @@ def finished_runs(result: dict, args) -> dict[str, dict]:
   runs = {}
   for name, row in earlier.items():
     if name in planned:
-      config = resolved_config(*planned[name], args.users)
-      if with_added_options(row.get("config") or {}, config) == config:
+      config = without_data_dir(resolved_config(*planned[name], args.users))
+      if with_added_options(without_data_dir(row.get("config") or {}), config) == config:
         runs[name] = {**row, **protocol}
   result.setdefault("resumed", []).append({"git_sha": result.get("git_sha"),
                                            "uncommitted": result.get("uncommitted"),
@@ -330,6 +375,9 @@ def main() -> None:
                       default=[5e-3])
   parser.add_argument("--foundation-lr", type=float, default=5e-3,
                       help="learning rate of both foundation rows")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="every row's config seed; a seed other than 0 is stored under the "
+                           "JSON's seeds, and the mean over the stored seeds is printed")
   parser.add_argument("--resume", action="store_true",
                       help="keep the runs the last results JSON finished (same settings)")
   parser.add_argument("--skip-quality", action="store_true",
@@ -344,12 +392,15 @@ def main() -> None:
     with open(path) as f:
       result = json.load(f)
   if not args.skip_quality:
-    runs = finished_runs(result, args) if args.resume else {}
+    # Seed 0 is the JSON's top level (the README's table), another seed one entry of its seeds.
+    store = result if args.seed == 0 else result.setdefault("seeds", {}).setdefault(
+        str(args.seed), {})
+    runs = finished_runs(store, args) if args.resume else {}
     if not args.resume:
-      result.pop("resumed", None)
+      store.pop("resumed", None)
     for stale in QUALITY_KEYS:
-      result.pop(stale, None)
-    result.update(users=args.users, steps=args.steps, long_eval_every=args.long_eval_every,
+      store.pop(stale, None)
+    store.update(users=args.users, steps=args.steps, long_eval_every=args.long_eval_every,
                   max_steps=args.max_steps,
                   eval_every=args.eval_every, patience=args.patience,
                   sasrec_lrs=args.sasrec_lrs, foundation_lr=args.foundation_lr,
@@ -364,16 +415,19 @@ def main() -> None:
         print(f"{name}: valid ndcg@10 {out['valid']['ndcg@10']:.4f}, test "
               f"{out['test']['ndcg@10']:.4f} ({out['seconds']:.0f} s, best step "
               f"{out['best_step']} of {out['last_step']})", flush=True)
-        # The first run prepared the data.
-        train_tokens, shortest = training_tokens(args.users)
         # Written after every run, so a stopped benchmark keeps what finished.
-        result.update(quality_result(summarise(runs), runs, train_tokens, shortest),
-                      complete=len(runs) == len(planned_runs(args)))
+        store.update(quality_result(summarise(runs), runs, *training_tokens(args.users)),
+                     complete=len(runs) == len(planned_runs(args)))
         write_result("foundation_long_context", result)
+    if runs and "models" not in store:  # every run kept (--resume): summarised all the same
+      store.update(quality_result(summarise(runs), runs, *training_tokens(args.users)),
+                   complete=len(runs) == len(planned_runs(args)))
   if "models" in result:  # measured now, or kept from the last run with --skip-quality
     result["reference"] = world_reference(result["users"])  # the models' users, whatever --users
     write_result("foundation_long_context", result)
     print_quality_result(result)
+    if result.get("seeds"):
+      print_across_seeds(result)
     print_reference(result)
 
   if args.skip_memory:
