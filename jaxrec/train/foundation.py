@@ -272,7 +272,8 @@ class FoundationTask(SequentialTask):
 
   def weighted_objective(self, model, hidden, batch, nll, key) -> jax.Array:
     """The weighted sum of every objective; nll(query, step, targets) is the next-item loss
-    [B, L] of the queries for the items `step` tokens ahead."""
+    [B, L] of the queries for the items `step` tokens ahead; `key` draws the future-window
+    targets (loss.future_weight)."""
     cfg = self.config.loss
     targets = batch["targets"]
     weights = token_weights(targets, batch["target_event"], batch["target_value"],
