@@ -44,10 +44,8 @@ import sys
 import tempfile
 import time
 
-import jax
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import RESULTS, ROOT, print_table, write_result  # noqa: E402
+from common import RESULTS, ROOT, device, print_table, write_result  # noqa: E402
 
 from jaxrec.config import apply_overrides, load_config  # noqa: E402
 from jaxrec.eval.cold_start import cold_start_report  # noqa: E402
@@ -185,7 +183,7 @@ def main() -> None:
             **report, "bar": bar(report), "valid": {**valid, "bar": bar(valid)},
             "all_test_users": trained["test"], "all_valid_users": trained.get("valid"),
             "best_step": step, "items": items, "seed": args.seed,
-            "device": jax.devices()[0].device_kind,
+            "device": device(),
             "seconds": round(time.perf_counter() - started, 1), "overrides": overrides}
         for split, r in (("valid", valid), ("test", report)):
           for k in KS:

@@ -12,13 +12,18 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def device() -> str:
+  """The kind of device jax computes on ("cpu", "NVIDIA H200", ...)."""
+  import jax
+  return jax.devices()[0].device_kind
+
+
 def write_result(name: str, result: dict) -> str:
   os.makedirs(RESULTS, exist_ok=True)
   machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0],
              "platform": platform.platform()}
   if "jax" in sys.modules:  # what the numbers ran on: a GPU's timings are not this CPU's
-    jax = sys.modules["jax"]
-    machine.update(jax=jax.__version__, device=jax.devices()[0].device_kind)
+    machine.update(jax=sys.modules["jax"].__version__, device=device())
   result = {**result, "machine": machine,
             "date": time.strftime("%Y-%m-%d")}
   path = os.path.join(RESULTS, f"{name}.json")

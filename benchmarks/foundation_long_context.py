@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import RESULTS, ROOT, print_table, train_config, write_result  # noqa: E402
+from common import RESULTS, ROOT, device, print_table, train_config, write_result  # noqa: E402
 
 from jaxrec.train.defaults import long_context_foundation_config  # noqa: E402
 from jaxrec.train.step import make_train_step  # noqa: E402
@@ -122,7 +122,7 @@ def train_row(config_file: str, overrides: list[str], users: int, run_dir: str) 
     config = json.load(f)
   out.update(overrides=overrides, config=config, lr=config["optimizer"]["learning_rate"],
              batch_size=config["train"]["batch_size"], max_len=config["model"]["max_len"],
-             device=jax.devices()[0].device_kind)
+             device=device())
   return out
 
 
@@ -251,17 +251,24 @@ def print_quality_result(result: dict) -> None:
     print("(incomplete: not every planned run finished)")
 
 
-def print_across_seeds(result: dict) -> None:
-  """Test and validation NDCG@10 of each row at every stored seed, their means, and the gains of
-  the means: one seed's SASRec or foundation run can be a lucky or unlucky draw."""
-  seeds = {seed: s for seed, s in {"0": result, **result["seeds"]}.items()
-           if BASELINE in s.get("models", {})}  # those with a finished SASRec row
+def across_seeds(result: dict) -> dict | None:
+  """Each row's test and validation NDCG@10 averaged over the stored seeds that have a finished
+  SASRec row (None below 2): one seed's SASRec or foundation run can be a lucky or unlucky draw."""
+  seeds = {seed: s for seed, s in {"0": result, **result.get("seeds", {})}.items()
+           if BASELINE in s.get("models", {})}
   if len(seeds) < 2:
-    return
+    return None
   names = [name for name in result["models"] if all(name in s["models"] for s in seeds.values())]
-  mean = {split: {name: float(np.mean([s["models"][name][split]["ndcg@10"]
-                                       for s in seeds.values()])) for name in names}
-          for split in ("test", "valid")}
+  return {"seeds": list(seeds), "mean_ndcg10": {
+      split: {name: float(np.mean([s["models"][name][split]["ndcg@10"] for s in seeds.values()]))
+              for name in names} for split in ("test", "valid")}}
+
+
+def print_across_seeds(result: dict) -> None:
+  """The table of each row's NDCG@10 at every seed of result["across_seeds"], and their mean."""
+  seeds = {seed: result if seed == "0" else result["seeds"][seed]
+           for seed in result["across_seeds"]["seeds"]}
+  mean = result["across_seeds"]["mean_ndcg10"]
   print(f"\nNDCG@10 at seeds {', '.join(seeds)} (test / valid) and their mean\n")
   print_table(["model"] + [f"seed {seed}" for seed in seeds] + ["mean", "mean vs SASRec"], [
       [name] + [f"{s['models'][name]['test']['ndcg@10']:.4f} / "
@@ -269,12 +276,11 @@ def print_across_seeds(result: dict) -> None:
       + [f"{mean['test'][name]:.4f} / {mean['valid'][name]:.4f}",
          f"{mean['test'][name] / mean['test'][BASELINE] - 1:+.1%} / "
          f"{mean['valid'][name] / mean['valid'][BASELINE] - 1:+.1%}"]
-      for name in names])
-  if LONG in names and CONTROL in names:
+      for name in mean["test"]])
+  if LONG in mean["test"] and CONTROL in mean["test"]:
     print(f"context length (foundation @2048 over @200), means: test "
           f"{mean['test'][LONG] / mean['test'][CONTROL] - 1:+.1%}, valid "
           f"{mean['valid'][LONG] / mean['valid'][CONTROL] - 1:+.1%}")
-  result["across_seeds"] = {"seeds": list(seeds), "mean_ndcg10": mean}
 
 
 QUALITY_KEYS = ("users", "steps", "long_eval_every", "max_steps", "eval_every", "patience",
@@ -304,10 +310,23 @@ def quality_result(quality: dict, runs: dict, train_tokens: int, shortest: int) 
   return out
 
 
+def summarise_into(store: dict, runs: dict, args) -> None:
+  """The quality keys of the finished `runs` into `store` (the JSON's top level or a seed's)."""
+  store.update(quality_result(summarise(runs), runs, *training_tokens(args.users)),
+               complete=len(runs) == len(planned_runs(args)))
+
+
 def without_data_dir(config: dict) -> dict:
   """A run's config less where its data was cached (a clone's checkout has another), which
   changes nothing it trains on: data.synthetic holds the generator's settings."""
   return {**config, "data": {k: v for k, v in config.get("data", {}).items() if k != "dir"}}
+
+
+def same_run(earlier: dict, planned: dict) -> bool:
+  """Whether a run made with config `earlier` is the run `planned` would make: equal up to where
+  the data was cached and the options added since (at their planned values)."""
+  planned = without_data_dir(planned)
+  return with_added_options(without_data_dir(earlier), planned) == planned
 
 
 def with_added_options(earlier: dict, planned: dict) -> dict:
@@ -334,12 +353,9 @@ def finished_runs(result: dict, args) -> dict[str, dict]:
   protocol = {"protocol": result["protocol"]}
   earlier = {**result.get("sasrec_runs", {}),
              **{name: row for name, row in result.get("models", {}).items() if name != BASELINE}}
-  runs = {}
-  for name, row in earlier.items():
-    if name in planned:
-      config = without_data_dir(resolved_config(*planned[name], args.users))
-      if with_added_options(without_data_dir(row.get("config") or {}), config) == config:
-        runs[name] = {**row, **protocol}
+  runs = {name: {**row, **protocol} for name, row in earlier.items()
+          if name in planned
+          and same_run(row.get("config") or {}, resolved_config(*planned[name], args.users))}
   result.setdefault("resumed", []).append({"git_sha": result.get("git_sha"),
                                            "uncommitted": result.get("uncommitted"),
                                            "runs": sorted(runs)})
@@ -416,17 +432,16 @@ def main() -> None:
               f"{out['test']['ndcg@10']:.4f} ({out['seconds']:.0f} s, best step "
               f"{out['best_step']} of {out['last_step']})", flush=True)
         # Written after every run, so a stopped benchmark keeps what finished.
-        store.update(quality_result(summarise(runs), runs, *training_tokens(args.users)),
-                     complete=len(runs) == len(planned_runs(args)))
+        summarise_into(store, runs, args)
         write_result("foundation_long_context", result)
     if runs and "models" not in store:  # every run kept (--resume): summarised all the same
-      store.update(quality_result(summarise(runs), runs, *training_tokens(args.users)),
-                   complete=len(runs) == len(planned_runs(args)))
+      summarise_into(store, runs, args)
   if "models" in result:  # measured now, or kept from the last run with --skip-quality
     result["reference"] = world_reference(result["users"])  # the models' users, whatever --users
+    result["across_seeds"] = across_seeds(result)
     write_result("foundation_long_context", result)
     print_quality_result(result)
-    if result.get("seeds"):
+    if result["across_seeds"]:
       print_across_seeds(result)
     print_reference(result)
 

@@ -49,18 +49,13 @@ def test_resume_keeps_a_run_made_before_an_option_was_added():
   """--resume compares an earlier run's config with the planned one: an option added since (at
   the planned value) and where the data was cached do not make it a different run; any option
   the earlier run had that differs does."""
-  from foundation_long_context import with_added_options, without_data_dir
+  from foundation_long_context import same_run
 
   planned = {"data": {"dir": "/clone/data", "dataset": "synthetic-long"},
              "loss": {"name": "ce", "future_weight": 0.0}, "seed": 0}
   earlier = {"data": {"dir": "/work/data", "dataset": "synthetic-long"},
              "loss": {"name": "ce"}, "seed": 0}
-
-  def kept(earlier):
-    return with_added_options(without_data_dir(earlier), without_data_dir(planned)) == \
-        without_data_dir(planned)
-
-  assert kept(earlier)
-  assert not kept({**earlier, "seed": 1})
-  assert not kept({**earlier, "loss": {"name": "sampled_softmax"}})
-  assert not kept({**earlier, "data": {"dir": "/work/data", "dataset": "synthetic"}})
+  assert same_run(earlier, planned)
+  assert not same_run({**earlier, "seed": 1}, planned)
+  assert not same_run({**earlier, "loss": {"name": "sampled_softmax"}}, planned)
+  assert not same_run({**earlier, "data": {"dir": "/work/data", "dataset": "synthetic"}}, planned)
