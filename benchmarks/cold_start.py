@@ -49,7 +49,7 @@ from common import RESULTS, ROOT, device, print_table, write_result  # noqa: E40
 
 from jaxrec.config import apply_overrides, load_config  # noqa: E402
 from jaxrec.eval.cold_start import cold_start_report  # noqa: E402
-from jaxrec.train.evaluate import restore_best  # noqa: E402
+from jaxrec.train.restore import restore_model  # noqa: E402
 from jaxrec.train.trainer import train  # noqa: E402
 
 KS = (10, 50)
@@ -175,7 +175,8 @@ def main() -> None:
         started = time.perf_counter()
         workdir = os.path.join(tmp, f"{name}-{label}")
         trained = train(config, workdir)
-        run, step = restore_best(workdir)
+        run = restore_model(workdir)
+        step = run.step
         report = cold_start_report(run, "test")
         valid = cold_start_report(run, "valid")
         items = run.task.data.stats["items"]

@@ -59,7 +59,7 @@ def build_bundle(workdir: str) -> str:
   train_config("synthetic_two_tower.py", [*data, "train.num_steps=400", "train.eval_every=400",
                                           "eval.batch_size=512"],
                os.path.join(workdir, "two_tower"))
-  from jaxrec.retrieval.export import export_workdir
+  from jaxrec.train.export import export_workdir
   export_workdir(os.path.join(workdir, "two_tower"), export_root,
                  ranker=os.path.join(workdir, "dlrm"))
   return export_root

@@ -143,9 +143,10 @@ def main() -> None:
   args = parser.parse_args()
 
   if args.workdir:
-    from jaxrec.retrieval.export import embeddings
-    from jaxrec.train.evaluate import restore_best
-    run, step = restore_best(args.workdir)
+    from jaxrec.train.export import embeddings
+    from jaxrec.train.restore import restore_model
+    run = restore_model(args.workdir)
+    step = run.step
     items, queries = embeddings(run)
     queries = np.random.default_rng(0).permutation(queries)  # users in random order
     data = (f"trained {run.config.task} embeddings ({run.config.model.name}, "

@@ -47,7 +47,7 @@ STAGES = ("features", "query", "retrieval", "ranking", "rerank")
 
 def build_bundles(workdir: str, steps: int) -> dict[str, str]:
   """Each bundle's export root (one version in each), trained and exported on first use."""
-  from jaxrec.retrieval.export import export_workdir
+  from jaxrec.train.export import export_workdir
   for name, config in MODELS.items():
     if not os.path.exists(os.path.join(workdir, name, "results.json")):
       train_config(config, [f"data.dir={DATA}", f"train.num_steps={steps}",
@@ -86,7 +86,7 @@ def encoder_ms(roots: dict[str, str], raw_users: list[str], calls: int) -> dict:
   import numpy as np
 
   from jaxrec.rerank.posteriors import BetaPosteriors
-  from serving.recommender import Recommender, Request, ServingConfig
+  from jaxrec.serve.recommender import Recommender, Request, ServingConfig
   encoders = {name: Recommender(os.path.join(roots[label], "1"), ServingConfig(),
                                 BetaPosteriors(0)) for name, label in ENCODERS.items()}
   rng = random.Random(1)

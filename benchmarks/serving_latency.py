@@ -45,7 +45,7 @@ def build_bundle(workdir: str) -> str:
                os.path.join(workdir, "two_tower"))
   train_config("synthetic_dlrm.py", [*data, "train.num_steps=500", "train.eval_every=500"],
                os.path.join(workdir, "dlrm"))
-  from jaxrec.retrieval.export import export_workdir
+  from jaxrec.train.export import export_workdir
   export_workdir(os.path.join(workdir, "two_tower"), export_root,
                  ranker=os.path.join(workdir, "dlrm"))
   return export_root

@@ -99,6 +99,10 @@ def _train_parsers(sub) -> None:
   train.add_argument("--init-from", metavar="WORKDIR",
                      help="start from this earlier run's best checkpoint: vocabularies grow by raw "
                           "id, and only data after its cut-off trains (train.new_data_only)")
+  train.add_argument("--config-changes-ok", metavar="KEY,...", default="",
+                     help="resuming a workdir: continue with these config keys (or groups) changed "
+                          "from its config.json; they are recorded in config_changes.json. Any "
+                          "other change is refused")
   evaluate = sub.add_parser("eval", help="evaluate a trained workdir's best checkpoint")
   evaluate.add_argument("--workdir", required=True)
   evaluate.add_argument("--split", default="test", help="valid or test")
@@ -224,7 +228,9 @@ def _run_train(args, overrides: list[str]) -> None:
   if args.init_from:  # a config field, so the run's config.json records it
     overrides = [f"train.init_from={args.init_from}", *overrides]
   config = apply_overrides(load_config(args.config), overrides)
-  results = train(config, args.workdir)
+  results = train(config, args.workdir,
+                  config_changes_ok=tuple(k.strip() for k in args.config_changes_ok.split(",")
+                                          if k.strip()))
   rows = {config.model.name: results["test"]}
   if config.task not in ("baseline", "ranking"):  # popularity ranks items, not impressions
     from jaxrec.train.trainer import build_task
@@ -250,7 +256,7 @@ def _run_eval(args) -> None:
 
 
 def _run_export(args) -> None:
-  from jaxrec.retrieval.export import export_workdir
+  from jaxrec.train.export import export_workdir
   overrides = {name: value for name, value in (
       ("num_leaves", args.num_leaves), ("num_leaves_to_search", args.leaves_to_search),
       ("reorder", args.reorder)) if value is not None}
@@ -264,12 +270,19 @@ def _run_export(args) -> None:
 
 
 def _run_serve(args) -> None:
-  import uvicorn
+  try:
+    import uvicorn
+    from serving.app import create_app
+  except ModuleNotFoundError as e:
+    if (e.name or "").split(".")[0] not in ("fastapi", "starlette", "uvicorn", "httpx",
+                                             "prometheus_client", "pydantic"):
+      raise
+    raise UserError(f"`jaxrec serve` needs the serve extra ({e.name} is not installed): "
+                    "pip install 'jaxrec[serve]'") from e
 
   from jaxrec.rerank.pipeline import RerankConfig
   from jaxrec.retrieval.bundle import latest_version
-  from serving.app import create_app
-  from serving.recommender import ServingConfig
+  from jaxrec.serve.recommender import ServingConfig
   latest_version(args.export)  # no bundle: say so before starting a server
   if args.candidates < 1:
     raise UserError(f"--candidates must be at least 1, got {args.candidates}.")

@@ -28,14 +28,26 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from jaxrec.errors import UserError
-from jaxrec.rerank.posteriors import BetaPosteriors
+from jaxrec.rerank.posteriors import MAX_INCREMENT, BetaPosteriors
 from jaxrec.retrieval.bundle import complete_versions, latest_version
 from serving.batcher import Batcher, Overloaded
 from serving.decision_log import DecisionLog
-from serving.recommender import BUCKETS, Recommender, Request, ServingConfig
+from jaxrec.serve.recommender import BUCKETS, Recommender, Request, ServingConfig
+
+
+# Every value a request carries is bounded and typed here, before it reaches a batch: ids and
+# lists have lengths, integers are strict (no "10", no true) and in range.
+MAX_ID = 256  # characters of a user, item or request id
+MAX_LIST = 10_000  # entries of any list
+LATEST_TIMESTAMP = 32_503_680_000  # 3000-01-01 in Unix seconds
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID)]
+Count = Annotated[StrictInt, Field(ge=0, le=MAX_INCREMENT)]
 
 
 class Strict(BaseModel):
@@ -43,43 +55,44 @@ class Strict(BaseModel):
 
 
 class HistoryItem(Strict):
-  item_id: str
-  timestamp: int = Field(description="Unix seconds")
+  item_id: Id
+  timestamp: StrictInt = Field(ge=0, le=LATEST_TIMESTAMP, description="Unix seconds")
 
 
 class Context(Strict):
-  device: str | None = None
-  hour: int | None = Field(None, ge=0, le=23, description="hour of day, 0-23 (UTC)")
+  device: Id | None = None
+  hour: StrictInt | None = Field(None, ge=0, le=23, description="hour of day, 0-23 (UTC)")
 
 
 class Filters(Strict):
-  genres: list[str] = Field([], description="only items with at least one of these genres")
+  genres: list[Id] = Field([], max_length=MAX_LIST,
+                           description="only items with at least one of these genres")
 
 
 class RecommendBody(Strict):
-  user_id: str | None = None
-  history: list[HistoryItem] = []
+  user_id: Id | None = None
+  history: list[HistoryItem] = Field([], max_length=MAX_LIST)
   context: Context = Context()
-  k: int = 20
-  exclude: list[str] = []
+  k: StrictInt = 20
+  exclude: list[Id] = Field([], max_length=MAX_LIST)
   filters: Filters = Filters()
 
 
 class SimilarBody(Strict):
-  item_id: str
-  k: int = 20
+  item_id: Id
+  k: StrictInt = 20
 
 
 class Outcome(Strict):
-  item_id: str
-  impressions: int = Field(1, ge=0)
-  engagements: int = Field(0, ge=0)
-  request_id: str | None = Field(None, description="the request_id of the /v1/recommend answer "
-                                 "that showed the item (decision log)")
+  item_id: Id
+  impressions: Count = 1
+  engagements: Count = 0
+  request_id: Id | None = Field(None, description="the request_id of the /v1/recommend answer "
+                                "that showed the item (decision log)")
 
 
 class FeedbackBody(Strict):
-  events: list[Outcome]
+  events: list[Outcome] = Field(max_length=MAX_LIST)
 
 
 class Metrics:
@@ -181,6 +194,16 @@ def create_app(export_root: str, config: ServingConfig | None = None, *, max_bat
     problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: "
                          f"{e['msg']}" for e in exc.errors())
     return error(422, f"invalid request: {problems}", request.url.path)
+
+  @app.exception_handler(UserError)
+  async def refused(request: HttpRequest, exc: UserError):
+    return error(400, str(exc), request.url.path)
+
+  @app.exception_handler(Exception)
+  async def failed(request: HttpRequest, exc: Exception):  # counted, and only this request fails
+    logging.exception("%s failed", request.url.path)
+    return error(500, "internal error; the request was not served (see the server log).",
+                 request.url.path)
 
   @app.post("/v1/recommend")
   async def recommend(body: RecommendBody):

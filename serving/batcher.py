@@ -2,7 +2,8 @@
 
 Requests wait in a bounded queue; one worker takes the first, then whatever else arrives within
 `max_wait_ms` (up to `max_batch`), and answers them together on a single model thread (JAX and
-ScaNN use their own threads inside). A full queue refuses at once (`Overloaded`, a 503), and a
+ScaNN use their own threads inside); a batch that fails is answered again one request at a time,
+so a request that breaks the pipeline fails alone. A full queue refuses at once (`Overloaded`, a 503), and a
 request that waited longer than `max_queue_seconds` is refused rather than answered late, so an
 overloaded service answers fast instead of working through a backlog its clients gave up on.
 """
@@ -46,6 +47,22 @@ class Batcher:
       raise Overloaded(f"{self.queue.maxsize} requests are already waiting") from None
     return await future
 
+  def _run_isolated(self, items: list) -> list:
+    """run(items), or when the batch fails, each item alone: one bad request fails only itself
+    (and the worker never dies)."""
+    try:
+      return self.run(items)
+    except Exception as e:
+      if len(items) == 1:
+        return [e]
+    results = []
+    for item in items:
+      try:
+        results.extend(self.run([item]))
+      except Exception as e:
+        results.append(e)
+    return results
+
   async def _work(self) -> None:
     loop = asyncio.get_running_loop()
     while True:
@@ -68,10 +85,7 @@ class Batcher:
       if not batch:
         continue
       items = [item for item, _, _ in batch]
-      try:
-        results = await loop.run_in_executor(self.executor, self.run, items)
-      except Exception as e:  # one bad batch fails its requests, not the worker
-        results = [e] * len(batch)
+      results = await loop.run_in_executor(self.executor, self._run_isolated, items)
       for (_, future, _), result in zip(batch, results):
         if future.done():
           continue

@@ -10,7 +10,7 @@ from jaxrec.config import apply_overrides, load_config
 from jaxrec.data.prepare import PrepareOptions, prepare
 from jaxrec.data.synthetic import SyntheticConfig, generate
 from jaxrec.eval.cold_start import cold_items, cold_start_report, counts_before, rank_scores
-from jaxrec.train.evaluate import restore_best
+from jaxrec.train.restore import restore_model
 from jaxrec.train.trainer import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +43,7 @@ def test_foundation_cold_start_report(catalogue_growing, tmp_path):
   config = apply_overrides(config, [f"data.dir={catalogue_growing.path}", "data.dataset=synthetic",
                                     "train.num_steps=6", "eval.ks=10,50"])
   train(config, str(tmp_path / "run"))
-  run, _ = restore_best(str(tmp_path / "run"))
+  run = restore_model(str(tmp_path / "run"))
   report = cold_start_report(run, "test")
   assert report["cold_items"] > 0 and report["users"] > 0
   assert report["popularity"]["recall@50"] == 0  # a never-trained item has no count to rank by

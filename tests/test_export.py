@@ -11,8 +11,8 @@ from jaxrec.config import apply_overrides, load_config
 from jaxrec.errors import UserError
 from jaxrec.retrieval.bundle import latest_version, load_bundle
 from jaxrec.retrieval.exact import exact_topk, recall_at_k
-from jaxrec.retrieval.export import embeddings, export_workdir
-from jaxrec.train.evaluate import restore_best
+from jaxrec.train.export import embeddings, export_workdir
+from jaxrec.train.restore import restore_model
 from jaxrec.train.trainer import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,7 +38,7 @@ def test_export_load_and_search_like_exact(two_tower_workdir, tmp_path):
   assert bundle.query_encoder_dir and os.path.exists(os.path.join(bundle.vocab_dir, "item.npz"))
 
   # The bundle's vectors are the checkpoint's: same neighbours as exact search on the model.
-  run, _ = restore_best(two_tower_workdir)
+  run = restore_model(two_tower_workdir)
   model = nnx.merge(run.graphdef, run.state)
   items = np.asarray(run.task.item_vectors(model))
   np.testing.assert_allclose(bundle.items, items[2:], atol=1e-6)

@@ -13,8 +13,8 @@ from jaxrec.errors import UserError
 from jaxrec.models.event_tokens import TOKEN_FIELDS, field_sizes
 from jaxrec.models.foundation import FoundationModel
 from jaxrec.retrieval.bundle import load_bundle
-from jaxrec.retrieval.export import export_workdir
-from jaxrec.train.evaluate import restore_best
+from jaxrec.train.export import export_workdir
+from jaxrec.train.restore import restore_model
 from jaxrec.train.foundation import (event_nll, future_positions, genre_nll, shift_ahead,
                                      token_weights, weighted_mean)
 from jaxrec.train.losses import full_softmax_nll
@@ -362,7 +362,7 @@ def test_export_into_a_retrieval_bundle_that_loads(trained_workdir, tmp_path):
   path, manifest = export_workdir(workdir, str(tmp_path / "exports"))
   bundle = load_bundle(path)
   assert bundle.manifest["metadata"]["source"]["task"] == "foundation"
-  run, _ = restore_best(workdir)
+  run = restore_model(workdir)
   model = nnx.merge(run.graphdef, run.state)
   items = np.asarray(run.task.item_vectors(model))
   np.testing.assert_allclose(bundle.items, items[2:], atol=1e-6)

@@ -166,6 +166,21 @@ def test_posteriors_count_feedback_and_round_trip():
   np.testing.assert_allclose(draws.mean(0), [5 / 13, 2 / 7], atol=0.01)  # Beta(5, 8), Beta(2, 5)
 
 
+def test_posteriors_saturate_instead_of_overflowing():
+  from jaxrec.rerank.posteriors import MAX_COUNT, MAX_INCREMENT
+  posteriors = BetaPosteriors(3)
+  with pytest.raises(UserError, match="at most"):
+    posteriors.update([1], [MAX_INCREMENT + 1], [0])
+  with pytest.raises(UserError, match="integer"):
+    posteriors.update([1], [2**70], [0])
+  posteriors._impressions[1] = MAX_COUNT - 5  # as if after years of feedback
+  posteriors._engagements[1] = MAX_COUNT - 10
+  posteriors.update([1] * 1000, [MAX_INCREMENT] * 1000, [MAX_INCREMENT] * 1000)
+  assert posteriors.impressions([1])[0] == posteriors.engagements([1])[0] == MAX_COUNT
+  draws = posteriors.sample(np.array([0, 1, 2]), np.random.default_rng(0), draws=10)
+  assert np.isfinite(draws).all() and (draws >= 0).all() and (draws <= 1).all()
+
+
 def test_posteriors_updates_from_threads_all_count():
   posteriors = BetaPosteriors(50)
 

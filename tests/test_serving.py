@@ -13,10 +13,10 @@ import pytest
 import uvicorn
 
 from jaxrec.config import apply_overrides, load_config
-from jaxrec.retrieval.export import export_workdir
+from jaxrec.train.export import export_workdir
 from jaxrec.train.trainer import train
 from serving.app import create_app
-from serving.recommender import ServingConfig
+from jaxrec.serve.recommender import ServingConfig
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +129,11 @@ def test_unknown_user_takes_the_cold_start_path(server):
     (dict(json={"history": [{"item_id": "1", "timestamp": 1}] * 1001}), 400, "at most 1000"),
     (dict(json={"user_id": "5", "colour": "red"}), 422, "colour"),
     (dict(json={"user_id": "5", "context": {"hour": 25}}), 422, "hour"),
+    (dict(json={"user_id": "5", "k": "10"}), 422, "k"),
+    (dict(json={"user_id": "5", "k": True}), 422, "k"),
+    (dict(json={"user_id": "x" * 100_000}), 422, "user_id"),
+    (dict(json={"history": [{"item_id": "1", "timestamp": 2**63}]}), 422, "timestamp"),
+    (dict(json={"history": [{"item_id": "1", "timestamp": -1}]}), 422, "timestamp"),
 ])
 def test_bad_requests_get_a_4xx_that_says_why(server, request_kwargs, status, message):
   response = httpx.post(server.url + "/v1/recommend", timeout=30, **request_kwargs)
@@ -159,6 +164,53 @@ def test_similar_feedback_health_and_metrics(server, ml100k):
   metrics = httpx.get(server.url + "/metrics").text
   assert 'jaxrec_requests_total{endpoint="/v1/recommend",status="200"}' in metrics
   assert "jaxrec_stage_seconds_bucket" in metrics and "jaxrec_model_version 1.0" in metrics
+
+
+def test_overflowing_feedback_cannot_break_recommendations(server, ml100k):
+  item = str(ml100k.vocabs["item"].raw(np.array([40]))[0])
+  for impressions in (9223372036854775807, 2**70, -1, "5", True):
+    response = post(server, "/v1/feedback", {"events": [
+        {"item_id": item, "impressions": impressions}, {"item_id": item, "impressions": 1}]})
+    assert response.status_code == 422, response.text
+  # The most one request may add, many times over: counts saturate, they do not wrap.
+  most = {"item_id": item, "impressions": 1_000_000, "engagements": 1_000_000}
+  for _ in range(3):
+    assert post(server, "/v1/feedback", {"events": [most] * 10_000}).status_code == 200
+  statuses = [post(server, "/v1/recommend", {"user_id": str(u), "k": 10}).status_code
+              for u in range(1, 101)]
+  assert statuses == [200] * 100
+
+
+def test_a_request_that_breaks_the_pipeline_fails_alone(server):
+  """A request the pipeline cannot answer, batched with innocent ones: only it fails."""
+  recommender = server.service.current
+  original = recommender.recommend
+
+  def fragile(requests):
+    if any(r.user_id == "poison" for r in requests):
+      raise OverflowError("the pipeline broke on this request")
+    return original(requests)
+
+  recommender.recommend = fragile
+  try:
+    for _ in range(20):
+      statuses = {}
+
+      def call(user):
+        statuses[user] = post(server, "/v1/recommend", {"user_id": user, "k": 3}).status_code
+
+      users = ["poison"] + [str(u) for u in range(1, 8)]
+      threads = [threading.Thread(target=call, args=(u,)) for u in users]
+      for thread in threads:
+        thread.start()
+      for thread in threads:
+        thread.join()
+      assert statuses.pop("poison") == 500
+      assert set(statuses.values()) == {200}, statuses
+  finally:
+    recommender.recommend = original
+  metrics = httpx.get(server.url + "/metrics").text
+  assert 'jaxrec_requests_total{endpoint="/v1/recommend",status="500"} 20.0' in metrics
 
 
 def test_decision_log_joins_feedback_for_off_policy_evaluation(server, ml100k, export_root):

@@ -12,11 +12,11 @@ from jaxrec.data.tokenize import TOKEN_DTYPE
 from jaxrec.models.event_tokens import TOKEN_FIELDS
 from jaxrec.rerank.config import RerankConfig
 from jaxrec.rerank.posteriors import BetaPosteriors
-from jaxrec.retrieval.export import export_workdir
-from jaxrec.train.evaluate import restore_best
+from jaxrec.train.export import export_workdir
+from jaxrec.train.restore import restore_model
 from jaxrec.train.trainer import train
 from serving.app import create_app
-from serving.recommender import Recommender, Request, ServingConfig
+from jaxrec.serve.recommender import Recommender, Request, ServingConfig
 from test_serving import Server  # the real uvicorn server on a free port
 
 K = 10
@@ -38,7 +38,7 @@ def workdirs(ml100k, tmp_path_factory):
 @pytest.fixture(scope="module")
 def offline(workdirs):
   """The workdir's own model: item vectors and a jitted query_vectors."""
-  run, _ = restore_best(str(workdirs / "foundation"))
+  run = restore_model(str(workdirs / "foundation"))
   model = nnx.merge(run.graphdef, run.state)
   items = np.asarray(run.task.item_vectors(model))
   query = jax.jit(run.task.query_vectors)

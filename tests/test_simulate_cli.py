@@ -8,7 +8,7 @@ from jaxrec import cli
 from jaxrec.config import apply_overrides, load_config
 from jaxrec.data.storage import PreparedDataset
 from jaxrec.eval.simulation import read_log
-from jaxrec.retrieval.export import export_workdir
+from jaxrec.train.export import export_workdir
 from jaxrec.train.trainer import train
 
 WORLD = ["data.dataset=synthetic", "data.split=temporal", "data.synthetic.num_users=120",

@@ -14,10 +14,10 @@ from jaxrec.data.prepare import PrepareOptions, prepare
 from jaxrec.data.sources import load_raw
 from jaxrec.errors import UserError
 from jaxrec.rerank.posteriors import BetaPosteriors
-from jaxrec.retrieval.export import export_workdir
+from jaxrec.train.export import export_workdir
 from jaxrec.train.trainer import build_task, train
 from jaxrec.train.user_features import UserEncoder
-from serving.recommender import Recommender, Request, ServingConfig
+from jaxrec.serve.recommender import Recommender, Request, ServingConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -77,6 +77,16 @@ class Partitioner:
     return jax.tree.map(lambda spec, x: self._mesh_spec(spec, x.shape), specs, abstract_state,
                         is_leaf=lambda x: isinstance(x, P))
 
+  def abstract(self, build: Callable[[], nnx.Module]):
+    """A model's (graphdef, state of ShapeDtypeStructs placed on the mesh): the target a
+    checkpoint restores onto, with nothing materialised."""
+    with nnx.use_eager_sharding(False):
+      graphdef, abstract_state = nnx.split(nnx.eval_shape(build))
+    shardings = self.state_shardings(abstract_state)
+    return graphdef, jax.tree.map(
+        lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+        abstract_state, shardings)
+
   def init(self, build: Callable[[], nnx.Module]):
     """Builds a model's state sharded over the mesh. Returns (graphdef, state, shardings)."""
     with nnx.use_eager_sharding(False):

@@ -8,6 +8,10 @@ count, so 16 MB per million items), which makes a request's lookup one gather.
 One instance is shared by a serving process: feedback handlers `update` it while request threads
 `sample` from it, so every access holds a lock. Sampling copies the parameters under the lock
 and draws outside it, keeping the lock's hold time to a gather.
+
+Feedback comes from outside, so counts are bounded: one row adds at most MAX_INCREMENT, and a
+count saturates at MAX_COUNT (exact in float64, far from int64's limit). Saturating both counts
+keeps engagements <= impressions, so Beta's parameters stay positive whatever is sent.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ import numpy as np
 
 from jaxrec.errors import UserError
 from jaxrec.rerank import checks
+
+MAX_INCREMENT = 1_000_000  # impressions or engagements one feedback row may add
+MAX_COUNT = 2**53  # a count saturates here
 
 
 class BetaPosteriors:
@@ -48,9 +55,18 @@ class BetaPosteriors:
     if (impressions < 0).any() or (engagements < 0).any() or (engagements > impressions).any():
       raise UserError("each feedback row needs 0 <= engagements <= impressions; an engagement "
                       "without its impression must count the impression too.")
+    if len(impressions) and impressions.max() > MAX_INCREMENT:
+      raise UserError(f"a feedback row adds at most {MAX_INCREMENT:,} impressions, got "
+                      f"{impressions.max():,}; send larger counts as several rows.")
+    # Per-item sums first (no int64 overflow: at most len(items) * MAX_INCREMENT), then added to
+    # counts of at most MAX_COUNT, saturating there.
+    unique, index = np.unique(items, return_inverse=True)
+    added = np.zeros((2, len(unique)), np.int64)
+    np.add.at(added, (0, index), impressions)  # add.at: repeated ids all count
+    np.add.at(added, (1, index), engagements)
     with self._lock:
-      np.add.at(self._impressions, items, impressions)  # add.at: repeated ids all count
-      np.add.at(self._engagements, items, engagements)
+      for counts, more in ((self._impressions, added[0]), (self._engagements, added[1])):
+        counts[unique] = np.minimum(counts[unique] + more, MAX_COUNT)
 
   def impressions(self, items) -> np.ndarray:
     items = self._ids(items)

@@ -43,6 +43,11 @@ QUERY_ENCODER = "query_encoder"
 VOCAB = "vocab"
 RANKER = "ranker"
 DATASET = "dataset"
+# An exported model directory (the query encoder, the ranker, a ranker's user encoder): the
+# config that rebuilds the model and its parameters as an Orbax checkpoint of host arrays.
+MODEL_CONFIG = "config.json"
+MODEL_PARAMS = "params"
+USER_ENCODER = "user_encoder"  # in an exported ranker: the model its user-embedding feature reads
 RECALL_KS = (10, 100)
 RECALL_SAMPLE = 1000  # item vectors used as queries when no held-out queries are given
 

@@ -31,6 +31,7 @@ from flax import nnx
 from jaxrec.data.storage import PreparedDataset
 from jaxrec.data.vocab import FIRST_ID
 from jaxrec.errors import UserError
+from jaxrec.train.restore import restore_model
 
 SOURCE_TASKS = ("foundation", "sequential")
 BATCH = 256  # windows per encoder call: one compiled shape
@@ -94,9 +95,8 @@ class UserEncoder:
 
   @classmethod
   def from_workdir(cls, path: str) -> "UserEncoder":
-    from jaxrec.train.evaluate import restore_best
-    run, _ = restore_best(path)
-    return cls(run.task, run.graphdef, run.state)
+    model = restore_model(path)
+    return cls(model.task, model.graphdef, model.state)
 
   def __call__(self, histories: list[np.ndarray], users, times) -> np.ndarray:
     """[N, D]: the query vector after each history's last token (oldest first, TOKEN_DTYPE)

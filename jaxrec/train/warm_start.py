@@ -32,7 +32,6 @@ import re
 import jax
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import PartitionSpec
 
@@ -40,6 +39,7 @@ from jaxrec.data.storage import MANIFEST, PreparedDataset
 from jaxrec.data.vocab import FIRST_ID
 from jaxrec.errors import UserError
 from jaxrec.models.layers import title_bucket
+from jaxrec.train.restore import best_step, checkpoint_reader, load_workdir_config, read_model_state
 
 # Tasks whose training pipeline honours data.train_targets_after.
 NEW_DATA_TASKS = ("sequential", "foundation")
@@ -48,8 +48,6 @@ TITLE_WORDS = "title_words/embedding"
 
 
 def earlier_config(workdir: str):
-  # Imported here: evaluate imports the trainer, which imports this module.
-  from jaxrec.train.evaluate import load_workdir_config
   return load_workdir_config(workdir)
 
 
@@ -125,43 +123,22 @@ def path_name(path) -> str:
   return "/".join(parts[:-1] if parts and parts[-1] == "value" else parts)
 
 
-def _best_checkpoint(workdir: str) -> tuple[ocp.CheckpointManager, int]:
-  """A reader of the earlier run's checkpoints, and its best step."""
-  from jaxrec.train.checkpoint import Checkpointer
-  earlier = earlier_config(workdir)
-  checkpoints = Checkpointer(workdir, earlier.train.keep_checkpoints, earlier.train.metric)
-  step = checkpoints.best_step() or checkpoints.latest_step()
-  checkpoints.close()
-  if step is None:
-    raise UserError(f"--init-from {workdir}: it has no checkpoint yet; let that run reach its "
-                    "first evaluation.")
-  manager = ocp.CheckpointManager(
-      os.path.abspath(workdir) + "/checkpoints", item_names=("state", "loop"),
-      item_handlers={"state": ocp.PyTreeCheckpointHandler(),
-                     "loop": ocp.JsonCheckpointHandler()})
-  return manager, step
-
-
 def _restore_model(workdir: str, sharding) -> tuple[dict[str, np.ndarray], int]:
   """The earlier run's model state at its best step, as {path name: host array}."""
-  manager, step = _best_checkpoint(workdir)
-  metadata = manager.item_metadata(step)["state"]["model"]
-  target = {"model": jax.tree.map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), metadata)}
-  # Only the model is read: the optimizer state (twice its size) starts afresh anyway.
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-      partial_restore=True))).state["model"]
-  manager.close()
-  leaves = jax.tree_util.tree_flatten_with_path(restored)[0]
+  step = best_step(workdir, earlier_config(workdir))
+  with checkpoint_reader(workdir) as manager:
+    metadata = manager.item_metadata(step)["state"]["model"]
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+                        metadata)
+  leaves = jax.tree_util.tree_flatten_with_path(read_model_state(workdir, step, target))[0]
   return {path_name(p): np.asarray(x) for p, x in leaves}, step
 
 
 def earlier_parameter_names(workdir: str) -> set[str]:
   """The parameter paths in the earlier run's checkpoint (read from metadata, no arrays)."""
-  manager, step = _best_checkpoint(workdir)
-  metadata = manager.item_metadata(step)["state"]["model"]
-  manager.close()
+  step = best_step(workdir, earlier_config(workdir))
+  with checkpoint_reader(workdir) as manager:
+    metadata = manager.item_metadata(step)["state"]["model"]
   return {path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(metadata)[0]}
 
 

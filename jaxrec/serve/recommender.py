@@ -34,8 +34,8 @@ from jaxrec.errors import UserError
 from jaxrec.rerank.pipeline import RerankConfig, rerank
 from jaxrec.rerank.posteriors import BetaPosteriors
 from jaxrec.retrieval.bundle import load_bundle
+from jaxrec.train.restore import load_exported
 from jaxrec.train.user_features import UserEncoder
-from serving.models import load_model
 
 BUCKETS = (1, 2, 4, 8, 16, 32)  # request batch sizes compiled at start-up
 RETRIEVAL_HEAD = "retrieval"  # the only score of a bundle without a ranker
@@ -83,21 +83,21 @@ class Recommender:
     self.item_index = {raw: i for i, raw in enumerate(self.item_raw) if i >= FIRST_ID}
     self.user_index = {str(raw): i + FIRST_ID
                        for i, raw in enumerate(self.data.vocabs["user"].raw_ids)}
-    self.query_model = load_model(self.bundle.query_encoder_dir, self.bundle.dataset_dir)
+    self.query_model = load_exported(self.bundle.query_encoder_dir, self.bundle.dataset_dir)
     # The two-tower's query tower reads the request's context (device, hour) beside the history;
     # every other model (SASRec, the foundation model, BPR) reads its input the way evaluation
     # builds it, through its task's history_batch.
     self.two_tower = self.query_model.task.config.task == "two_tower"
     self.ranker = None
     if self.bundle.ranker_dir:
-      self.ranker = load_model(self.bundle.ranker_dir, self.bundle.dataset_dir)
+      self.ranker = load_exported(self.bundle.ranker_dir, self.bundle.dataset_dir)
       self.heads = self.ranker.task.heads
       self.policy = config.policy or dict(self.ranker.task.config.policy)
       self.score = self.ranker.jit("predictions")
       self.features = RankingFeatures(self.data)
       self.user_encoder = None  # a ranker with the foundation user-embedding feature reads it
       if self.ranker.task.user_encoder_dir:
-        encoder = load_model(self.ranker.task.user_encoder_dir, self.bundle.dataset_dir)
+        encoder = load_exported(self.ranker.task.user_encoder_dir, self.bundle.dataset_dir)
         self.user_encoder = UserEncoder(encoder.task, encoder.graphdef, encoder.state, batch=None)
     else:
       self.heads = {RETRIEVAL_HEAD: None}

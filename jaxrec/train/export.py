@@ -1,6 +1,6 @@
 """`jaxrec export`: a trained workdir's best checkpoint -> a versioned retrieval bundle.
 
-The bundle (bundle.py) holds every catalogue item's vector from the model, a ScaNN index over them
+The bundle (retrieval/bundle.py) holds every catalogue item's vector from the model, a ScaNN index over them
 with its recall measured against exact search on the validation users' query vectors, the model
 parameters as an Orbax checkpoint with the config that rebuilds the model (serving runs its query
 tower; its item tower embeds items added after training), and the dataset's vocabularies. Any
@@ -16,19 +16,12 @@ import tempfile
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
-from flax import nnx
 
-from jaxrec.config import save_config
 from jaxrec.data.vocab import FIRST_ID
 from jaxrec.errors import UserError
-from jaxrec.retrieval.bundle import write_bundle
+from jaxrec.retrieval.bundle import USER_ENCODER, write_bundle
 from jaxrec.retrieval.index import ScannParams, is_unit_norm, params_for
-from jaxrec.train.evaluate import restore_best
-
-CONFIG = "config.json"
-PARAMS = "params"
-USER_ENCODER = "user_encoder"  # in an exported ranker: the model its user-embedding feature reads
+from jaxrec.train.restore import TrainedModel, restore_model, save_exported
 
 
 def next_version(export_root: str) -> int:
@@ -39,31 +32,21 @@ def next_version(export_root: str) -> int:
   return max(versions, default=0) + 1
 
 
-def embeddings(run) -> tuple[np.ndarray, np.ndarray]:
-  """(item vectors [V - 2, D], validation query vectors [U, D]) of a restored run."""
-  task = run.task
-  model = nnx.merge(run.graphdef, run.state)
+def embeddings(model: TrainedModel) -> tuple[np.ndarray, np.ndarray]:
+  """(item vectors [V - 2, D], validation query vectors [U, D]) of a restored model."""
+  task, module = model.task, model.model()
   try:
-    items = jax.jit(task.item_vectors)(model)
+    items = jax.jit(task.item_vectors)(module)
     query = jax.jit(task.query_vectors)
   except NotImplementedError as e:
-    raise UserError(f"task {run.config.task!r} cannot be exported: {e}. Export a two_tower, "
+    raise UserError(f"task {model.config.task!r} cannot be exported: {e}. Export a two_tower, "
                     "sequential or bpr workdir.") from e
   queries = []
   for batch in task.eval_batches("valid"):
     weight = batch.pop("weight")
-    vectors = np.asarray(query(model, run.partitioner.shard_inputs(batch)))
+    vectors = np.asarray(query(module, model.partitioner.shard_inputs(batch)))
     queries.append(vectors[weight > 0])
   return np.asarray(items, np.float32)[FIRST_ID:], np.concatenate(queries).astype(np.float32)
-
-
-def save_params(run, out_dir: str) -> None:
-  """A restored run's parameters (Orbax, host arrays: they restore onto any mesh, or none) and
-  the config that rebuilds its model."""
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(os.path.join(out_dir, PARAMS), jax.device_get(nnx.to_pure_dict(run.state)))
-  checkpointer.wait_until_finished()
-  save_config(run.config, os.path.join(out_dir, CONFIG))
 
 
 def export_workdir(workdir: str, export_root: str, version: int | None = None,
@@ -89,9 +72,9 @@ def export_workdir(workdir: str, export_root: str, version: int | None = None,
   if os.path.exists(out):
     raise UserError(f"{out} already exists: bundles are never overwritten. Pick another "
                     "--version or leave it out to take the next one.")
-  run, step = restore_best(workdir)
-  ranker_run = _ranker(ranker, run) if ranker else None
-  items, queries = embeddings(run)
+  model = restore_model(workdir)
+  ranking = _ranker(ranker, model) if ranker else None
+  items, queries = embeddings(model)
   scann = ScannParams(exact=True) if exact else None
   if index_overrides:
     tree = params_for(items)
@@ -109,44 +92,44 @@ def export_workdir(workdir: str, export_root: str, version: int | None = None,
   if os.path.exists(results_path):
     with open(results_path) as f:
       results = json.load(f)
-  config = run.config
+  config = model.config
   metadata = {
-      "source": {"workdir": os.path.abspath(workdir), "step": step, "task": config.task,
-                 "model": config.model.name, "dataset": run.task.data.path},
+      "source": {"workdir": os.path.abspath(workdir), "step": model.step, "task": config.task,
+                 "model": config.model.name, "dataset": model.task.data.path},
       "metrics": {split: results[split] for split in ("valid", "test") if split in results},
       "query_dim": int(queries.shape[1]),
       "item_ids": "rows are item vocabulary ids 2..V-1 (vocab/item.npz maps them to raw ids)",
   }
-  if ranker_run is not None:
-    metadata["ranker"] = {"workdir": os.path.abspath(ranker), "step": ranker_run[1],
-                          "heads": list(ranker_run[0].task.heads),
-                          "policy": dict(ranker_run[0].config.policy)}
+  if ranking is not None:
+    metadata["ranker"] = {"workdir": os.path.abspath(ranker), "step": ranking.step,
+                          "heads": list(ranking.task.heads),
+                          "policy": dict(ranking.config.policy)}
   with tempfile.TemporaryDirectory() as tmp:
     params_dir = os.path.join(tmp, "query_encoder")
-    save_params(run, params_dir)
+    save_exported(model, params_dir)
     ranker_dir = None
-    if ranker_run is not None:
+    if ranking is not None:
       ranker_dir = os.path.join(tmp, "ranker")
-      save_params(ranker_run[0], ranker_dir)
-      encoder = ranker_run[0].config.model.get("user_embedding_from")
+      save_exported(ranking, ranker_dir)
+      encoder = ranking.config.model.get("user_embedding_from")
       if encoder:  # the ranker's user-embedding feature: serving computes it with this model
-        save_params(restore_best(encoder)[0], os.path.join(ranker_dir, USER_ENCODER))
+        save_exported(restore_model(encoder), os.path.join(ranker_dir, USER_ENCODER))
     manifest = write_bundle(
         out, item_embeddings=items, item_ids=np.arange(FIRST_ID, FIRST_ID + len(items)),
-        query_params_dir=params_dir, vocab_dir=os.path.join(run.task.data.path, "vocab"),
-        ranker_dir=ranker_dir, dataset_dir=run.task.data.path,
+        query_params_dir=params_dir, vocab_dir=os.path.join(model.task.data.path, "vocab"),
+        ranker_dir=ranker_dir, dataset_dir=model.task.data.path,
         metadata=metadata, scann=scann, held_out_queries=queries)
   return out, manifest
 
 
-def _ranker(workdir: str, retrieval_run):
+def _ranker(workdir: str, retrieval: TrainedModel) -> TrainedModel:
   """The ranking workdir's best checkpoint, checked to fit beside the retrieval model."""
-  run, step = restore_best(workdir)
-  if run.config.task != "ranking":
-    raise UserError(f"--ranker {workdir} holds a {run.config.task!r} run: pass a workdir "
+  ranker = restore_model(workdir)
+  if ranker.config.task != "ranking":
+    raise UserError(f"--ranker {workdir} holds a {ranker.config.task!r} run: pass a workdir "
                     "trained with task 'ranking' (e.g. configs/movielens_dlrm.py).")
-  ours, theirs = (os.path.realpath(r.task.data.path) for r in (retrieval_run, run))
+  ours, theirs = (os.path.realpath(m.task.data.path) for m in (retrieval, ranker))
   if ours != theirs:
     raise UserError(f"the ranker was trained on {theirs} and the retrieval model on {ours}: "
                     "both must read the same prepared dataset (their item ids must agree).")
-  return run, step
+  return ranker
