@@ -5,15 +5,25 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_out
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -c requirements.lock -e ".[test]"
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# Re-resolves core + the serve/tfds/plots/test extras in a throwaway venv and pins the result.
+lock:
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install --quiet --upgrade pip; \
+	"$$tmp/venv/bin/python" -m pip install --quiet -e ".[test]"; \
+	{ sed -n '/^#/p' requirements.lock; "$$tmp/venv/bin/python" -m pip freeze --exclude-editable; } \
+	  > "$$tmp/lock"; \
+	mv "$$tmp/lock" requirements.lock
 
 demo: $(STAMP)
 	$(VENV)/bin/jaxrec data prepare --dataset movielens-100k --out $(DEMO_DIR)/ml-100k --overwrite

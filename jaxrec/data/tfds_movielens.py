@@ -38,7 +38,11 @@ def load_tfds_movielens(name: str, data_dir: str | None = None,
   if name not in BUILDERS:
     raise UserError(f"unknown TFDS MovieLens dataset {name!r}. Choose one of: "
                     f"{', '.join(BUILDERS)} (or movielens-100k, which needs no TFDS).")
-  import tensorflow_datasets as tfds  # slow to import: only when this source is used
+  try:
+    import tensorflow_datasets as tfds  # slow to import: only when this source is used
+  except ModuleNotFoundError as e:
+    raise UserError(f"the TFDS MovieLens sources need the tfds extra ({e.name} is not "
+                    "installed): pip install 'jaxrec[tfds]', or use --dataset movielens-100k.") from e
   builder_name, root = BUILDERS[name], tfds_dir(data_dir)
   try:
     if download:

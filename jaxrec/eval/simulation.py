@@ -176,7 +176,11 @@ def check_same_world(expected: SyntheticConfig, got: SyntheticConfig, what: str)
 
 def plot_days(reports_by_policy: dict[str, list[dict]], path: str) -> None:
   """One PNG: retention, clicks and watch per active user, satisfaction, by day, per policy."""
-  import matplotlib
+  try:
+    import matplotlib
+  except ModuleNotFoundError as e:
+    raise UserError(f"the plot {path} needs the plots extra ({e.name} is not installed): "
+                    "pip install 'jaxrec[plots]'") from e
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   panels = [("retention", "active users / users"), ("clicks_per_active", "clicks per active user"),
