@@ -5,7 +5,7 @@
 A ranking model whose 26 sparse features share one 64-wide table (4096 examples per batch:
 106,496 lookups a step) followed by DLRM's dot interaction, a 256-128 top MLP and a click head,
 trained by jaxrec's train step. Sparse: the table is updated by row-wise Adagrad on the rows the
-batch touched (jaxrec.train.sparse_update), the MLPs by Adam. Dense: the same model with the table
+batch touched (jaxrec.models.row_optimizers), the MLPs by Adam. Dense: the same model with the table
 an ordinary parameter, updated by optax Adagrad over every row (the MLPs by Adam), which is what
 differentiating through the lookup and handing the gradient to optax costs. The two tables sizes
 run in the same process; steps are timed after compilation and one warm-up step.
@@ -33,7 +33,7 @@ from common import print_table, write_result  # noqa: E402
 from jaxrec.models.dlrm import MLP  # noqa: E402
 from jaxrec.models.embedding import ShardedEmbedding  # noqa: E402
 from jaxrec.parallel.partitioner import Partitioner  # noqa: E402
-from jaxrec.train.sparse_update import RowOptimizer  # noqa: E402
+from jaxrec.models.row_optimizers import RowOptimizer  # noqa: E402
 from jaxrec.train.step import make_train_step, trainable  # noqa: E402
 
 BATCH, FEATURES, DIM = 4096, 26, 64

@@ -7,7 +7,7 @@ rating is one interaction, so confidence only separates seen from unseen).
   jaxrec train --config configs/movielens_als.py:smoke --workdir /tmp/smoke
 """
 
-from jaxrec.baselines.evaluate import baseline_config, baseline_variant
+from jaxrec.train.defaults import baseline_config, baseline_variant
 
 
 def get_config(arg=None):

@@ -4,7 +4,7 @@
   jaxrec train --config configs/movielens_popularity.py:smoke --workdir /tmp/smoke
 """
 
-from jaxrec.baselines.evaluate import baseline_config, baseline_variant
+from jaxrec.train.defaults import baseline_config, baseline_variant
 
 
 def get_config(arg=None):

@@ -6,7 +6,7 @@ models' protocol. k and shrink were picked on validation NDCG@10 over k in
   jaxrec train --config configs/movielens_userknn.py:smoke --workdir /tmp/smoke
 """
 
-from jaxrec.baselines.evaluate import baseline_config, baseline_variant
+from jaxrec.train.defaults import baseline_config, baseline_variant
 
 
 def get_config(arg=None):

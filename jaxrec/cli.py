@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from jaxrec.data.tokenize import MERGE_GAP
 from jaxrec.errors import UserError
 
 
@@ -36,7 +37,7 @@ def _data_parser(sub) -> None:
   prep.add_argument("--split-times", type=_split_times, default=(0.8, 0.9),
                     help="temporal split cut-offs t1,t2: quantiles or Unix seconds")
   prep.add_argument("--kcore", type=int, default=0, help="keep users/items with >= k interactions")
-  prep.add_argument("--merge-gap", type=int, default=1800,
+  prep.add_argument("--merge-gap", type=int, default=MERGE_GAP,
                     help="merge a user's consecutive events on one item within this many seconds")
   prep.add_argument("--no-merge", action="store_true", help="one token per event")
   prep.add_argument("--events", default="",

@@ -4,7 +4,7 @@
                          and combined scores, the stage that placed each item, per-stage timings
     POST /v1/similar     item-to-item by embedding
     POST /v1/feedback    impressions and outcomes -> the exploration posteriors
-With a decision log (`--decision-log DIR`, serving/decision_log.py), each answer gets a
+With a decision log (`--decision-log DIR`, jaxrec/eval/offpolicy/decision_log.py), each answer gets a
 `request_id` and is logged with its propensities, and feedback events quoting it are logged too.
     GET  /healthz, /readyz, /metrics (Prometheus), /docs (OpenAPI)
 
@@ -33,10 +33,10 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from jaxrec.errors import UserError
+from jaxrec.eval.offpolicy.decision_log import DecisionLog
 from jaxrec.rerank.posteriors import MAX_INCREMENT, BetaPosteriors
 from jaxrec.retrieval.bundle import complete_versions, latest_version
 from serving.batcher import Batcher, Overloaded
-from serving.decision_log import DecisionLog
 from jaxrec.serve.recommender import BUCKETS, Recommender, Request, ServingConfig
 
 
@@ -108,14 +108,28 @@ class Metrics:
                          registry=self.registry)
 
 
+def files_signature(path: str) -> tuple:
+  """(relative name, size, mtime) of every file under `path`: changes when a copy progresses."""
+  found = []
+  for folder, _, names in os.walk(path):
+    for name in names:
+      with contextlib.suppress(OSError):  # removed meanwhile: the next look sees the change
+        stat = os.stat(os.path.join(folder, name))
+        found.append((os.path.relpath(os.path.join(folder, name), path), stat.st_size,
+                      stat.st_mtime_ns))
+  return tuple(sorted(found))
+
+
 class Service:
   def __init__(self, export_root: str, config: ServingConfig, max_batch: int, max_wait_ms: float,
                max_queue: int):
-    self.export_root = export_root
+    self.export_root = os.path.abspath(export_root)  # versions compare as absolute paths
     self.config = config
     self.posteriors = BetaPosteriors(0)
     self.current: Recommender | None = None
-    self.refused: set[str] = set()
+    # Refused bundle -> its files' (name, size, mtime) when refused: retried once they change (a
+    # copy still in progress completes), never reloaded while they stay the same.
+    self.refused: dict[str, tuple] = {}
     self.metrics = Metrics()
     self.batcher = Batcher(self._answer, max_batch=min(max_batch, BUCKETS[-1]),
                            max_wait_ms=max_wait_ms, max_queue=max_queue)
@@ -131,7 +145,7 @@ class Service:
       recommender.warm_up()
     except Exception as e:  # any failure refuses the bundle: the service must keep serving
       logging.error("refusing bundle %s: %s", path, e)
-      self.refused.add(path)
+      self.refused[path] = files_signature(path)
       self.metrics.reloads.labels("refused").inc()
       return False
     self.current = recommender
@@ -151,7 +165,9 @@ class Service:
         path = latest_version(self.export_root)
       except UserError:
         continue
-      if path != getattr(self.current, "version", None) and path not in self.refused:
+      if path == getattr(self.current, "path", None):
+        continue
+      if path not in self.refused or self.refused[path] != files_signature(path):
         await asyncio.to_thread(self.load, path)
 
 
@@ -165,7 +181,7 @@ def create_app(export_root: str, config: ServingConfig | None = None, *, max_bat
   @contextlib.asynccontextmanager
   async def lifespan(app):
     # The newest bundle that loads; none at all: refuse to start, with the message.
-    versions = complete_versions(export_root)
+    versions = complete_versions(service.export_root)
     for path in versions:
       if await asyncio.to_thread(service.load, path):
         break

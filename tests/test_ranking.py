@@ -13,7 +13,7 @@ from jaxrec.errors import UserError
 from jaxrec.models.dlrm import DLRM, DLRMSpec
 from jaxrec.models.embedding import pool
 from jaxrec.train.ranking import RankingTask, head_loss, head_prediction
-from jaxrec.train.sparse_update import RowOptimizer
+from jaxrec.models.row_optimizers import RowOptimizer
 from jaxrec.train.step import make_train_step, trainable
 from jaxrec.train.trainer import train
 

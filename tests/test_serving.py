@@ -166,7 +166,15 @@ def test_similar_feedback_health_and_metrics(server, ml100k):
   assert "jaxrec_stage_seconds_bucket" in metrics and "jaxrec_model_version 1.0" in metrics
 
 
-def test_overflowing_feedback_cannot_break_recommendations(server, ml100k):
+@pytest.fixture(scope="module")
+def plain_server(export_root):
+  """A server without a decision log, for tests whose traffic must not reach the shared log."""
+  with Server(create_app(export_root, ServingConfig(candidates=200), reload_interval=3600)) as s:
+    yield s
+
+
+def test_overflowing_feedback_cannot_break_recommendations(plain_server, ml100k):
+  server = plain_server
   item = str(ml100k.vocabs["item"].raw(np.array([40]))[0])
   for impressions in (9223372036854775807, 2**70, -1, "5", True):
     response = post(server, "/v1/feedback", {"events": [
@@ -181,8 +189,9 @@ def test_overflowing_feedback_cannot_break_recommendations(server, ml100k):
   assert statuses == [200] * 100
 
 
-def test_a_request_that_breaks_the_pipeline_fails_alone(server):
+def test_a_request_that_breaks_the_pipeline_fails_alone(plain_server):
   """A request the pipeline cannot answer, batched with innocent ones: only it fails."""
+  server = plain_server
   recommender = server.service.current
   original = recommender.recommend
 
@@ -265,7 +274,7 @@ def test_hot_reload_under_traffic_and_a_broken_bundle_refused(server, export_roo
     # A new version appears atomically (copied under a hidden name, then renamed).
     shutil.copytree(os.path.join(export_root, "1"), os.path.join(export_root, ".2.tmp"))
     os.rename(os.path.join(export_root, ".2.tmp"), os.path.join(export_root, "2"))
-    wait_for(lambda: server.service.current.version.endswith("/2"))
+    wait_for(lambda: server.service.current.version == "2")
     # A damaged one is refused; version 2 keeps serving.
     shutil.copytree(os.path.join(export_root, "1"), os.path.join(export_root, ".3.tmp"))
     with open(os.path.join(export_root, ".3.tmp", "items.npy"), "r+b") as f:
@@ -278,9 +287,37 @@ def test_hot_reload_under_traffic_and_a_broken_bundle_refused(server, export_roo
     for thread in threads:
       thread.join()
   assert not failures, failures[:3]
-  assert server.service.current.version.endswith("/2")
+  assert server.service.current.version == "2"
   body = post(server, "/v1/recommend", {"user_id": "7", "k": 5}).json()
-  assert body["model_version"].endswith("/2")
+  assert body["model_version"] == "2"
+
+
+def test_relative_root_does_not_reload_and_a_bundle_copied_file_by_file_goes_live(
+    export_root, tmp_path):
+  root = tmp_path / "exports"
+  shutil.copytree(os.path.join(export_root, "1"), root / "1")
+  app = create_app(os.path.relpath(root), ServingConfig(candidates=50), reload_interval=0.2)
+  with Server(app) as server:
+    def loads():
+      text = httpx.get(server.url + "/metrics").text
+      return [line for line in text.splitlines() if line.startswith("jaxrec_reloads_total")]
+
+    time.sleep(2)  # ten looks at the root: the live bundle is not loaded again
+    assert loads() == ['jaxrec_reloads_total{result="loaded"} 1.0'], loads()
+    # A plain file-by-file copy that writes the manifest first: not a candidate until complete.
+    source, target = root / "1", root / "2"
+    target.mkdir()
+    shutil.copy2(source / "manifest.json", target / "manifest.json")
+    time.sleep(1)
+    assert server.service.current.version == "1" and not server.service.refused
+    for name in sorted(os.listdir(source)):
+      if name != "manifest.json":
+        copy = shutil.copytree if (source / name).is_dir() else shutil.copy2
+        copy(source / name, target / name)
+    wait_for(lambda: server.service.current.version == "2")
+    body = post(server, "/v1/recommend", {"user_id": "5", "k": 3}).json()
+    assert body["model_version"] == "2"
+    assert httpx.get(server.url + "/readyz").json()["model_version"] == "2"
 
 
 def test_serve_without_a_bundle_says_so(tmp_path, capsys):

@@ -4,7 +4,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxrec.train.sparse_update import RowOptimizer
+from jaxrec.models.row_optimizers import RowOptimizer
 
 
 def _batch(seed, rows=50, dim=4, n=12):

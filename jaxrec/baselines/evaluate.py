@@ -14,7 +14,6 @@ import time
 from collections.abc import Sequence
 
 import jax
-import ml_collections
 import numpy as np
 
 from jaxrec.baselines.als import ALS
@@ -133,29 +132,3 @@ def fit_baseline(config, workdir: str) -> dict:
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=2)
   return results
-
-
-def baseline_config(name: str, **model) -> ml_collections.ConfigDict:
-  """A baseline experiment: the sequential configs' data and eval sections, and model `name`."""
-  from jaxrec.train.defaults import sequential_config
-  defaults = sequential_config()
-  c = ml_collections.ConfigDict()
-  c.task = "baseline"
-  c.seed = defaults.seed
-  c.data = defaults.data
-  c.eval = defaults.eval
-  c.eval.ks = (10, 20, 100)
-  c.model = ml_collections.ConfigDict({"name": name, **model})
-  return c
-
-
-def baseline_variant(config: ml_collections.ConfigDict, arg: str | None,
-                     **smoke_model) -> ml_collections.ConfigDict:
-  """A baseline config file's `:arg`: none for the full run, `smoke` sets `smoke_model` in
-  config.model (the few settings that make a fit take seconds)."""
-  if arg is None:
-    return config
-  if arg == "smoke":
-    config.model.update(smoke_model)
-    return config
-  raise ValueError(f"unknown config variant {arg!r}: use no variant or ':smoke'")

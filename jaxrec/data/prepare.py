@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from jaxrec.data import features, splits as splits_lib, storage
 from jaxrec.data.events import EventType, RawDataset
 from jaxrec.data.filtering import kcore_mask
-from jaxrec.data.tokenize import TOKEN_DTYPE, tokenize
+from jaxrec.data.tokenize import MERGE_GAP, TOKEN_DTYPE, tokenize
 from jaxrec.data.vocab import FIRST_ID, Vocabulary
 from jaxrec.errors import UserError
 
@@ -25,7 +25,7 @@ class PrepareOptions:
   split: str = "loo"  # "loo" (leave-one-out by time) or "temporal" (global cut-offs)
   split_times: tuple[float, float] = (0.8, 0.9)  # temporal: quantiles in (0, 1) or Unix seconds
   kcore: int = 0  # drop users and items with fewer interactions; 0 keeps everything
-  merge_gap: int | None = 1800  # seconds; None turns event merging off
+  merge_gap: int | None = MERGE_GAP  # seconds; None turns event merging off
   # Event types to keep, e.g. ("click", "play", "like"): a model of what users engage with
   # rather than of what they were shown. Empty keeps every event.
   events: tuple[str, ...] = ()
@@ -187,6 +187,6 @@ def open_or_prepare(cfg) -> storage.PreparedDataset:
   raw = load_raw(cfg.dataset, data_dir=cfg.get("data_dir") or None, path=cfg.get("path") or None,
                  columns=columns, synthetic=dict(synthetic) if synthetic else None)
   options = PrepareOptions(split=cfg.split, split_times=tuple(cfg.get("split_times", (0.8, 0.9))),
-                           kcore=cfg.get("kcore", 0), merge_gap=cfg.get("merge_gap", 1800),
+                           kcore=cfg.get("kcore", 0), merge_gap=cfg.get("merge_gap", MERGE_GAP),
                            events=tuple(e for e in cfg.get("events", "").split(",") if e))
   return prepare(raw, cfg.dir, options)

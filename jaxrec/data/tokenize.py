@@ -28,6 +28,7 @@ TOKEN_DTYPE = np.dtype([
     ("gap", np.int32),        # log2-bucketed seconds since the user's previous token, 1..NUM_GAP_BUCKETS-1
 ])
 NUM_GAP_BUCKETS = 40
+MERGE_GAP = 1800  # seconds: a user's events on one item this close merge into one token
 NUM_HOURS = 25
 NUM_WEEKDAYS = 8
 

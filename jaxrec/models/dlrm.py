@@ -27,7 +27,7 @@ from flax import nnx
 
 from jaxrec.models.embedding import ShardedEmbedding, pool
 from jaxrec.models.layers import Dense
-from jaxrec.train.sparse_update import RowOptimizer
+from jaxrec.models.row_optimizers import RowOptimizer
 
 INTERACTIONS = ("dot", "dcn", "fm", "none")
 STACKED = "stacked"  # the table small features share
@@ -87,13 +87,12 @@ class CrossLayer(nnx.Module):
 
 
 class DLRM(nnx.Module):
-  def __init__(self, spec: DLRMSpec, *, rngs: nnx.Rngs, row_optimizer: RowOptimizer | None = None,
-               row_axis: str | None = "model"):
+  def __init__(self, spec: DLRMSpec, *, rngs: nnx.Rngs,
+               row_optimizer: RowOptimizer | None = None):
     self.spec = spec
     own, offsets, stacked_rows = self._layout()
     sizes = {**own, **({STACKED: stacked_rows} if offsets else {})}
-    table = lambda rows, dim: ShardedEmbedding(rows, dim, rngs=rngs, row_optimizer=row_optimizer,
-                                               row_axis=row_axis)
+    table = lambda rows, dim: ShardedEmbedding(rows, dim, rngs=rngs, row_optimizer=row_optimizer)
     tables = {}
     # + the bottom MLP's output, + the projected user vector
     num_features = len(spec.single_hot) + len(spec.multi_hot) + 1 + bool(spec.user_embedding_dim)

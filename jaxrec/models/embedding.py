@@ -8,7 +8,7 @@ table. Without a mesh, or when the axis does not divide the rows, it is a plain 
 
 A table updated sparsely (the default) is an `EmbeddingTable` variable, not an `nnx.Param`: optax
 never sees it. The train step gathers its rows, differentiates with respect to those rows and
-applies a `RowOptimizer` to the touched rows only (train/sparse_update.py); the optimizer's
+applies a `RowOptimizer` to the touched rows only (models/row_optimizers.py); the optimizer's
 accumulator lives beside the table (`RowOptimizerState`), sharded like its rows, so it is
 checkpointed and restored onto another mesh with the model.
 """
@@ -20,8 +20,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from jaxrec.parallel.partitioner import axis_size, batch_spec
-from jaxrec.train.sparse_update import RowOptimizer, update_sharded
+from jaxrec.parallel.partitioner import axis_size, batch_spec, mesh_axis
+from jaxrec.models.row_optimizers import RowOptimizer, update_sharded
 
 # Rows are padded to a multiple of this, so any row axis of a power-of-two size up to 128 divides
 # them and a checkpoint's shapes do not depend on the mesh it was written on.
@@ -42,11 +42,9 @@ def padded_rows(num_rows: int) -> int:
 
 class ShardedEmbedding(nnx.Module):
   def __init__(self, num_rows: int, dim: int, *, rngs: nnx.Rngs,
-               row_optimizer: RowOptimizer | None = None, init_scale: float = 0.05,
-               row_axis: str | None = "model"):
+               row_optimizer: RowOptimizer | None = None, init_scale: float = 0.05):
     """`row_optimizer` None makes the table an ordinary `nnx.Param` (dense optax updates)."""
     self.num_rows = num_rows
-    self.row_axis = row_axis
     shape = (padded_rows(num_rows), dim)
     value = nnx.initializers.normal(init_scale)(rngs.params(), shape, jnp.float32)
     kind = nnx.Param if row_optimizer is None else EmbeddingTable
@@ -54,6 +52,11 @@ class ShardedEmbedding(nnx.Module):
     accumulator = row_optimizer.init(value) if row_optimizer is not None else None
     self.accumulator = (None if accumulator is None else RowOptimizerState(
         accumulator, out_sharding=("vocab", "embed")[:accumulator.ndim]))
+
+  @property
+  def row_axis(self) -> str | None:
+    """The mesh axis the rows are split over: where the partitioner's rules put "vocab"."""
+    return mesh_axis("vocab")
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     """ids [B, ...] -> rows [B, ..., D]; ids must be in [0, num_rows)."""

@@ -8,6 +8,8 @@ one device is never built on one device first.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Callable
 
 import jax
@@ -18,7 +20,27 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from jaxrec.errors import UserError
 
 BATCH_AXIS = "data"
-DEFAULT_RULES = {"vocab": "model", "embed": None, "mlp": "model", "heads": "model"}
+MODEL_AXIS = "model"
+DEFAULT_AXES = (BATCH_AXIS, MODEL_AXIS)
+# The one statement of how logical axes map to mesh axes; configs start from it (defaults.py).
+DEFAULT_RULES = {"vocab": MODEL_AXIS, "embed": None, "mlp": MODEL_AXIS, "heads": MODEL_AXIS}
+# The rules of the partitioner whose jit is tracing: code inside a model (the sharded lookup)
+# reads its mesh axis from them rather than having it passed down through every constructor.
+_RULES = contextvars.ContextVar("jaxrec_axis_rules", default=DEFAULT_RULES)
+
+
+def mesh_axis(logical: str) -> str | None:
+  """The mesh axis the current partitioner's rules map a logical axis name to."""
+  return _RULES.get().get(logical)
+
+
+@contextlib.contextmanager
+def axis_rules(rules: dict[str, str | None]):
+  token = _RULES.set(dict(rules))
+  try:
+    yield
+  finally:
+    _RULES.reset(token)
 
 
 def axis_size(axis: str | None, dim: int) -> int:
@@ -36,7 +58,7 @@ def batch_spec(x: jax.Array) -> P:
 
 
 class Partitioner:
-  def __init__(self, mesh_shape=(-1, 1), axis_names=("data", "model"),
+  def __init__(self, mesh_shape=(-1, 1), axis_names=DEFAULT_AXES,
                rules: dict[str, str | None] | None = None, devices=None):
     devices = list(devices if devices is not None else jax.devices())
     shape = list(mesh_shape)
@@ -97,12 +119,13 @@ class Partitioner:
     return graphdef, state, shardings
 
   def jit(self, fn, **jit_kwargs):
-    """`jax.jit(fn)` whose calls run (and trace) with this mesh current, so code inside can ask
-    for it (`jax.sharding.get_abstract_mesh()`): the sharded embedding lookups and updates do."""
+    """`jax.jit(fn)` whose calls run (and trace) with this mesh and these rules current, so code
+    inside can ask for them (`jax.sharding.get_abstract_mesh()`, `mesh_axis`): the sharded
+    embedding lookups and updates do."""
     jitted = jax.jit(fn, **jit_kwargs)
 
     def call(*args):
-      with jax.set_mesh(self.mesh):
+      with jax.set_mesh(self.mesh), axis_rules(self.rules):
         return jitted(*args)
 
     return call

@@ -183,22 +183,35 @@ def latest_version(export_root: str) -> str:
 
 
 def complete_versions(export_root: str) -> list[str]:
-  """Paths of the complete bundles under `export_root`, newest (highest version) first.
+  """Absolute paths of the complete bundles under `export_root`, newest (highest version) first.
 
   Version directories are named by integers (counters or timestamps); anything else, such as
   the hidden temporary directory of an export in progress, is ignored, and so is a version
-  directory without a manifest (still being copied in).
+  directory still being copied in: one whose manifest, or a file the manifest lists, is not
+  there yet (a plain `cp -a` may write the manifest before the index).
   """
   if not os.path.isdir(export_root):
     raise UserError(f"{export_root} is not a directory. Export a bundle to "
                     f"{export_root}/<version> first.")
-  versions = [name for name in os.listdir(export_root)
-              if name.isascii() and name.isdigit() and os.path.exists(os.path.join(export_root, name, MANIFEST))]
+  export_root = os.path.abspath(export_root)
+  versions = [name for name in os.listdir(export_root) if name.isascii() and name.isdigit()
+              and _listed_files_present(os.path.join(export_root, name))]
   if not versions:
     raise UserError(f"{export_root} holds no complete bundle: expected directories named by an "
-                    f"integer version (e.g. {export_root}/1) containing {MANIFEST}. Export one "
-                    "first.")
+                    f"integer version (e.g. {export_root}/1) containing {MANIFEST} and every "
+                    "file it lists. Export one first.")
   return [os.path.join(export_root, v) for v in sorted(versions, key=int, reverse=True)]
+
+
+def _listed_files_present(path: str) -> bool:
+  """The manifest reads and every file it lists exists (checksums are load_bundle's job)."""
+  try:
+    with open(os.path.join(path, MANIFEST)) as f:
+      listed = json.load(f).get("sha256")
+  except (OSError, ValueError, AttributeError):
+    return False
+  return isinstance(listed, dict) and all(os.path.isfile(os.path.join(path, name))
+                                          for name in listed)
 
 
 def _check_items(item_embeddings) -> np.ndarray:

@@ -20,6 +20,7 @@ most popular items, ranked, with exploration.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
 import numpy as np
@@ -73,7 +74,8 @@ class Recommender:
       raise UserError(f"{bundle_path} has no dataset to read users' histories from (bundles "
                       "exported before it was always included): export it again with `jaxrec "
                       "export --workdir RETRIEVAL_WORKDIR [--ranker RANKING_WORKDIR] --out DIR`.")
-    self.version = self.bundle.path
+    self.path = self.bundle.path
+    self.version = os.path.basename(self.path)  # what answers expose: the number, not the path
     self.config = config
     self.data = PreparedDataset(self.bundle.dataset_dir)
     self.items = self.data.vocabs["item"]

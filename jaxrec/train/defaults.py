@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ml_collections
 
+from jaxrec.data.tokenize import MERGE_GAP
+from jaxrec.parallel.partitioner import DEFAULT_AXES, DEFAULT_RULES
+
 
 def sequential_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -19,7 +22,7 @@ def sequential_config() -> ml_collections.ConfigDict:
   c.data.split = "loo"
   c.data.split_times = (0.8, 0.9)  # temporal split cut-offs: quantiles or Unix seconds
   c.data.kcore = 0
-  c.data.merge_gap = 1800
+  c.data.merge_gap = MERGE_GAP
   c.data.events = ""  # keep only these event types, e.g. "click,play,like"; "" keeps all
   # Unix seconds: training targets only after this time, the tokens before stay as input; 0 = all.
   # --init-from with train.new_data_only sets it to the earlier run's last event.
@@ -78,9 +81,8 @@ def sequential_config() -> ml_collections.ConfigDict:
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (-1, 1)
-  c.mesh.axes = ("data", "model")
-  c.mesh.rules = ml_collections.ConfigDict(
-      {"vocab": "model", "embed": None, "mlp": "model", "heads": "model"})
+  c.mesh.axes = DEFAULT_AXES
+  c.mesh.rules = ml_collections.ConfigDict(DEFAULT_RULES)
   return c
 
 
@@ -291,4 +293,29 @@ def variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_collection
     return config
   if arg == "smoke":
     return smoke(config)
+  raise ValueError(f"unknown config variant {arg!r}: use no variant or ':smoke'")
+
+
+def baseline_config(name: str, **model) -> ml_collections.ConfigDict:
+  """A baseline experiment: the sequential configs' data and eval sections, and model `name`."""
+  defaults = sequential_config()
+  c = ml_collections.ConfigDict()
+  c.task = "baseline"
+  c.seed = defaults.seed
+  c.data = defaults.data
+  c.eval = defaults.eval
+  c.eval.ks = (10, 20, 100)
+  c.model = ml_collections.ConfigDict({"name": name, **model})
+  return c
+
+
+def baseline_variant(config: ml_collections.ConfigDict, arg: str | None,
+                     **smoke_model) -> ml_collections.ConfigDict:
+  """A baseline config file's `:arg`: none for the full run, `smoke` sets `smoke_model` in
+  config.model (the few settings that make a fit take seconds)."""
+  if arg is None:
+    return config
+  if arg == "smoke":
+    config.model.update(smoke_model)
+    return config
   raise ValueError(f"unknown config variant {arg!r}: use no variant or ':smoke'")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from jaxrec.baselines.evaluate import (baseline_list_report, evaluate_baseline, fitted_baseline,
+                                       protocol)
 from jaxrec.errors import UserError
 from jaxrec.eval.list_metrics import ListCollector, list_report
 from jaxrec.train.restore import load_workdir_config, restore_model
@@ -17,8 +19,6 @@ def evaluate_workdir(workdir: str, split: str = "test") -> dict:
     raise UserError(f"--split must be valid or test, got {split!r}.")
   config = load_workdir_config(workdir)
   if config.task == BASELINE:  # closed form: fitted again (deterministic), then evaluated
-    from jaxrec.baselines.evaluate import (baseline_list_report, evaluate_baseline,
-                                           fitted_baseline, protocol)
     model, ds, _ = fitted_baseline(config)
     lists = ListCollector(ds)
     return {"model": config.model.name, "step": 0,

@@ -29,7 +29,7 @@ from jaxrec.data.tokenize import NUM_GAP_BUCKETS, NUM_HOURS, NUM_WEEKDAYS
 from jaxrec.errors import UserError
 from jaxrec.eval.ranking_metrics import RankingAccumulator
 from jaxrec.models.dlrm import DLRM, DLRMSpec
-from jaxrec.train.sparse_update import KINDS, RowOptimizer
+from jaxrec.models.row_optimizers import KINDS, RowOptimizer
 from jaxrec.train import user_features
 from jaxrec.train.task import Task
 
@@ -140,8 +140,7 @@ class RankingTask(Task):
                     if self.user_encoder_config else 0)
 
   def build_model(self, rngs):
-    return DLRM(self.spec, rngs=rngs, row_optimizer=self.row_optimizer,
-                row_axis=self.config.mesh.rules.get("vocab"))
+    return DLRM(self.spec, rngs=rngs, row_optimizer=self.row_optimizer)
 
   def train_data(self, seed: int):
     return self._dataset("train", seed)

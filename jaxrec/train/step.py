@@ -11,7 +11,7 @@ from flax import nnx
 
 from jaxrec.errors import UserError
 from jaxrec.models.embedding import EmbeddingTable, RowOptimizerState
-from jaxrec.train.sparse_update import RowOptimizer
+from jaxrec.models.row_optimizers import RowOptimizer
 
 
 # Sparsely updated tables and their accumulators: never differentiated, never seen by optax.

@@ -13,7 +13,7 @@ import jax
 from flax import nnx
 
 from jaxrec.eval.metrics import MetricAccumulator
-from jaxrec.train.sparse_update import RowOptimizer
+from jaxrec.models.row_optimizers import RowOptimizer
 
 
 class Task(abc.ABC):

@@ -20,37 +20,21 @@ import jax.numpy as jnp
 import optax
 from clu import metric_writers, periodic_actions
 from etils import epath
-from jax.experimental import multihost_utils
 from flax import nnx
 
-from jaxrec.config import config_json
+from jaxrec.baselines.evaluate import fit_baseline
+from jaxrec.config import check_config, config_json
 from jaxrec.errors import UserError
-from jaxrec.eval.metrics import TOP_ITEMS
+from jaxrec.eval.list_metrics import ListCollector
 from jaxrec.parallel.partitioner import Partitioner
-from jaxrec.train.checkpoint import Checkpointer
+from jaxrec.train.checkpoint import (CHANGES, CONFIG, Checkpointer, changes_record,
+                                    config_history, resume_changes)
+from jaxrec.train.evaluate import list_report_of
+from jaxrec.train.evaluator import Evaluator
 from jaxrec.train.optim import build_optimizer, learning_rate_schedule
 from jaxrec.train.step import NonFiniteGuard, make_train_step, trainable
 from jaxrec.train import warm_start
-
-
-def build_task(config):
-  if config.task == "sequential":
-    from jaxrec.train.sequential import SequentialTask
-    return SequentialTask(config)
-  if config.task == "two_tower":
-    from jaxrec.train.two_tower import TwoTowerTask
-    return TwoTowerTask(config)
-  if config.task == "ranking":
-    from jaxrec.train.ranking import RankingTask
-    return RankingTask(config)
-  if config.task == "bpr":
-    from jaxrec.train.matrix_factorization import BPRTask
-    return BPRTask(config)
-  if config.task == "foundation":
-    from jaxrec.train.foundation import FoundationTask
-    return FoundationTask(config)
-  raise UserError(f"unknown task {config.task!r}: use 'sequential', 'two_tower', 'ranking', "
-                  "'bpr', 'foundation' or 'baseline'.")
+from jaxrec.train.tasks import BASELINE, build_task
 
 
 def _write(workdir: str, name: str, text: str) -> None:
@@ -98,52 +82,51 @@ class Run:
                         self.task.row_optimizer),
         in_shardings=(shardings, opt_shardings, data, replicated),
         out_shardings=(shardings, opt_shardings, replicated), donate_argnums=(0, 1))
-    self.eval_shared = self.partitioner.jit(
-        lambda state: self.task.eval_shared(nnx.merge(self.graphdef, state)),
-        in_shardings=(shardings,))
-    # The shared values keep the placement eval_shared gave them.
-    self.eval_step = self.partitioner.jit(
-        lambda state, batch, shared: self.task.eval_step(nnx.merge(self.graphdef, state), batch,
-                                                         shared),
-        out_shardings=replicated)
+    self.evaluator = Evaluator(self.task, self.partitioner, self.graphdef, shardings)
 
   def evaluate(self, split: str, row_weight=None, lists=None) -> dict:
-    """Mean metrics over a split's users; `row_weight(batch) -> [B]` restricts them (e.g. to
-    users whose held-out item is new). `lists` (eval/list_metrics.ListCollector) gathers the
-    top-k list the eval step ranked for each user, when the task ranks the catalogue."""
-    accumulator = self.task.metric_accumulator()
-    shared = self.eval_shared(self.state)
-    for batch in self.task.eval_batches(split):
-      weight = batch.pop("weight")
-      if row_weight is not None:
-        weight = weight * row_weight(batch)
-      host_batch, batch = batch, self.partitioner.shard_inputs(batch)
-      if jax.process_count() > 1:  # the outputs cover every process's rows
-        weight = multihost_utils.process_allgather(weight, tiled=True)
-      out = jax.device_get(self.eval_step(self.state, batch, shared))
-      top_items = out.pop(TOP_ITEMS, None)
-      if lists is not None and top_items is not None:
-        lists.add(top_items, host_batch, weight)
-      accumulator.add(out, weight)
-    return accumulator.result()
+    """The current state's metrics over a split (evaluate.Evaluator)."""
+    return self.evaluator(self.state, split, row_weight, lists)
 
 
-def train(config, workdir: str) -> dict:
-  if config.task == "baseline":  # fitted in closed form: no training loop
-    from jaxrec.baselines.evaluate import fit_baseline
+def train(config, workdir: str, config_changes_ok=()) -> dict:
+  """Trains `config` in `workdir`, resuming its latest checkpoint if it has one. A resume under a
+  config that differs from the workdir's config.json is refused unless every changed key is in
+  `config_changes_ok` (checkpoint.resume_changes; accepted ones go to config_changes.json)."""
+  check_config(config)
+  if config.task == BASELINE:  # fitted in closed form: no training loop
     return fit_baseline(config, workdir)
   warm_start.resolve(config)  # before config.json: it records the data cut-off it fills in
-  _write(workdir, "config.json", config_json(config))
-  _write(workdir, "git_sha.txt", git_sha() + "\n")
-  run = Run(config)
   cfg = config.train
-  iterator = iter(run.task.train_data(config.seed))
   checkpoints = Checkpointer(workdir, cfg.keep_checkpoints, cfg.metric)
+  if (latest := checkpoints.latest_step()) is None:  # a fresh run: its config before it trains
+    _write(workdir, CONFIG, config_json(config))
+    _write(workdir, "git_sha.txt", git_sha() + "\n")
+  else:  # a resume: compared now, written only once the checkpoint has restored
+    try:
+      changes = resume_changes(workdir, latest, config, tuple(config_changes_ok))
+    except UserError:
+      checkpoints.close()
+      raise
+  run = Run(config)
+  iterator = iter(run.task.train_data(config.seed))
   loop = {"step": 0, "best": None, "best_step": None, "evals_since_best": 0, "skipped": 0,
           "history": []}
-  if (latest := checkpoints.latest_step()) is not None:
-    run.state, run.opt_state, loop = checkpoints.restore(latest, run.state, run.opt_state)
+  if latest is not None:
+    try:
+      run.state, run.opt_state, loop = checkpoints.restore(latest, run.state, run.opt_state)
+    except (ValueError, TypeError, KeyError) as e:
+      if not changes:
+        raise
+      raise UserError(f"the checkpoint at step {latest} in {workdir} does not restore under the "
+                      f"accepted changes ({', '.join(changes)}): {type(e).__name__}: "
+                      f"{str(e).splitlines()[0] if str(e) else ''} {CONFIG} is unchanged; resume "
+                      "without those changes, or train this config in a new --workdir.") from e
     iterator.set_state(loop["data"])
+    if changes:
+      _write(workdir, CHANGES, changes_record(workdir, latest, changes, git_sha()))
+    _write(workdir, CONFIG, config_json(config))
+    _write(workdir, "git_sha.txt", git_sha() + "\n")
     logging.info("resumed from step %d", latest)
   elif config.train.get("init_from"):
     _write(workdir, "warm_start.json", json.dumps(warm_start.warm_start(run, config.train.init_from),
@@ -196,13 +179,13 @@ def train(config, workdir: str) -> dict:
     run.state, _, _ = checkpoints.restore(best_step, run.state, run.opt_state)
   # The last evaluation's metrics are the best checkpoint's when it is the last one.
   valid = last_valid if best_step == loop["step"] and last_valid else run.evaluate("valid")
-  from jaxrec.eval.list_metrics import ListCollector
-  from jaxrec.train.evaluate import run_list_report
   lists = ListCollector(run.task.data)
   results = {"best_step": best_step, "last_step": step, "skipped_steps": guard.skipped,
              f"valid_{cfg.metric}_history": loop["history"],
              "valid": valid, "test": run.evaluate("test", lists=lists),
-             **run.task.protocol("test"), "beyond_accuracy": run_list_report(run, lists)}
+             **run.task.protocol("test"), "beyond_accuracy": list_report_of(run.task, run.graphdef, run.state, lists)}
+  if history := config_history(workdir):  # config.json holds the latest values only
+    results["config_changes"] = history
   checkpoints.close()
   _write(workdir, "results.json", json.dumps(results, indent=2))
   return results

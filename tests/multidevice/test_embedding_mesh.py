@@ -15,7 +15,7 @@ from jaxrec.models.embedding import ShardedEmbedding
 from jaxrec.parallel.partitioner import Partitioner
 from jaxrec.train.checkpoint import Checkpointer
 from jaxrec.train.ranking import head_loss
-from jaxrec.train.sparse_update import RowOptimizer
+from jaxrec.models.row_optimizers import RowOptimizer
 from jaxrec.train.step import make_train_step, trainable
 
 SPEC = DLRMSpec(single_hot={"user": 300, "item": 1000, "hour": 25}, multi_hot={"genres": 20},
