@@ -15,7 +15,7 @@ new, Recall@K (K = 10, 50) of:
   by construction and "2x popularity" is met by any model that ever ranks a new item: degenerate;
 - metadata popularity: training counts, and for a new item the count its year and genres predict
   (the mean count of trained items sharing them): a popularity that CAN rank a new item, the fair
-  reference for "2x popularity" (jaxrec/eval/metadata_baselines.py);
+  reference for "2x popularity" (jaxrec/eval/metrics/metadata_baselines.py);
 - genre profile: the user's history genre shares · the item's genres;
 - recent genre profile: the same, each history item counting half 100 tokens later (the recent
   taste, what a window of recent tokens holds);
@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import RESULTS, ROOT, device, print_table, write_result  # noqa: E402
 
 from jaxrec.config import apply_overrides, load_config  # noqa: E402
-from jaxrec.eval.cold_start import cold_start_report  # noqa: E402
+from jaxrec.eval.metrics.cold_start import cold_start_report  # noqa: E402
 from jaxrec.train.restore import restore_model  # noqa: E402
 from jaxrec.train.trainer import train  # noqa: E402
 
@@ -98,7 +98,7 @@ def bar(report: dict, k: int = 50) -> dict:
 def references_only(datasets: list[str], tmp: str) -> None:
   """Recomputes every stored entry's references (metadata popularity, genre profile, random)
   and bar on the same data, keeping the models' numbers: the references need no training."""
-  from jaxrec.eval.cold_start import cold_items, reference_report
+  from jaxrec.eval.metrics.cold_start import cold_items, reference_report
   from jaxrec.train.sequential import SequentialTask
   with open(os.path.join(RESULTS, "cold_start.json")) as f:
     stored = json.load(f)["datasets"]

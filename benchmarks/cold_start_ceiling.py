@@ -38,7 +38,7 @@ from cold_start import DATASETS  # noqa: E402
 from jaxrec.data import synthetic as world  # noqa: E402
 from jaxrec.data.pipelines import _split_range  # noqa: E402
 from jaxrec.data.prepare import PrepareOptions, prepare  # noqa: E402
-from jaxrec.eval.cold_start import cold_items  # noqa: E402
+from jaxrec.eval.metrics.cold_start import cold_items  # noqa: E402
 
 K = 50
 

@@ -138,10 +138,10 @@ def summarise(runs: dict[str, dict]) -> dict[str, dict]:
 
 
 def world_reference(users: int) -> dict[str, dict]:
-  """The scorer that knows the world's rules (jaxrec/eval/long_history_reference.py) reading
+  """The scorer that knows the world's rules (jaxrec/eval/metrics/long_history_reference.py) reading
   the last 200 and 2,048 tokens: what the context is worth in this world, whatever the model."""
   from jaxrec.data.synthetic_sessions import LongHistoryConfig
-  from jaxrec.eval.long_history_reference import reference_metrics
+  from jaxrec.eval.metrics.long_history_reference import reference_metrics
   dataset, world = prepared_data(users), LongHistoryConfig(num_users=users)
   return {f"@{window}{suffix}": {split: reference_metrics(dataset, world, window, split,
                                                           infer_style=infer_style)
@@ -152,7 +152,7 @@ def world_reference(users: int) -> dict[str, dict]:
 
 def print_reference(result: dict) -> None:
   reference = result["reference"]
-  print("\nthe world's own rules as a scorer (jaxrec/eval/long_history_reference.py), reading the "
+  print("\nthe world's own rules as a scorer (jaxrec/eval/metrics/long_history_reference.py), reading the "
         "last W tokens: an upper reference, not a model\n")
   print_table(["W"] + ["test " + k for k in KEYS] + ["± s.e.", "valid ndcg@10"], [
       [window] + [f"{row['test'][k]:.4f}" for k in KEYS]

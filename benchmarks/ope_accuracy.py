@@ -4,8 +4,8 @@ trade-off over 30 simulated days.
     python benchmarks/ope_accuracy.py [--users 4000] [--log-repeats 5] [--sim-users 4000]
 
 Trains (once, into --workdir) a two-tower and a DLRM on a synthetic dataset (4,000 users, 2,000
-items, 800k events) and exports them as one bundle; the world (jaxrec/eval/simulator.py) is that
-dataset's generator, so the models meet the users they learned about.
+items, 800k events) and exports them as one bundle; the world (jaxrec/eval/simulation/world.py) is
+that dataset's generator, so the models meet the users they learned about.
 
 1. OPE accuracy. The logging policy samples one item per user from softmax(score / T) over the
    serving pipeline's top 20 (its propensities are known exactly); the reward is a click on it.
@@ -14,10 +14,10 @@ dataset's generator, so the models meet the users they learned about.
    whole mass sits on one item the logger picks a few percent of the time). Each target's true
    value is measured by running it in the world on the same day-1 contexts many times. The DM/DR
    reward model is a logistic regression fit on the logged rows only, on the ranker's head
-   predictions and item popularity (jaxrec/eval/offpolicy.py).
+   predictions and item popularity (jaxrec/eval/offpolicy/evaluation.py).
    Bar (issue 8): DR's mean absolute error below IPS's; every true value inside DR's 95% interval.
-   Then the same for 3-item slates: cascade IPS (slate_ope.py) of the two greedy targets' top-3
-   lists from a Plackett-Luce log. Its weights are products over slots, so few logged slates
+   Then the same for 3-item slates: cascade IPS (slate_estimators.py) of the two greedy targets'
+   top-3 lists from a Plackett-Luce log. Its weights are products over slots, so few logged slates
    match a deterministic target's whole top 3 (ESS in the tens to hundreds): the estimate is
    unbiased (checked over 200 logs) but skewed, and its percentile interval can miss the truth
    (seed 2 misses both; seeds 0 and 1 cover both). Other seeds: --seed N --no-write.
@@ -41,8 +41,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import RESULTS, ROOT, print_table, train_config, write_result  # noqa: E402
 
 sys.path.insert(0, ROOT)
-from jaxrec.eval import offpolicy, policies, simulation  # noqa: E402
-from jaxrec.eval.simulator import World  # noqa: E402
+from jaxrec.eval.offpolicy import evaluation, slate_estimators  # noqa: E402
+from jaxrec.eval.simulation import days, policies  # noqa: E402
+from jaxrec.eval.simulation.world import World  # noqa: E402
+from jaxrec.serve import policies as serving_policies  # noqa: E402
+from jaxrec.serve.policies import make_policy  # noqa: E402
+from jaxrec.serve.simulate import bundle_world_config  # noqa: E402
 
 DATA = ["data.dataset=synthetic", "data.split=temporal", "data.synthetic.num_users=4000",
         "data.synthetic.num_items=2000", "data.synthetic.num_events=800000"]
@@ -78,18 +82,18 @@ def true_value(world, state, requests, policy, repeats, seed):
 
 def ope_accuracy(bundle, synthetic, args):
   world = World(synthetic, users=args.users, seed=args.seed)
-  scorer = policies.ServingScorer(bundle, world, args.candidates)
+  scorer = serving_policies.ServingScorer(bundle, world, args.candidates)
   logging = policies.SoftmaxPolicy(scorer, args.temperature)
   targets = {
       "close: softmax T/2": policies.SoftmaxPolicy(scorer, args.temperature / 2),
       "far: ranker greedy": policies.GreedyPolicy(scorer),
-      "far: popularity greedy": policies.GreedyPolicy(policies.PopularityScorer(scorer)),
+      "far: popularity greedy": policies.GreedyPolicy(serving_policies.PopularityScorer(scorer)),
   }
   state = world.reset()
   requests = world.requests(state)
   started = time.perf_counter()
   candidates, _, _ = scorer.scored(world, state, requests)
-  _, x = offpolicy.features(scorer, world, state, requests)
+  _, x = evaluation.features(scorer, world, state, requests)
   score_seconds = time.perf_counter() - started
 
   # The log: every user's day-1 visit, `log_repeats` times over (independent draws of the
@@ -108,8 +112,8 @@ def ope_accuracy(bundle, synthetic, args):
   rows, result = [], {}
   for name, target in targets.items():
     _, probs = target.probabilities(world, state, requests)
-    estimates = offpolicy.estimate(logged, propensity, reward, tile(candidates), tile(probs),
-                                   tile(x), n_boot=args.bootstrap, seed=args.seed)
+    estimates = evaluation.estimate(logged, propensity, reward, tile(candidates), tile(probs),
+                                    tile(x), n_boot=args.bootstrap, seed=args.seed)
     truth, truth_se = true_value(world, state, requests, target, args.truth_repeats, args.seed)
     entry = {"true_value": truth, "true_value_se": truth_se, "estimates": {}}
     for est in ESTIMATORS:
@@ -156,12 +160,11 @@ def ope_accuracy(bundle, synthetic, args):
 
 
 def slate_accuracy(world, scorer, logging, targets, args):
-  """Cascade IPS (jaxrec/eval/slate_ope.py) of the deterministic targets' top-3 lists from a
-  Plackett-Luce log of 3-item slates: the logger records each slot's probability given the items
-  above it, whose running product is the prefix propensity cascade IPS weighs by. In this world a
-  slot's click depends only on the items above it and its own (position, genre fatigue from
+  """Cascade IPS (jaxrec/eval/offpolicy/slate_estimators.py) of the deterministic targets' top-3 lists
+  from a Plackett-Luce log of 3-item slates: the logger records each slot's probability given the
+  items above it, whose running product is the prefix propensity cascade IPS weighs by. In this
+  world a slot's click depends only on the items above it and its own (position, genre fatigue from
   earlier clicks in the slate), which is the cascade assumption."""
-  from jaxrec.eval import slate_ope
   k = 3
   state = world.reset()
   requests = world.requests(state)
@@ -171,14 +174,14 @@ def slate_accuracy(world, scorer, logging, targets, args):
     s, p = logging.slates(world, state, requests, k, rng)
     slates.append(s), conditional.append(p)
     reward.append(world.respond(state, requests, s, rng).click.astype(np.float64))
-  log = slate_ope.SlateLog(
+  log = slate_estimators.SlateLog(
       context=np.tile(requests.users, args.log_repeats), slate=np.concatenate(slates),
       reward=np.concatenate(reward),
-      prefix_propensity=slate_ope.prefix_from_conditional(np.concatenate(conditional)))
+      prefix_propensity=slate_estimators.prefix_from_conditional(np.concatenate(conditional)))
   rows, result = [], {}
   for name, target in targets.items():
     lists, _ = target.slates(world, state, requests, k, rng)
-    estimate = slate_ope.cascade_ips(log, slate_ope.prefix_match(
+    estimate = slate_estimators.cascade_ips(log, slate_estimators.prefix_match(
         log, np.tile(lists, (args.log_repeats, 1))), n_boot=args.bootstrap, seed=args.seed)
     truth = [world.respond(state, requests, lists, rng).click.sum(1).mean()
              for _ in range(args.truth_repeats)]
@@ -206,11 +209,11 @@ def reranking_days(bundle, synthetic, args):
   for scorer_name in ("serving", "oracle"):
     for lam in (1.0, 0.7):
       if scorer_name == "serving":
-        policy = simulation.make_policy(bundle, world, mmr_lambda=lam)
+        policy = make_policy(bundle, world, mmr_lambda=lam)
       else:
         policy = policies.GreedyPolicy(policies.OracleScorer(200), lam)
       started = time.perf_counter()
-      reports, _ = simulation.run(world, policy, args.days, k=10, seed=args.seed)
+      reports, _ = days.run(world, policy, args.days, k=10, seed=args.seed)
       seconds = time.perf_counter() - started
       name = f"{scorer_name}: " + ("pure relevance" if lam == 1.0 else f"MMR lambda={lam:g}")
       runs[name] = {"policy": policy.name, "mmr_lambda": lam, "days": reports,
@@ -226,7 +229,7 @@ def reranking_days(bundle, synthetic, args):
                f"day-{args.days} retention", f"day-{args.days} clicks/active",
                f"day-{args.days} satisfaction", "seconds"], rows)
   plot = os.path.join(RESULTS, "ope_accuracy_days.png")
-  simulation.plot_days({name: r["days"] for name, r in runs.items()}, plot)
+  days.plot_days({name: r["days"] for name, r in runs.items()}, plot)
   return {"users": args.sim_users, "k": 10, "policies": runs, "plot": os.path.relpath(plot, ROOT)}
 
 
@@ -246,7 +249,7 @@ def main() -> None:
   parser.add_argument("--no-write", action="store_true",
                       help="print only (e.g. to check other seeds without replacing the results)")
   args = parser.parse_args()
-  bundle, synthetic = simulation.bundle_world_config(build_bundle(args.workdir))
+  bundle, synthetic = bundle_world_config(build_bundle(args.workdir))
   result = {"bundle": os.path.relpath(bundle, ROOT), "synthetic": vars(synthetic)}
   result["ope"] = ope_accuracy(bundle, synthetic, args)
   if not args.skip_days:

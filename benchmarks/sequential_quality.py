@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import ROOT, print_table, train_movielens, write_result  # noqa: E402
 
 from jaxrec.config import apply_overrides, load_config  # noqa: E402
-from jaxrec.eval.popularity import evaluate_popularity  # noqa: E402
+from jaxrec.eval.metrics.popularity import evaluate_popularity  # noqa: E402
 from jaxrec.train.trainer import build_task  # noqa: E402
 
 KEYS = ["ndcg@10", "recall@10", "mrr@10", "ndcg@20", "recall@20"]

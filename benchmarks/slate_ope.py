@@ -1,6 +1,6 @@
 """Slate off-policy estimators against the truth: position IPS and the pseudo-inverse (PI) beside
 whole-page IPS (the reference: unbiased under any reward, weights whole pages) on a simulated
-page with a product logger (jaxrec/eval/slate_sim.py).
+page with a product logger (jaxrec/eval/offpolicy/page_world.py).
 
 For each world (rows x pool items per row; rewards independent per row, or with spill-over from
 row 1 into row 0, which keeps the page total additive) it logs `--logs` independent logs of
@@ -23,20 +23,20 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import print_table, write_result  # noqa: E402
-from jaxrec.eval import ope, slate_ope  # noqa: E402
-from jaxrec.eval.slate_sim import PageWorld  # noqa: E402
+from jaxrec.eval.offpolicy import estimators, slate_estimators  # noqa: E402
+from jaxrec.eval.offpolicy.page_world import PageWorld  # noqa: E402
 
 WORLDS = [(3, 4), (5, 10)]                  # (rows, items per row)
 
 
 def estimates(world: PageWorld, n: int, seed: int, spillover: bool, n_boot: int) -> dict:
   log, target, page_target, page_logger = world.sample(n, seed, spillover)
-  pages = ope.BanditLog(context=log.context, action=np.arange(n), reward=log.reward.sum(1),
-                        propensity=page_logger)
+  pages = estimators.BanditLog(context=log.context, action=np.arange(n), reward=log.reward.sum(1),
+                               propensity=page_logger)
   kw = dict(n_boot=n_boot, seed=seed)
-  return {"whole-page IPS": ope.ips(pages, page_target, **kw),
-          "position IPS": slate_ope.position_ips(log, target, **kw),
-          "PI": slate_ope.pseudo_inverse(log, target, **kw)}
+  return {"whole-page IPS": estimators.ips(pages, page_target, **kw),
+          "position IPS": slate_estimators.position_ips(log, target, **kw),
+          "PI": slate_estimators.pseudo_inverse(log, target, **kw)}
 
 
 def main() -> None:

@@ -183,7 +183,8 @@ def _simulation_parsers(sub) -> None:
 
 
 def _run_simulate(args) -> None:
-  from jaxrec.eval.simulation import format_days, simulate
+  from jaxrec.eval.simulation.days import format_days
+  from jaxrec.serve.simulate import simulate
   result = simulate(args.policy, args.days, args.out, users=args.users, k=args.k, seed=args.seed,
                     mmr_lambda=args.mmr_lambda, temperature=args.temperature,
                     candidates=args.candidates, log=args.log)
@@ -196,11 +197,12 @@ def _run_simulate(args) -> None:
 def _run_ope(args) -> None:
   import os
 
-  from jaxrec.eval import decision_log
-  from jaxrec.eval.simulation import evaluate_log
+  from jaxrec.eval.offpolicy import decision_log
+  from jaxrec.serve import replay
+  from jaxrec.serve.simulate import evaluate_log
   if os.path.exists(os.path.join(args.logs, decision_log.DECISIONS)):
-    result = decision_log.evaluate(args.logs, args.policy, args.out, mmr_lambda=args.mmr_lambda,
-                                   n_boot=args.bootstrap, seed=args.seed)
+    result = replay.evaluate(args.logs, args.policy, args.out, mmr_lambda=args.mmr_lambda,
+                             n_boot=args.bootstrap, seed=args.seed)
   else:
     result = evaluate_log(args.logs, args.policy, args.out, temperature=args.temperature,
                           candidates=args.candidates, reward=args.reward,
@@ -224,7 +226,7 @@ def _run_train(args, overrides: list[str]) -> None:
   from jaxrec.parallel.distributed import initialize
   initialize()  # joins the other hosts of a pod slice; before anything else touches JAX
   from jaxrec.config import apply_overrides, load_config
-  from jaxrec.eval.popularity import evaluate_popularity
+  from jaxrec.eval.metrics.popularity import evaluate_popularity
   from jaxrec.train.trainer import train
   if args.init_from:  # a config field, so the run's config.json records it
     overrides = [f"train.init_from={args.init_from}", *overrides]
@@ -240,7 +242,7 @@ def _run_train(args, overrides: list[str]) -> None:
   print(f"\n{results['protocol']}; best step {results['best_step']}")
   print(_format_metrics(rows, keys))
   if "beyond_accuracy" in results:
-    from jaxrec.eval.list_metrics import format_report
+    from jaxrec.eval.metrics.lists import format_report
     print(format_report(results["beyond_accuracy"]))
 
 
@@ -250,7 +252,7 @@ def _run_eval(args) -> None:
   if args.json:
     print(json.dumps(result))
   else:
-    from jaxrec.eval.list_metrics import format_report
+    from jaxrec.eval.metrics.lists import format_report
     print(result["protocol"])
     print(_format_metrics({result["model"]: result}, [k for k in result if "@" in k]))
     print(format_report(result["beyond_accuracy"]))

@@ -113,8 +113,8 @@ def popularity_test_ndcg(ml100k, tmp_path_factory):
 
 def test_popularity_matches_the_trainers_popularity_row(ml100k, popularity_test_ndcg):
   """evaluate_scorer ranks exactly as the trainer's evaluation does: the popularity row that
-  `jaxrec train` prints (jaxrec/eval/popularity.py over SequentialTask batches) is the same."""
-  from jaxrec.eval.popularity import evaluate_popularity
+  `jaxrec train` prints (jaxrec/eval/metrics/popularity.py over SequentialTask batches) is the same."""
+  from jaxrec.eval.metrics.popularity import evaluate_popularity
   from jaxrec.train.sequential import SequentialTask
   task = SequentialTask(_config("sasrec", ml100k.path))
   assert evaluate_popularity(task, "test", (10,))["ndcg@10"] == pytest.approx(

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from jaxrec.eval import beyond_accuracy as ba
+from jaxrec.eval.metrics import beyond_accuracy as ba
 
 # Ids 0 (padding) and 1 (OOV) are not catalogue items; 10 ids leave 8 real items (2..9).
 LISTS = np.array([[2, 3, 4], [4, 5, 0]])

@@ -9,7 +9,7 @@ import pytest
 from jaxrec.config import apply_overrides, load_config
 from jaxrec.data.prepare import PrepareOptions, prepare
 from jaxrec.data.synthetic import SyntheticConfig, generate
-from jaxrec.eval.cold_start import cold_items, cold_start_report, counts_before, rank_scores
+from jaxrec.eval.metrics.cold_start import cold_items, cold_start_report, counts_before, rank_scores
 from jaxrec.train.restore import restore_model
 from jaxrec.train.trainer import train
 

@@ -3,8 +3,8 @@
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrec.eval.cold_start import random_recall
-from jaxrec.eval.metadata_baselines import (genre_profile_scores, item_genre_weights,
+from jaxrec.eval.metrics.cold_start import random_recall
+from jaxrec.eval.metrics.metadata_baselines import (genre_profile_scores, item_genre_weights,
                                             metadata_popularity, ranks_with_random_ties,
                                             tie_jitter)
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from jaxrec.errors import UserError
-from jaxrec.eval.decision_log import DECISIONS, FEEDBACK, read_decision_log
+from jaxrec.eval.offpolicy.decision_log import DECISIONS, FEEDBACK, read_decision_log
 
 
 def _write(directory, name, records, tail=""):

@@ -8,8 +8,8 @@ import pytest
 
 from jaxrec import cli
 from jaxrec.config import apply_overrides, load_config
-from jaxrec.eval import metrics
-from jaxrec.eval.list_metrics import (ListCollector, format_report, list_report,
+from jaxrec.eval.metrics import ranking
+from jaxrec.eval.metrics.lists import (ListCollector, format_report, list_report,
                                       popularity_lists, popularity_order)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,12 +21,12 @@ def test_top_items_come_from_the_masked_ranking():
   # Ids 0, 1 are padding/OOV; row 0 saw item 5, row 1 saw 2, 3 and 4 so only 5 and 6 remain.
   scores = jnp.array([[9., 9., 1., 2., 3., 8., 7.],
                       [9., 9., 4., 5., 6., 1., 2.]])
-  masked = metrics.mask_scores(scores, jnp.array([[5, 0, 0], [2, 3, 4]]))
-  out = metrics.topk_metrics(masked, jnp.array([[6], [5]]), ks=(2,), list_k=4)
+  masked = ranking.mask_scores(scores, jnp.array([[5, 0, 0], [2, 3, 4]]))
+  out = ranking.topk_metrics(masked, jnp.array([[6], [5]]), ks=(2,), list_k=4)
   # Row 0 ranks 6 > 4 > 3 > 2; row 1 ranks 6 > 5, then only masked items: 0 = none.
-  np.testing.assert_array_equal(out[metrics.TOP_ITEMS], [[6, 4, 3, 2], [6, 5, 0, 0]])
+  np.testing.assert_array_equal(out[ranking.TOP_ITEMS], [[6, 4, 3, 2], [6, 5, 0, 0]])
   np.testing.assert_allclose(out["recall@2"], [1, 1])
-  assert metrics.TOP_ITEMS not in metrics.topk_metrics(masked, jnp.array([[6], [5]]), ks=(2,))
+  assert ranking.TOP_ITEMS not in ranking.topk_metrics(masked, jnp.array([[6], [5]]), ks=(2,))
 
 
 def _tiny_dataset():
@@ -76,7 +76,7 @@ def test_report_by_hand(monkeypatch):
   assert "intra_list_diversity" not in report
   assert any("item vectors" in note for note in report["notes"])
   # Computed slice by slice, the metrics are the same.
-  monkeypatch.setattr("jaxrec.eval.list_metrics.CHUNK", 1)
+  monkeypatch.setattr("jaxrec.eval.metrics.lists.CHUNK", 1)
   sliced = list_report(lists)
   for key in ("genre_entropy", "calibration_kl", "serendipity", "novelty"):
     assert sliced[key] == pytest.approx(report[key])

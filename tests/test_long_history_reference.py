@@ -7,7 +7,7 @@ import pytest
 from jaxrec.data.events import EventType
 from jaxrec.data.prepare import prepare
 from jaxrec.data.synthetic_sessions import LongHistoryConfig, generate_long_histories
-from jaxrec.eval.long_history_reference import LongHistoryReference, reference_metrics
+from jaxrec.eval.metrics.long_history_reference import LongHistoryReference, reference_metrics
 
 SMALL = LongHistoryConfig(num_users=12, min_events=300, mean_extra_events=50, num_topics=20,
                           interests_per_user=8, items_per_style=10)

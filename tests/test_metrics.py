@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from jaxrec.errors import UserError
-from jaxrec.eval import metrics
-from jaxrec.eval.metrics import MetricAccumulator, draw_negatives
+from jaxrec.eval.metrics import ranking
+from jaxrec.eval.metrics.ranking import MetricAccumulator, draw_negatives
 
 # Jitted once per shape: faster than op-by-op dispatch, and what callers run.
-mask_scores = jax.jit(metrics.mask_scores)
-topk_metrics = jax.jit(metrics.topk_metrics, static_argnames="ks")
-sampled_metrics = jax.jit(metrics.sampled_metrics, static_argnames="ks")
+mask_scores = jax.jit(ranking.mask_scores)
+topk_metrics = jax.jit(ranking.topk_metrics, static_argnames="ks")
+sampled_metrics = jax.jit(ranking.sampled_metrics, static_argnames="ks")
 
 # Ids 0..7; 0 and 1 (padding, OOV) score highest so the tests see that masking removes them.
 # Ranking of the real items: 4 (.9), 6 (.7), 3 (.5), 5 (.3), 7 (.2), 2 (.1).
@@ -106,13 +106,13 @@ def test_jit_matches_eager():
   scores = jnp.asarray(rng.normal(size=(4, 50)), jnp.float32)
   exclude = jnp.asarray(rng.integers(0, 50, size=(4, 5)))
   targets = jnp.asarray(rng.integers(0, 50, size=(4, 3)))
-  eager = metrics.topk_metrics(metrics.mask_scores(scores, exclude), targets)
+  eager = ranking.topk_metrics(ranking.mask_scores(scores, exclude), targets)
   jitted = topk_metrics(mask_scores(scores, exclude), targets, ks=(10, 20))
   assert set(eager) == set(jitted) == {f"{m}@{k}" for m in ("recall", "ndcg", "mrr")
                                         for k in (10, 20)}
   for name in eager:
     np.testing.assert_allclose(jitted[name], eager[name], rtol=1e-6)
-  eager = metrics.sampled_metrics(scores, targets[:, 0], exclude, ks=(10,))
+  eager = ranking.sampled_metrics(scores, targets[:, 0], exclude, ks=(10,))
   jitted = sampled_metrics(scores, targets[:, 0], exclude, ks=(10,))
   for name in eager:
     np.testing.assert_allclose(jitted[name], eager[name], rtol=1e-6)

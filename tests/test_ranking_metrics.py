@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from jaxrec.eval.ranking_metrics import (RankingAccumulator, auc, calibration, grouped_ndcg,
+from jaxrec.eval.metrics.heads import (RankingAccumulator, auc, calibration, grouped_ndcg,
                                          head_metrics, logloss)
 
 L3 = math.log2(3)  # discount of the second rank is 1 / L3

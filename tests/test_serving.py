@@ -223,8 +223,9 @@ def test_a_request_that_breaks_the_pipeline_fails_alone(plain_server):
 
 
 def test_decision_log_joins_feedback_for_off_policy_evaluation(server, ml100k, export_root):
-  from jaxrec.eval import slate_ope
-  from jaxrec.eval.decision_log import FEEDBACK, evaluate, read_decision_log, replay_target
+  from jaxrec.eval.offpolicy import slate_estimators
+  from jaxrec.eval.offpolicy.decision_log import FEEDBACK, read_decision_log
+  from jaxrec.serve.replay import evaluate, replay_target
   users = [str(u) for u in ml100k.vocabs["user"].raw(np.array([5, 6, 7]))]
   answers = [post(server, "/v1/recommend", {"user_id": u, "k": 5}).json() for u in users]
   clicked = answers[0]["items"][1]["item_id"]
@@ -244,7 +245,7 @@ def test_decision_log_joins_feedback_for_off_policy_evaluation(server, ml100k, e
   with open(os.path.join(server.decision_log, FEEDBACK)) as f:
     assert len(f.readlines()) == 1          # feedback without a request_id is not logged
   # The log feeds the slate estimators: the logger evaluated on its own log weighs every slot 1.
-  est = slate_ope.topk_ips(log, log.inclusion_propensity)
+  est = slate_estimators.topk_ips(log, log.inclusion_propensity)
   assert est.value == pytest.approx(log.reward.sum(1).mean())
   assert est.diagnostics["slates"] == len(log)
   # `jaxrec ope` replays a deterministic target (no exploration or freshness slot) on each logged

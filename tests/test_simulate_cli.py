@@ -7,7 +7,7 @@ import pytest
 from jaxrec import cli
 from jaxrec.config import apply_overrides, load_config
 from jaxrec.data.storage import PreparedDataset
-from jaxrec.eval.simulation import read_log
+from jaxrec.eval.simulation.log import read_log
 from jaxrec.train.export import export_workdir
 from jaxrec.train.trainer import train
 

@@ -6,8 +6,9 @@ import pytest
 from jaxrec.data.synthetic import SyntheticConfig, generate
 from jaxrec.data.events import EventType
 from jaxrec.errors import UserError
-from jaxrec.eval import ope, policies, simulation
-from jaxrec.eval.simulator import World, WorldConfig
+from jaxrec.eval.offpolicy import estimators
+from jaxrec.eval.simulation import dataset_world, days, policies
+from jaxrec.eval.simulation.world import World, WorldConfig
 
 CONFIG = SyntheticConfig(num_users=3000, num_items=1500, num_events=30_000, seed=3)
 
@@ -28,11 +29,11 @@ def test_world_is_seeded(world):
   np.testing.assert_array_equal(world.base, other.base)
   np.testing.assert_array_equal(world.clickbait, other.clickbait)
   policy = policies.SoftmaxPolicy(policies.OracleScorer(30), 0.2)
-  runs = [simulation.run(w, policy, 3, k=5, seed=7, log=True) for w in (world, other)]
+  runs = [days.run(w, policy, 3, k=5, seed=7, log=True) for w in (world, other)]
   assert runs[0][0] == runs[1][0]
   for name in runs[0][1]:
     np.testing.assert_array_equal(runs[0][1][name], runs[1][1][name])
-  assert simulation.run(world, policy, 3, k=5, seed=8)[0] != runs[0][0]
+  assert days.run(world, policy, 3, k=5, seed=8)[0] != runs[0][0]
 
 
 def test_world_users_are_the_generators(world):
@@ -140,8 +141,8 @@ def test_ips_on_a_simulated_log_is_unbiased(world):
   target = policies.GreedyPolicy(scorer)
   candidates, probs = target.probabilities(world, state, requests)
   target_probs = (probs * (candidates == slates)).sum(1)
-  log = ope.BanditLog(requests.users, slates[:, 0], reward, propensity[:, 0])
-  estimate = ope.ips(log, target_probs, n_boot=300)
+  log = estimators.BanditLog(requests.users, slates[:, 0], reward, propensity[:, 0])
+  estimate = estimators.ips(log, target_probs, n_boot=300)
   greedy, _ = target.slates(world, state, requests, 1, rng)
   truth = np.mean([world.respond(state, requests, greedy, rng).click.mean() for _ in range(20)])
   assert estimate.ci_low <= truth <= estimate.ci_high
@@ -152,7 +153,7 @@ def test_bad_inputs(world):
   with pytest.raises(UserError, match="users must be"):
     World(CONFIG, users=CONFIG.num_users + 1)
   with pytest.raises(UserError, match="days must be"):
-    simulation.run(world, policies.GreedyPolicy(policies.OracleScorer(5)), 0)
+    days.run(world, policies.GreedyPolicy(policies.OracleScorer(5)), 0)
   with pytest.raises(UserError, match="temperature"):
     policies.SoftmaxPolicy(policies.OracleScorer(5), 0)
   state = world.reset()
@@ -171,13 +172,13 @@ def test_synthetic_config_of_a_prepared_dataset(tmp_path):
         {"format_version": FORMAT_VERSION, "dataset": name, **extra}))
     return str(path)
   recorded = dataset("synthetic", source_config={"num_users": 7, "seed": 2})
-  assert simulation.synthetic_config_of(recorded) == SyntheticConfig(num_users=7, seed=2)
+  assert dataset_world.synthetic_config_of(recorded) == SyntheticConfig(num_users=7, seed=2)
   old = dataset("old", dataset="synthetic")  # prepared before the config was recorded
   model = {"data": {"dataset": "synthetic", "synthetic": {"num_items": 9}}}
-  assert simulation.synthetic_config_of(old, model) == SyntheticConfig(num_items=9)
+  assert dataset_world.synthetic_config_of(old, model) == SyntheticConfig(num_items=9)
   with pytest.raises(UserError, match="does not record the synthetic config"):
-    simulation.synthetic_config_of(old, {"data": {"dataset": "movielens-100k"}})
+    dataset_world.synthetic_config_of(old, {"data": {"dataset": "movielens-100k"}})
   with pytest.raises(UserError, match="prepared with `--dataset synthetic`"):
-    simulation.synthetic_config_of(dataset("movielens-100k"))
+    dataset_world.synthetic_config_of(dataset("movielens-100k"))
   with pytest.raises(UserError, match="different synthetic world"):
-    simulation.check_same_world(SyntheticConfig(seed=1), SyntheticConfig(seed=2), "--policy X")
+    dataset_world.check_same_world(SyntheticConfig(seed=1), SyntheticConfig(seed=2), "--policy X")

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from jaxrec.errors import UserError
-from jaxrec.eval import ope, slate_ope, slate_sim
+from jaxrec.eval.offpolicy import estimators, page_world, slate_estimators
 
 
 def _hand_log():
@@ -10,7 +10,7 @@ def _hand_log():
   #   slate 0: [1.0/0.5, 0.5/0.5]  = [2, 1]    rewards [1, 0]  -> sum w r = 2
   #   slate 1: [0.5/0.25, 0.0/0.5] = [2, 0]    rewards [0, 1]  -> 0
   #   slate 2: [1.0/1.0, 0.4/0.8]  = [1, 0.5]  rewards [1, 1]  -> 1.5
-  log = slate_ope.SlateLog(
+  log = slate_estimators.SlateLog(
       context=[0, 1, 2], slate=[[10, 11], [12, 10], [11, 13]],
       reward=[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]],
       propensity=[[0.5, 0.5], [0.25, 0.5], [1.0, 0.8]],
@@ -22,7 +22,7 @@ def _hand_log():
 
 def test_position_ips_by_hand():
   log, target = _hand_log()
-  est = slate_ope.position_ips(log, target)
+  est = slate_estimators.position_ips(log, target)
   assert est.value == pytest.approx((2 + 0 + 1.5) / 3)
   d = est.diagnostics
   # Slot weights [2, 1, 2, 0, 1, 0.5]: sum 6.5, sum of squares 10.25.
@@ -34,13 +34,13 @@ def test_position_ips_by_hand():
 def test_pseudo_inverse_by_hand():
   log, target = _hand_log()
   # PI weight = sum_j w_j - L + 1 = [3 - 1, 2 - 1, 1.5 - 1] = [2, 1, 0.5]; slate rewards [1, 1, 2].
-  np.testing.assert_allclose(slate_ope.pseudo_inverse_weights(log, target), [2, 1, 0.5])
-  est = slate_ope.pseudo_inverse(log, target)
+  np.testing.assert_allclose(slate_estimators.pseudo_inverse_weights(log, target), [2, 1, 0.5])
+  est = slate_estimators.pseudo_inverse(log, target)
   assert est.value == pytest.approx((2 * 1 + 1 * 1 + 0.5 * 2) / 3)
   assert est.diagnostics['slates'] == 3 and est.diagnostics['n'] == 3
   assert est.diagnostics['mean_weight'] == pytest.approx(3.5 / 3)
   # Only the slate total is read: a total given directly replaces the per-slot sum.
-  assert slate_ope.pseudo_inverse(log, target, [0, 0, 4]).value == pytest.approx(0.5 * 4 / 3)
+  assert slate_estimators.pseudo_inverse(log, target, [0, 0, 4]).value == pytest.approx(0.5 * 4 / 3)
 
 
 def test_topk_ips_by_hand():
@@ -48,12 +48,12 @@ def test_topk_ips_by_hand():
   rankings = [[10, 99], [10, 12], [13, 11]]
   # k = 1: slate 0 shows the target's top item 10 in slot 0 -> 1/0.5 * 1 = 2; slate 1 shows 10 in
   # slot 1 -> 1/0.5 * 1 = 2; slate 2 shows 13 in slot 1 -> 1/0.8 * 1 = 1.25.
-  top1 = slate_ope.topk_membership(log, rankings, 1)
+  top1 = slate_estimators.topk_membership(log, rankings, 1)
   np.testing.assert_array_equal(top1, [[1, 0], [0, 1], [0, 1]])
-  assert slate_ope.topk_ips(log, top1).value == pytest.approx((2 + 2 + 1.25) / 3)
+  assert slate_estimators.topk_ips(log, top1).value == pytest.approx((2 + 2 + 1.25) / 3)
   # k = 2 adds slate 1's 12 (reward 0) and slate 2's 11 (1/1.0 * 1): (2 + 2 + 2.25) / 3.
-  top2 = slate_ope.topk_membership(log, rankings, 2)
-  assert slate_ope.topk_ips(log, top2).value == pytest.approx(6.25 / 3)
+  top2 = slate_estimators.topk_membership(log, rankings, 2)
+  assert slate_estimators.topk_ips(log, top2).value == pytest.approx(6.25 / 3)
 
 
 def test_cascade_ips_by_hand():
@@ -63,26 +63,27 @@ def test_cascade_ips_by_hand():
   #   slate 0: [1/0.5, 1/0.25] = [2, 4]   rewards [1, 0] -> 2
   #   slate 1: [1/0.25, 1/0.1] = [4, 10]  rewards [0, 1] -> 10
   #   slate 2: [1/1.0, 0]                 rewards [1, 1] -> 1
-  match = slate_ope.prefix_match(log, [[10, 11], [12, 10], [11, 99]])
+  match = slate_estimators.prefix_match(log, [[10, 11], [12, 10], [11, 99]])
   np.testing.assert_array_equal(match, [[1, 1], [1, 1], [1, 0]])
-  assert slate_ope.cascade_ips(log, match).value == pytest.approx(13 / 3)
+  assert slate_estimators.cascade_ips(log, match).value == pytest.approx(13 / 3)
   # Top-1 only: slot 0 rewards 2 + 0 + 1.
-  assert slate_ope.cascade_ips(log, match, k=1).value == pytest.approx(1.0)
-  np.testing.assert_allclose(slate_ope.prefix_from_conditional([[0.5, 0.5, 0.2]]),
+  assert slate_estimators.cascade_ips(log, match, k=1).value == pytest.approx(1.0)
+  np.testing.assert_allclose(slate_estimators.prefix_from_conditional([[0.5, 0.5, 0.2]]),
                              [[0.5, 0.25, 0.05]])
 
 
 def test_estimate_all_fits_format_table():
   log, target = _hand_log()
-  out = slate_ope.estimate_all(log, target, slate_ope.topk_membership(log, [[10, 99]] * 3, 1),
-                               slate_ope.prefix_match(log, [[10, 11]] * 3))
+  out = slate_estimators.estimate_all(log, target,
+                                      slate_estimators.topk_membership(log, [[10, 99]] * 3, 1),
+                                      slate_estimators.prefix_match(log, [[10, 11]] * 3))
   assert set(out) == {'position_ips', 'pseudo_inv', 'topk_ips', 'cascade_ips'}
-  table = ope.format_table(out)
+  table = estimators.format_table(out)
   for name in out:
     assert name in table
-  assert set(slate_ope.estimate_all(log, target)) == {'position_ips', 'pseudo_inv'}
+  assert set(slate_estimators.estimate_all(log, target)) == {'position_ips', 'pseudo_inv'}
   with pytest.raises(UserError, match='at least one'):
-    slate_ope.estimate_all(log)
+    slate_estimators.estimate_all(log)
 
 
 def test_bootstrap_resamples_whole_slates():
@@ -92,11 +93,11 @@ def test_bootstrap_resamples_whole_slates():
   rng = np.random.default_rng(0)
   n, length = 400, 4
   r = np.repeat(rng.random(n)[:, None] < 0.3, length, axis=1).astype(float)
-  log = slate_ope.SlateLog(context=np.arange(n), slate=np.tile(np.arange(length), (n, 1)),
-                           reward=r, propensity=np.full((n, length), 0.5))
+  log = slate_estimators.SlateLog(context=np.arange(n), slate=np.tile(np.arange(length), (n, 1)),
+                                  reward=r, propensity=np.full((n, length), 0.5))
   target = np.full((n, length), 0.5)
-  clustered = slate_ope.position_ips(log, target)
-  rows = ope.ips(log.to_bandit_log(), target.ravel())
+  clustered = slate_estimators.position_ips(log, target)
+  rows = estimators.ips(log.to_bandit_log(), target.ravel())
   clustered_width = clustered.ci_high - clustered.ci_low
   row_width = (rows.ci_high - rows.ci_low) * length    # rows estimate the per-slot mean
   assert clustered_width > 1.6 * row_width
@@ -106,8 +107,8 @@ def test_bootstrap_resamples_whole_slates():
 
 
 # A page of rows, each filled independently by the logger from its own pool, so PI applies;
-# the target's rows are correlated (see slate_sim.py).
-WORLD = slate_sim.PageWorld.make()
+# the target's rows are correlated (see page_world.py).
+WORLD = page_world.PageWorld.make()
 L = WORLD.logger.shape[1]
 
 
@@ -121,7 +122,7 @@ def test_position_ips_and_pi_cover_the_truth_when_items_are_independent():
   errors = {name: [] for name in covered}
   for seed in range(20):
     log, target, truth = _simulate_slates(seed, 2000, spillover=False)
-    for name, est in slate_ope.estimate_all(log, target, n_boot=400, seed=seed).items():
+    for name, est in slate_estimators.estimate_all(log, target, n_boot=400, seed=seed).items():
       covered[name] += est.ci_low <= truth <= est.ci_high
       errors[name].append(est.value - truth)
   for name in covered:
@@ -135,15 +136,16 @@ def test_pi_stays_unbiased_under_spillover_where_per_slot_ips_does_not():
   for seed in range(20):
     log, target, page_target, page_logger = WORLD.sample(2000, seed, spillover=True)
     # Whole-page IPS is unbiased under any reward but weighs pages, not rows: far noisier.
-    pages = ope.BanditLog(context=log.context, action=np.arange(len(log)),
-                          reward=log.reward.sum(1), propensity=page_logger)
-    whole.append(ope.ips(pages, page_target, n_boot=1).value - truth)
-    est = slate_ope.pseudo_inverse(log, target, n_boot=400, seed=seed)
+    pages = estimators.BanditLog(context=log.context, action=np.arange(len(log)),
+                                 reward=log.reward.sum(1), propensity=page_logger)
+    whole.append(estimators.ips(pages, page_target, n_boot=1).value - truth)
+    est = slate_estimators.pseudo_inverse(log, target, n_boot=400, seed=seed)
     covered += est.ci_low <= truth <= est.ci_high
     pi.append(est.value - truth)
-    # Naive: each slot a single bandit decision (ope.ips on the flattened rows), times L slots.
-    naive = ope.ips(log.to_bandit_log(), target.ravel(), n_boot=1).value * L
-    assert naive == pytest.approx(slate_ope.position_ips(log, target, n_boot=1).value)
+    # Naive: each slot a single bandit decision (estimators.ips on the flattened rows), times L
+    # slots.
+    naive = estimators.ips(log.to_bandit_log(), target.ravel(), n_boot=1).value * L
+    assert naive == pytest.approx(slate_estimators.position_ips(log, target, n_boot=1).value)
     per_slot.append(naive - truth)
   assert covered >= 17
   pi_bias, naive_bias = np.mean(pi), np.mean(per_slot)
@@ -169,11 +171,11 @@ def test_topk_ips_covers_the_truth_of_a_deterministic_top_k():
     x = rng.integers(0, contexts, n)
     slate = np.argsort(rng.random((n, items)), axis=1)[:, :length]
     reward = (rng.random((n, length)) < click[x[:, None], slate]).astype(float)
-    log = slate_ope.SlateLog(context=x, slate=slate, reward=reward,
-                             propensity=np.full((n, length), 1 / items),
-                             inclusion_propensity=np.full((n, length), length / items))
-    est = slate_ope.topk_ips(log, slate_ope.topk_membership(log, ranking[x], k), n_boot=400,
-                             seed=seed)
+    log = slate_estimators.SlateLog(context=x, slate=slate, reward=reward,
+                                    propensity=np.full((n, length), 1 / items),
+                                    inclusion_propensity=np.full((n, length), length / items))
+    est = slate_estimators.topk_ips(log, slate_estimators.topk_membership(log, ranking[x], k),
+                                    n_boot=400, seed=seed)
     covered += est.ci_low <= truth <= est.ci_high
     errors.append(est.value - truth)
   assert covered >= 17
@@ -215,10 +217,10 @@ def test_cascade_ips_covers_the_truth_under_a_plackett_luce_logger():
     remaining = weights.sum(1, keepdims=True) - np.concatenate(
         [np.zeros((n, 1)), np.cumsum(chosen, 1)[:, :-1]], axis=1)
     reward = (rng.random((n, length)) < click_prob(x, slate)).astype(float)
-    prefix = slate_ope.prefix_from_conditional(chosen / remaining)
-    log = slate_ope.SlateLog(context=x, slate=slate, reward=reward, prefix_propensity=prefix)
-    est = slate_ope.cascade_ips(log, slate_ope.prefix_match(log, ranking[x]), n_boot=400,
-                                seed=seed)
+    prefix = slate_estimators.prefix_from_conditional(chosen / remaining)
+    log = slate_estimators.SlateLog(context=x, slate=slate, reward=reward, prefix_propensity=prefix)
+    est = slate_estimators.cascade_ips(log, slate_estimators.prefix_match(log, ranking[x]),
+                                       n_boot=400, seed=seed)
     covered += est.ci_low <= truth <= est.ci_high
     errors.append(est.value - truth)
   assert covered >= 17
@@ -246,21 +248,22 @@ def _args(**changes):
 ])
 def test_log_validation(changes, match):
   with pytest.raises(UserError, match=match):
-    slate_ope.SlateLog(**_args(**changes))
+    slate_estimators.SlateLog(**_args(**changes))
 
 
 def test_argument_validation():
-  log = slate_ope.SlateLog(**_args())
+  log = slate_estimators.SlateLog(**_args())
   with pytest.raises(UserError, match='target_probs has shape'):
-    slate_ope.position_ips(log, [0.5, 0.5])
+    slate_estimators.position_ips(log, [0.5, 0.5])
   with pytest.raises(UserError, match='outside'):
-    slate_ope.pseudo_inverse(log, [[0.5, 2.0], [0.5, 0.5]])
+    slate_estimators.pseudo_inverse(log, [[0.5, 2.0], [0.5, 0.5]])
   with pytest.raises(UserError, match='needs SlateLog.inclusion_propensity'):
-    slate_ope.topk_ips(log, np.ones((2, 2)))
+    slate_estimators.topk_ips(log, np.ones((2, 2)))
   with pytest.raises(UserError, match='needs SlateLog.prefix_propensity'):
-    slate_ope.cascade_ips(log, np.ones((2, 2)))
-  only_prefix = slate_ope.SlateLog(**_args(propensity=None, prefix_propensity=np.ones((2, 2))))
+    slate_estimators.cascade_ips(log, np.ones((2, 2)))
+  only_prefix = slate_estimators.SlateLog(**_args(propensity=None,
+                                                  prefix_propensity=np.ones((2, 2))))
   with pytest.raises(UserError, match='needs SlateLog.propensity'):
-    slate_ope.position_ips(only_prefix, np.ones((2, 2)))
+    slate_estimators.position_ips(only_prefix, np.ones((2, 2)))
   with pytest.raises(UserError, match='k = 3'):
-    slate_ope.topk_membership(log, [[1, 2], [3, 4]], 3)
+    slate_estimators.topk_membership(log, [[1, 2], [3, 4]], 3)

@@ -9,7 +9,7 @@ from jaxrec.data.sources import load_raw
 from jaxrec.data.synthetic_sessions import (LongHistoryConfig, _release_times,
                                             generate_long_histories)
 from jaxrec.errors import UserError
-from jaxrec.eval.long_history_reference import LongHistoryReference
+from jaxrec.eval.metrics.long_history_reference import LongHistoryReference
 
 SMALL = dict(num_users=60, min_events=600, mean_extra_events=100, num_topics=30,
              interests_per_user=20, items_per_style=20, chunk_users=25)

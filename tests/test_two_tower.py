@@ -118,7 +118,7 @@ def test_cold_items_get_metadata_embeddings(ml100k):
 def test_cold_start_report_on_items_released_after_the_cutoff(tmp_path):
   from jaxrec.data.prepare import PrepareOptions, prepare
   from jaxrec.data.synthetic import SyntheticConfig, generate
-  from jaxrec.eval.cold_start import cold_start_report
+  from jaxrec.eval.metrics.cold_start import cold_start_report
   raw = generate(SyntheticConfig(num_users=300, num_items=400, num_events=60_000,
                                  new_item_fraction=0.3, seed=1))
   ds = prepare(raw, str(tmp_path / "synthetic"), PrepareOptions(split="temporal",

@@ -21,13 +21,14 @@ from jaxrec.baselines.neighbors import ItemKNN, UserKNN
 from jaxrec.config import save_config
 from jaxrec.data import pipelines
 from jaxrec.errors import UserError
-from jaxrec.eval import metrics
-from jaxrec.eval.list_metrics import ListCollector, list_report
+from jaxrec.eval.metrics import ranking
+from jaxrec.eval.metrics.lists import ListCollector, list_report
 
 
 class Popularity:
-  """Most popular training items first, whoever the user: the scores of jaxrec/eval/popularity.py
-  (log1p of the training counts: the same order, so the same numbers)."""
+  """Most popular training items first, whoever the user: the scores of
+  jaxrec/eval/metrics/popularity.py (log1p of the training counts: the same order, so the same
+  numbers)."""
 
   def fit(self, ds) -> Popularity:
     self.counts = np.log1p(ds.item_counts.astype(np.float32))
@@ -49,17 +50,17 @@ def evaluate_scorer(ds, scorer, split: str, batch_size: int = 256,
 
   @jax.jit
   def step(scores, seen, targets):
-    return metrics.topk_metrics(metrics.mask_scores(scores, seen), targets, ks,
-                                list_k=metrics.LIST_K)
+    return ranking.topk_metrics(ranking.mask_scores(scores, seen), targets, ks,
+                                list_k=ranking.LIST_K)
 
-  accumulator = metrics.MetricAccumulator()
+  accumulator = ranking.MetricAccumulator()
   # max_len=1: the baselines read the whole history from `seen`, not the recent window.
   for batch in pipelines.sequence_dataset(
       ds, split, max_len=1, max_targets=max_targets, with_seen=True,
       options=pipelines.PipelineOptions(batch_size=batch_size)):
     scores = scorer.scores(batch["user"], batch["seen"])
     out = jax.device_get(step(scores, batch["seen"], batch["targets"]))
-    top_items = out.pop(metrics.TOP_ITEMS)
+    top_items = out.pop(ranking.TOP_ITEMS)
     if lists is not None:
       lists.add(top_items, batch, batch["weight"])
     accumulator.add(out, batch["weight"])

@@ -145,7 +145,7 @@ def prepare(raw: RawDataset, out: str, options: PrepareOptions = PrepareOptions(
       "seconds": round(time.time() - started, 2),
   }
   if raw.source_config is not None:
-    manifest["source_config"] = raw.source_config  # jaxrec/eval/simulator.py rebuilds the world
+    manifest["source_config"] = raw.source_config  # jaxrec/eval/simulation/world.py rebuilds the world
   with storage.atomic_directory(out, overwrite) as tmp:
     storage.write_tokens(os.path.join(tmp, storage.TOKENS), tokens, offsets)
     storage.save_arrays(os.path.join(tmp, "splits.npz"), {

@@ -9,7 +9,7 @@ from flax import nnx
 from jaxrec.baselines.evaluate import (baseline_list_report, evaluate_baseline, fitted_baseline,
                                        protocol)
 from jaxrec.errors import UserError
-from jaxrec.eval.list_metrics import ListCollector, list_report
+from jaxrec.eval.metrics.lists import ListCollector, list_report
 from jaxrec.train.restore import load_workdir_config, restore_model
 from jaxrec.train.tasks import BASELINE
 

@@ -7,7 +7,7 @@ import jax
 from jax.experimental import multihost_utils
 from flax import nnx
 
-from jaxrec.eval.metrics import TOP_ITEMS
+from jaxrec.eval.metrics.ranking import TOP_ITEMS
 
 
 class Evaluator:

@@ -27,7 +27,7 @@ from jaxrec.data import pipelines
 from jaxrec.data.prepare import open_or_prepare
 from jaxrec.data.tokenize import NUM_GAP_BUCKETS, NUM_HOURS, NUM_WEEKDAYS
 from jaxrec.errors import UserError
-from jaxrec.eval.ranking_metrics import RankingAccumulator
+from jaxrec.eval.metrics.heads import RankingAccumulator
 from jaxrec.models.dlrm import DLRM, DLRMSpec
 from jaxrec.models.row_optimizers import KINDS, RowOptimizer
 from jaxrec.train import user_features

@@ -19,7 +19,7 @@ from jaxrec.data.prepare import open_or_prepare
 from jaxrec.data.tokenize import TOKEN_DTYPE
 from jaxrec.data.vocab import OOV
 from jaxrec.errors import UserError
-from jaxrec.eval import metrics
+from jaxrec.eval.metrics import ranking
 from jaxrec.models.bert4rec import BERT4Rec
 from jaxrec.models.gru4rec import GRU4Rec
 from jaxrec.models.sasrec import SASRec
@@ -118,7 +118,7 @@ class SequentialTask(Task):
     tokens = self.data.user_tokens(np.arange(self.data.num_users) + 2)
     histories = [t["item"][:lo[r]] for r, t in enumerate(tokens)]
     targets = np.array([t["item"][lo[r]] if hi[r] > lo[r] else 0 for r, t in enumerate(tokens)])
-    return metrics.draw_negatives(
+    return ranking.draw_negatives(
         self.data.num_items, histories, targets, self.config.eval.sampled_negatives,
         by=self.config.eval.sampled_by, counts=self.data.item_counts, seed=0)
 
@@ -148,10 +148,10 @@ class SequentialTask(Task):
 
   def eval_step(self, model, batch, items):
     scores = self.query_vectors(model, batch) @ items.T
-    scores = metrics.mask_scores(scores, batch["seen"])
-    out = metrics.topk_metrics(scores, batch["targets"], self.ks, list_k=metrics.LIST_K)
+    scores = ranking.mask_scores(scores, batch["seen"])
+    out = ranking.topk_metrics(scores, batch["targets"], self.ks, list_k=ranking.LIST_K)
     if "negatives" in batch:
-      out.update(metrics.sampled_metrics(scores, batch["targets"][:, 0], batch["negatives"],
+      out.update(ranking.sampled_metrics(scores, batch["targets"][:, 0], batch["negatives"],
                                          self.ks))
     return out
 

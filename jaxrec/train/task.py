@@ -12,7 +12,7 @@ from typing import Iterable
 import jax
 from flax import nnx
 
-from jaxrec.eval.metrics import MetricAccumulator
+from jaxrec.eval.metrics.ranking import MetricAccumulator
 from jaxrec.models.row_optimizers import RowOptimizer
 
 

@@ -25,7 +25,7 @@ from flax import nnx
 from jaxrec.baselines.evaluate import fit_baseline
 from jaxrec.config import check_config, config_json
 from jaxrec.errors import UserError
-from jaxrec.eval.list_metrics import ListCollector
+from jaxrec.eval.metrics.lists import ListCollector
 from jaxrec.parallel.partitioner import Partitioner
 from jaxrec.train.checkpoint import (CHANGES, CONFIG, Checkpointer, changes_record,
                                     config_history, resume_changes)

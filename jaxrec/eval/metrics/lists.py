@@ -2,7 +2,7 @@
 accuracy.
 
 The eval step of a task that ranks the whole catalogue returns, beside its per-user metrics,
-each user's top LIST_K items (metrics.TOP_ITEMS, from the same masked scores and the same top_k,
+each user's top LIST_K items (ranking.TOP_ITEMS, from the same masked scores and the same top_k,
 so seen items are already excluded). A ListCollector gathers those lists with what it needs from
 the batch (held-out items, history); `list_report` turns them into beyond_accuracy.py's metrics:
 
@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from jaxrec.data.vocab import FIRST_ID
-from jaxrec.eval import beyond_accuracy as ba
-from jaxrec.eval.metrics import LIST_K
+from jaxrec.eval.metrics import beyond_accuracy as ba
+from jaxrec.eval.metrics.ranking import LIST_K
 
 GENRE_FEATURE = "genres"
 # Users per slice when the per-list metrics are computed: their intermediate arrays are
@@ -83,7 +83,7 @@ def _stack(parts: list[np.ndarray]) -> np.ndarray:
 
 
 def popularity_order(counts: np.ndarray) -> np.ndarray:
-  """Catalogue ids, most popular first; ties to the lower id, as in metrics.topk_metrics."""
+  """Catalogue ids, most popular first; ties to the lower id, as in ranking.topk_metrics."""
   return np.argsort(-np.asarray(counts[FIRST_ID:]), kind="stable") + FIRST_ID
 
 

@@ -27,7 +27,7 @@ from jaxrec.errors import UserError
 
 KS = (10, 20)
 # The eval-step output key holding each row's top LIST_K item ids (0 = none), for the
-# beyond-accuracy metrics of the lists (eval/list_metrics.py); it is not a per-row metric.
+# beyond-accuracy metrics of the lists (lists.py); it is not a per-row metric.
 TOP_ITEMS = "top_items"
 LIST_K = 10
 # Finite rather than -inf so sums or differences of masked scores never make NaN; `top_k`

@@ -5,7 +5,7 @@ two-tower scores it from its metadata alone, the foundation model from the out-o
 plus its metadata); a popularity ranking by training counts cannot place it at all. The report
 ranks the same users two ways: among every item (full ranking, the issue's protocol) and among
 the new items only (what a freshness slot does), for the model and for references that can rank
-a new item (eval/metadata_baselines.py), beside random's expected recall.
+a new item (metadata_baselines.py), beside random's expected recall.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ import numpy as np
 from flax import nnx
 
 from jaxrec.data.features import categorical
-from jaxrec.eval import metrics
-from jaxrec.eval.metadata_baselines import (genre_profile_scores, item_genre_weights,
-                                            metadata_popularity, ranks_with_random_ties,
-                                            tie_jitter)
-from jaxrec.eval.popularity import evaluate_popularity
+from jaxrec.data.pipelines import _split_range
+from jaxrec.eval.metrics import ranking
+from jaxrec.eval.metrics.metadata_baselines import (genre_profile_scores, item_genre_weights,
+                                                    metadata_popularity, ranks_with_random_ties,
+                                                    tie_jitter)
+from jaxrec.eval.metrics.popularity import evaluate_popularity
 
 
 # Tokens after which an item counts half in the recent genre profile: about the window a
@@ -41,7 +42,6 @@ def counts_before(data, split: str) -> np.ndarray:
   """[V] tokens per item before `split`'s targets (for test: training and validation tokens):
   the popularity a live system knows when the split's period starts, new items' first days
   included."""
-  from jaxrec.data.pipelines import _split_range
   lo, _ = _split_range(data, split)
   counts = np.zeros(data.num_items, np.int64)
   for record, tokens in enumerate(data.user_tokens(np.arange(data.num_users) + 2)):
@@ -59,11 +59,11 @@ def rank_scores(task, split: str, score: Callable, row_weight, among=None) -> di
   def step(batch):
     scores = score(batch)
     if blocked is not None:
-      scores = jnp.where(blocked[None, :], metrics._neg(scores.dtype), scores)
-    return metrics.topk_metrics(metrics.mask_scores(scores, batch["seen"]), batch["targets"],
+      scores = jnp.where(blocked[None, :], ranking._neg(scores.dtype), scores)
+    return ranking.topk_metrics(ranking.mask_scores(scores, batch["seen"]), batch["targets"],
                                 task.ks)
 
-  accumulator = metrics.MetricAccumulator()
+  accumulator = ranking.MetricAccumulator()
   for batch in task.eval_batches(split):
     weight = np.asarray(batch.pop("weight")) * row_weight(batch)
     accumulator.add(jax.device_get(step(batch)), weight)
@@ -129,7 +129,7 @@ def cold_start_report(run, split: str = "test") -> dict:
   `popularity` ranks by training counts, as the issue's baseline does: a new item has none, so it
   never reaches a top K. `recent_popularity` also counts the tokens between the training cut-off
   and the split (the validation period, for test), where many new items were first seen.
-  `metadata_popularity`, `genre_profile` and `recent_genre_profile` (eval/metadata_baselines.py)
+  `metadata_popularity`, `genre_profile` and `recent_genre_profile` (metadata_baselines.py)
   place a new item from the same metadata the model reads: the references a metadata path has to
   beat."""
   task = run.task

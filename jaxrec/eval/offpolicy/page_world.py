@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 
-from jaxrec.eval.slate_ope import SlateLog
+from jaxrec.eval.offpolicy.slate_estimators import SlateLog
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrec.data.vocab import FIRST_ID
-from jaxrec.eval.beyond_accuracy import genre_weights
+from jaxrec.eval.metrics.beyond_accuracy import genre_weights
 
 FIELDS = ("year", "genres")
 

@@ -1,4 +1,5 @@
-"""The serving job's decision log (`jaxrec serve --decision-log DIR`), read back as a SlateLog.
+"""The serving job's decision log (`jaxrec serve --decision-log DIR`): its format, the writer the
+service appends with (DecisionLog) and the reader that turns it into a SlateLog.
 
 DIR/decisions.jsonl: one JSON object per answered /v1/recommend request,
   {"request_id": str, "user_id": str or null, "time": unix seconds, "model_version": str,
@@ -12,8 +13,8 @@ Several server processes may append to the same files: each record is one line.
 Serving's propensity is the probability that the item was in the list at all (1 for items the
 deterministic ranking placed, the Thompson-sampling estimate for explored ones: see
 rerank/exploration.py), so it becomes the SlateLog's `inclusion_propensity` and the log is read
-by slate_ope.topk_ips. A slot's reward is the engagements reported for that item of that request
-(0 when no feedback named it).
+by slate_estimators.topk_ips. A slot's reward is the engagements reported for that item of that
+request (0 when no feedback named it).
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from __future__ import annotations
 import collections
 import json
 import os
+import uuid
 
 import numpy as np
 
 from jaxrec.errors import UserError
-from jaxrec.eval.slate_ope import SlateLog, topk_ips, topk_membership
+from jaxrec.eval.offpolicy.slate_estimators import SlateLog
 
 DECISIONS = "decisions.jsonl"
 FEEDBACK = "feedback.jsonl"
@@ -81,50 +83,36 @@ def read_decision_log(path: str, length: int | None = None) -> tuple[SlateLog, d
                "item_ids": item_ids, "left_out": len(decisions) - len(kept)}
 
 
-def replay_target(log: SlateLog, meta: dict, policy: str, *, mmr_lambda: float = 0.7,
-                  candidates: int = 1000) -> np.ndarray:
-  """[n, L] target inclusion of each logged item: 1 where the target bundle's serving pipeline,
-  replayed deterministically (no exploration or freshness slots) on the logged request — same
-  user, same time, same list length — puts that item in its list, else 0.
+class DecisionLog:
+  """Appends the service's decisions and the feedback that names them to DIR, for off-policy
+  evaluation."""
 
-  The log keeps the user and the time, not a request's filters, exclusions or carried history,
-  so those are replayed without them; a request without a user id is replayed as a cold start.
-  """
-  from jaxrec.rerank.pipeline import RerankConfig
-  from jaxrec.rerank.posteriors import BetaPosteriors
-  from jaxrec.retrieval.bundle import latest_version
-  from serving.recommender import BUCKETS, Recommender, Request, ServingConfig
-  if not os.path.isdir(policy):
-    raise UserError(f"--policy {policy} does not exist; pass an export bundle or export root "
-                    "(`jaxrec export --workdir TWO_TOWER --ranker DLRM --out DIR`).")
-  if not os.path.exists(os.path.join(policy, "manifest.json")):
-    policy = latest_version(policy)
-  config = ServingConfig(candidates=candidates, rerank=RerankConfig(
-      mmr_lambda=mmr_lambda, freshness_slots=0, explore_slots=0))
-  recommender = Recommender(policy, config, BetaPosteriors(0))
-  length = log.slate.shape[1]
-  requests = [Request(user_id=user, k=length, now=int(t))
-              for user, t in zip(meta["user_ids"], meta["times"])]
-  index = {item: i for i, item in enumerate(meta["item_ids"])}
-  lists = np.full((len(log), length), -1)
-  for lo in range(0, len(requests), BUCKETS[-1]):
-    for row, answer in enumerate(recommender.recommend(requests[lo:lo + BUCKETS[-1]]), lo):
-      ids = [index.get(x["item_id"], -1) for x in answer["items"]]
-      lists[row, :len(ids)] = ids
-  return topk_membership(log, lists, length)
+  def __init__(self, directory: str):
+    os.makedirs(directory, exist_ok=True)
+    # Line-buffered appends: each record is flushed as it is written (a crash loses at most the
+    # line being written), and processes sharing the directory append whole lines.
+    self._decisions = open(os.path.join(directory, DECISIONS), "a", buffering=1)
+    self._feedback = open(os.path.join(directory, FEEDBACK), "a", buffering=1)
 
+  def decision(self, user_id: str | None, response: dict, now: float) -> str:
+    """Logs one answered request; returns the request id that feedback quotes."""
+    request_id = uuid.uuid4().hex
+    items = response["items"]
+    self._decisions.write(json.dumps({
+        "request_id": request_id, "user_id": user_id, "time": now,
+        "model_version": response["model_version"], "items": [i["item_id"] for i in items],
+        "stage": [i["stage"] for i in items], "propensity": [i["propensity"] for i in items],
+    }) + "\n")
+    return request_id
 
-def evaluate(path: str, policy: str, out: str | None = None, *, mmr_lambda: float = 0.7,
-             candidates: int = 1000, n_boot: int = 1000, seed: int = 0) -> dict:
-  """`jaxrec ope --logs DIR` on a serving decision log: the target bundle's list value (sum of
-  engagements over its list) estimated by rank-independent top-k IPS over serving's inclusion
-  propensities."""
-  from jaxrec.eval import ope
-  log, meta = read_decision_log(path)
-  inclusion = replay_target(log, meta, policy, mmr_lambda=mmr_lambda, candidates=candidates)
-  estimates = {"topk_ips": topk_ips(log, inclusion, n_boot=n_boot, seed=seed)}
-  return ope.report(
-      estimates, out, logs=os.path.abspath(path),
-      logging_policy="the serving job (its decision log)", target_policy=f"{policy}: serving pipeline, MMR lambda={mmr_lambda:g}, no exploration",
-      reward=f"engagements summed over a {log.slate.shape[1]}-item list", slates=len(log),
-      left_out=meta["left_out"])
+  def feedback(self, events, now: float) -> None:
+    """Logs the events that carry a request_id (others only update the posteriors)."""
+    for e in events:
+      if e.request_id is not None:
+        self._feedback.write(json.dumps({
+            "request_id": e.request_id, "item_id": e.item_id, "impressions": e.impressions,
+            "engagements": e.engagements, "time": now}) + "\n")
+
+  def close(self) -> None:
+    self._decisions.close()
+    self._feedback.close()

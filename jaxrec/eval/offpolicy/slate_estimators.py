@@ -31,10 +31,10 @@ variance for an assumption about how the reward depends on the slate:
     only while the target's list agrees with the logged one down to j (`prefix_match` for a
     deterministic target), so it is a top-k estimator when only the first k slots are rewarded.
 
-Every estimate is the mean over slates of one term per slate, so the bootstrap of ope.py, which
-resamples rows of those terms, resamples whole slates (a cluster bootstrap: the slots of one slate
-share a user and a context and are not independent). Diagnostics are ope.py's (ESS, max and mean
-weight) over the weights each estimator uses, plus the number of slates.
+Every estimate is the mean over slates of one term per slate, so the bootstrap of estimators.py,
+which resamples rows of those terms, resamples whole slates (a cluster bootstrap: the slots of one
+slate share a user and a context and are not independent). Diagnostics are estimators.py's (ESS, max
+and mean weight) over the weights each estimator uses, plus the number of slates.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import dataclasses
 import numpy as np
 
 from jaxrec.errors import UserError
-from jaxrec.eval import ope
+from jaxrec.eval.offpolicy import estimators
 
 
 @dataclasses.dataclass
@@ -72,7 +72,7 @@ class SlateLog:
   prefix_propensity: np.ndarray | None = None
 
   def __post_init__(self):
-    self.context = ope._int_array(self.context, 'context', 'SlateLog')
+    self.context = estimators._int_array(self.context, 'context', 'SlateLog')
     n = len(self.context)
     if n == 0:
       raise UserError('SlateLog is empty: pass at least one logged slate.')
@@ -93,10 +93,10 @@ class SlateLog:
   def num_slots(self) -> int:
     return self.slate.shape[1]
 
-  def to_bandit_log(self) -> ope.BanditLog:
+  def to_bandit_log(self) -> estimators.BanditLog:
     """One row per (slate, slot), with the slot kept: what single-decision estimators read."""
     n, length = self.slate.shape
-    return ope.BanditLog(context=np.repeat(self.context, length), action=self.slate.ravel(),
+    return estimators.BanditLog(context=np.repeat(self.context, length), action=self.slate.ravel(),
                          reward=self.reward.ravel(), propensity=self.needs('propensity').ravel(),
                          slot=np.tile(np.arange(length), n))
 
@@ -173,15 +173,17 @@ def _target(log, target_probs, name='target_probs'):
 
 
 def _diagnostics(weights, num_slates):
-  return {**ope.weight_diagnostics(np.ravel(weights)), 'slates': int(num_slates)}
+  return {**estimators.weight_diagnostics(np.ravel(weights)), 'slates': int(num_slates)}
 
 
-def position_ips(log: SlateLog, target_probs, *, n_boot=1000, seed=0, level=0.95) -> ope.Estimate:
+def position_ips(log: SlateLog, target_probs, *, n_boot=1000, seed=0,
+                 level=0.95) -> estimators.Estimate:
   """Independent-item IPS. target_probs[i, j]: the target's probability of showing slate[i, j]
   at slot j in context i (its marginal at that slot)."""
   w = _target(log, target_probs) / log.needs('propensity')
   per_slate = (w * log.reward).sum(axis=1)
-  return ope.estimate_from_terms(per_slate, None, _diagnostics(w, len(log)), n_boot, seed, level)
+  return estimators.estimate_from_terms(per_slate, None, _diagnostics(w, len(log)), n_boot, seed,
+                                        level)
 
 
 def pseudo_inverse_weights(log: SlateLog, target_probs) -> np.ndarray:
@@ -191,16 +193,16 @@ def pseudo_inverse_weights(log: SlateLog, target_probs) -> np.ndarray:
 
 
 def pseudo_inverse(log: SlateLog, target_probs, slate_reward=None, *, n_boot=1000, seed=0,
-                   level=0.95) -> ope.Estimate:
+                   level=0.95) -> estimators.Estimate:
   """PI estimate of the target's expected slate reward. `slate_reward` [n] is the observed total
   per slate (default: the sum of the per-slot rewards); only the total is used."""
   w = pseudo_inverse_weights(log, target_probs)
   if slate_reward is None:
     slate_reward = log.reward.sum(axis=1)
   else:
-    slate_reward = ope._float_array(slate_reward, 'slate_reward', len(log))
-  return ope.estimate_from_terms(w * slate_reward, None, _diagnostics(w, len(log)), n_boot, seed,
-                                 level)
+    slate_reward = estimators._float_array(slate_reward, 'slate_reward', len(log))
+  return estimators.estimate_from_terms(w * slate_reward, None, _diagnostics(w, len(log)), n_boot,
+                                        seed, level)
 
 
 def topk_membership(log: SlateLog, target_lists, k: int) -> np.ndarray:
@@ -218,12 +220,13 @@ def topk_membership(log: SlateLog, target_lists, k: int) -> np.ndarray:
 
 
 def topk_ips(log: SlateLog, target_inclusion, *, n_boot=1000, seed=0,
-             level=0.95) -> ope.Estimate:
+             level=0.95) -> estimators.Estimate:
   """Rank-independent IPS of the target's top-k list. target_inclusion[i, j]: the probability
   that the target's top-k in context i contains slate[i, j] (see topk_membership)."""
   w = _target(log, target_inclusion, 'target_inclusion') / log.needs('inclusion_propensity')
   per_slate = (w * log.reward).sum(axis=1)
-  return ope.estimate_from_terms(per_slate, None, _diagnostics(w, len(log)), n_boot, seed, level)
+  return estimators.estimate_from_terms(per_slate, None, _diagnostics(w, len(log)), n_boot, seed,
+                                        level)
 
 
 def prefix_from_conditional(conditional) -> np.ndarray:
@@ -245,7 +248,7 @@ def prefix_match(log: SlateLog, target_lists) -> np.ndarray:
 
 
 def cascade_ips(log: SlateLog, target_prefix_probs, *, k: int | None = None, n_boot=1000, seed=0,
-                level=0.95) -> ope.Estimate:
+                level=0.95) -> estimators.Estimate:
   """Cascade IPS (RIPS in Li et al. 2018) of the target's reward in slots 0..k-1 (default all).
   target_prefix_probs[i, j]: the target's probability of showing slate[i, :j+1] as its first
   j + 1 items (see prefix_match)."""
@@ -255,12 +258,14 @@ def cascade_ips(log: SlateLog, target_prefix_probs, *, k: int | None = None, n_b
   w = (_target(log, target_prefix_probs, 'target_prefix_probs') /
        log.needs('prefix_propensity'))[:, :k]
   per_slate = (w * log.reward[:, :k]).sum(axis=1)
-  return ope.estimate_from_terms(per_slate, None, _diagnostics(w, len(log)), n_boot, seed, level)
+  return estimators.estimate_from_terms(per_slate, None, _diagnostics(w, len(log)), n_boot, seed,
+                                        level)
 
 
 def estimate_all(log: SlateLog, target_probs=None, target_inclusion=None,
                  target_prefix_probs=None, *, n_boot=1000, seed=0, level=0.95) -> dict:
-  """Every slate estimator whose target probabilities are given, as ope.format_table reads them:
+  """Every slate estimator whose target probabilities are given, as estimators.format_table reads
+  them:
   target_probs -> position_ips and pseudo_inv, target_inclusion -> topk_ips,
   target_prefix_probs -> cascade_ips."""
   kw = dict(n_boot=n_boot, seed=seed, level=level)

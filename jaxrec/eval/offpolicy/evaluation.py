@@ -1,13 +1,13 @@
-"""Off-policy evaluation of a target policy on a simulation's decision log (simulation.py format):
-the inputs ope.py's estimators need, built from the log alone.
+"""Off-policy evaluation of a target policy on a simulation's decision log (simulation/log.py
+format): the inputs estimators.py needs, built from the log alone.
 
 The decision is a slate's first slot (the log's `slot == 0` rows): its propensity is the logging
-policy's marginal probability of that item there, so per-decision IPS is exact. Per logged day,
-the target sees what a live policy would: each user's dataset history plus their clicks on the
-earlier logged days (simulation.replay_state); its first-slot distribution over its candidates
-gives `target_probs` of the logged items. The estimate is the target's value on the logged
-contexts (the users who came back under the logging policy, with the histories it gave them),
-not the long-run value of running the target for days: that only a simulation of it measures.
+policy's marginal probability of that item there, so per-decision IPS is exact. Per logged day, the
+target sees what a live policy would: each user's dataset history plus their clicks on the earlier
+logged days (simulation/log.py: replay_state); its first-slot distribution over its candidates gives
+`target_probs` of the logged items. The estimate is the target's value on the logged contexts (the
+users who came back under the logging policy, with the histories it gave them), not the long-run
+value of running the target for days: that only a simulation of it measures.
 
 The direct method's reward model is fit on the logged rows only, never on the world: a
 logistic regression of the reward (click, or a fraction such as watch) on the target scorer's
@@ -21,8 +21,9 @@ from __future__ import annotations
 import numpy as np
 
 from jaxrec.errors import UserError
-from jaxrec.eval import ope
-from jaxrec.eval.simulator import Requests, World
+from jaxrec.eval.offpolicy import estimators
+from jaxrec.eval.simulation.log import replay_state
+from jaxrec.eval.simulation.world import Requests, World
 
 REWARDS = ("click", "watch", "like")
 
@@ -68,7 +69,8 @@ class RewardModel:
 
 def features(scorer, world, state, requests) -> tuple[np.ndarray, np.ndarray]:
   """(candidates [U, C], features [U, C, F]) from a scorer: its head predictions as logits when
-  it has heads (policies.ServingScorer), its score otherwise; and log item popularity."""
+  it has heads (jaxrec/serve/policies.py: ServingScorer), its score otherwise; and log item
+  popularity."""
   if hasattr(scorer, "scored"):
     candidates, _, heads = scorer.scored(world, state, requests)
     x = _logit(heads)
@@ -86,7 +88,6 @@ def features(scorer, world, state, requests) -> tuple[np.ndarray, np.ndarray]:
 
 def log_contexts(world: World, columns: dict):
   """Per logged day: (day, first-slot row indices, the replayed state, the requests)."""
-  from jaxrec.eval.simulation import replay_state
   first = np.flatnonzero(columns["slot"] == 0)
   for day in np.unique(columns["day"][first]):
     rows = first[columns["day"][first] == day]
@@ -102,13 +103,13 @@ def log_contexts(world: World, columns: dict):
 def estimate(logged: np.ndarray, propensity: np.ndarray, reward: np.ndarray,
              candidates: np.ndarray, probs: np.ndarray, x: np.ndarray | None = None, *,
              max_weight=10.0, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
-  """{estimator: ope.Estimate} from per-decision arrays: the logged item [n], its propensity [n]
-  and reward [n]; the target's candidates [n, C] and first-slot probabilities over them [n, C];
-  and, for DM and DR, the features [n, C, F] of the candidates (the reward model is fit on the
-  logged rows whose item is among the candidates)."""
+  """{estimator: estimators.Estimate} from per-decision arrays: the logged item [n], its
+  propensity [n] and reward [n]; the target's candidates [n, C] and first-slot probabilities over
+  them [n, C]; and, for DM and DR, the features [n, C, F] of the candidates (the reward model is
+  fit on the logged rows whose item is among the candidates)."""
   match = candidates == logged[:, None]
   target_probs = (probs * match).sum(1)
-  log = ope.BanditLog(np.arange(len(logged)), logged, reward, propensity)
+  log = estimators.BanditLog(np.arange(len(logged)), logged, reward, propensity)
   q_logged = q_target = None
   if x is not None:
     covered = match.any(1)
@@ -116,13 +117,13 @@ def estimate(logged: np.ndarray, propensity: np.ndarray, reward: np.ndarray,
     model = RewardModel().fit(logged_x[covered], log.reward[covered])
     q_logged = np.where(covered, model.predict(logged_x), 0.0)
     q_target = (probs * model.predict(x)).sum(1)
-  return ope.estimate_all(log, target_probs, q_logged, q_target, max_weight=max_weight,
+  return estimators.estimate_all(log, target_probs, q_logged, q_target, max_weight=max_weight,
                           n_boot=n_boot, seed=seed, level=level)
 
 
 def evaluate(world: World, columns: dict, target, *, reward: str = "click", max_weight=10.0,
              n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
-  """{estimator: ope.Estimate} of `target`'s expected first-slot reward, from the log."""
+  """{estimator: estimators.Estimate} of `target`'s expected first-slot reward, from the log."""
   if reward not in REWARDS:
     raise UserError(f"unknown reward {reward!r}; choose one of {', '.join(REWARDS)}.")
   if not (columns["slot"] == 0).any():

@@ -11,7 +11,7 @@ Conventions:
     and sklearn's `roc_auc_score`; it is NaN when the weighted rows hold only one class, because
     then no positive/negative pair exists to order.
   * NDCG breaks score ties pessimistically: within a tie the lower gains rank first, so a model
-    that scores everything alike cannot look good (as `metrics.sampled_metrics` does). Gains are
+    that scores everything alike cannot look good (as `ranking.sampled_metrics` does). Gains are
     linear (DCG = sum gain / log2(rank + 2), ranks 0-based) and groups without any positive gain
     are left out of the mean, since their ideal DCG is 0.
   * Metrics that divide by something that is 0 return NaN instead of raising, so one empty head

@@ -171,7 +171,7 @@ def _bootstrap(num, den, n_boot, seed, level):
 def estimate_from_terms(num, den, diagnostics, n_boot, seed, level):
   """sum(num) / sum(den) (den=None: mean(num)) with its bootstrap interval over the rows of
   `num`; an estimator that reduces a log to one term per independent unit (a row here, a slate in
-  slate_ope.py) gets its interval by resampling those units."""
+  slate_estimators.py) gets its interval by resampling those units."""
   value = float(num.sum() / (den.sum() if den is not None else len(num)))
   low, high = _bootstrap(num, den, n_boot, seed, level)
   return Estimate(value, low, high, diagnostics)

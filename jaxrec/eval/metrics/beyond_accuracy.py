@@ -15,7 +15,7 @@ Conventions:
     list's genre distribution is the normalised sum of its items' weights (Steck 2018).
   * Entropy and KL are in nats; novelty is in bits (self-information, -log2).
   * Each per-list metric X has `X_per_list(...) -> (values [U], defined [U])`, so a caller that
-    sees its lists in batches (list_metrics.py) can average them exactly without holding every
+    sees its lists in batches (lists.py) can average them exactly without holding every
     list's intermediate arrays at once.
 """
 

@@ -25,7 +25,7 @@ import numpy as np
 from jaxrec.data.storage import PreparedDataset
 from jaxrec.data.synthetic_sessions import LongHistoryConfig
 from jaxrec.data.vocab import FIRST_ID
-from jaxrec.eval.metrics import KS, NEG, topk_metrics
+from jaxrec.eval.metrics.ranking import KS, NEG, topk_metrics
 
 TOPIC_SMOOTHING = 0.1
 

@@ -7,10 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrec.eval import metrics
+from jaxrec.eval.metrics import ranking
 
 
-def evaluate_popularity(task, split: str, ks=metrics.KS, row_weight=None, counts=None) -> dict:
+def evaluate_popularity(task, split: str, ks=ranking.KS, row_weight=None, counts=None) -> dict:
   """Ranks by `counts` per item id (default: training-token counts)."""
   counts = task.data.item_counts if counts is None else counts
   scores = jnp.log1p(jnp.asarray(counts, jnp.float32))
@@ -18,9 +18,9 @@ def evaluate_popularity(task, split: str, ks=metrics.KS, row_weight=None, counts
   @jax.jit
   def step(batch):
     tiled = jnp.broadcast_to(scores, (batch["inputs"].shape[0], scores.shape[0]))
-    return metrics.topk_metrics(metrics.mask_scores(tiled, batch["seen"]), batch["targets"], ks)
+    return ranking.topk_metrics(ranking.mask_scores(tiled, batch["seen"]), batch["targets"], ks)
 
-  accumulator = metrics.MetricAccumulator()
+  accumulator = ranking.MetricAccumulator()
   for batch in task.eval_batches(split):
     weight = batch.pop("weight")
     if row_weight is not None:
