@@ -53,7 +53,7 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     raise UserError(f"{call} in {path!r} returned {type(config).__name__}, not an "
                     "ml_collections.ConfigDict; return ml_collections.ConfigDict(...) instead")
   config.lock()
-  return config
+  return check_config(config)
 
 
 def _split_spec(spec: str) -> tuple[str, str | None]:
@@ -126,6 +126,7 @@ def apply_overrides(config: ml_collections.ConfigDict,
                       f"one by one, e.g. {flag}.{_first_key(parent[name])}=... "
                       f"(keys: {', '.join(sorted(parent[name].keys()))})")
     value = _parse(text, parent[name], parent.get_type(name), flag, _optional(parent, name))
+    _check_value(key, value, flag)
     try:
       setattr(parent, name, value)
     except (TypeError, ValueError) as e:
@@ -248,6 +249,107 @@ def _literal_or_text(text: str):
     return ast.literal_eval(text)
   except (ValueError, SyntaxError):
     return text
+
+
+# Sizes and counts with a least sensible value: key (dotted, from the config's root) -> (minimum,
+# what the setting is, what a value below it would do). A key is checked in every config that has
+# it (the tasks' configs differ in sections); a tuple (model.top, eval.ks) element by element;
+# None (an optional field such as model.window) is left alone. Beyond these, a value the code
+# cannot use is the model's or the pipeline's to refuse.
+_MINIMUMS = {
+    "train.batch_size": (1, "the examples per training step", ""),
+    "train.num_steps": (1, "the number of training steps",
+                        "0 would train nothing and report an untrained model's metrics"),
+    "train.log_every": (1, "the steps between training-loss logs", ""),
+    "train.eval_every": (1, "the steps between validation evaluations", ""),
+    "train.keep_checkpoints": (1, "the latest checkpoints kept", ""),
+    "train.max_nonfinite_in_a_row": (1, "the non-finite steps tolerated in a row", ""),
+    "train.patience": (0, "the evaluations without improvement before stopping (0 = never stop)",
+                       ""),
+    "eval.batch_size": (1, "the users per evaluation batch", ""),
+    "eval.ks": (1, "each cut-off k of the ranking metrics", ""),
+    "eval.max_targets": (1, "the held-out items per user", ""),
+    "eval.sampled_negatives": (0, "the sampled protocol's negatives (0 = off)", ""),
+    "model.dim": (1, "the model's embedding width", ""),
+    "model.max_len": (1, "the history length the model reads", ""),
+    "model.num_layers": (1, "the model's layers", ""),
+    "model.num_heads": (1, "the attention heads", ""),
+    "model.mlp_dim": (1, "the feed-forward width", ""),
+    "model.hidden": (1, "the hidden width", ""),
+    "model.title_buckets": (1, "the hashed title buckets", ""),
+    "model.window": (1, "the attention window (None = full attention)", ""),
+    "model.num_global": (0, "the attention-sink tokens", ""),
+    "model.chunk": (1, "the queries per attention chunk", ""),
+    "model.bottom": (1, "each bottom MLP width", ""),
+    "model.top": (1, "each top MLP width", ""),
+    "model.cross_layers": (0, "the cross layers", ""),
+    "model.factors": (1, "the latent factors", ""),
+    "model.iterations": (1, "the fitting iterations", ""),
+    "model.cg_steps": (1, "the conjugate-gradient steps", ""),
+    "model.k_neighbors": (1, "the neighbours kept", ""),
+    "loss.num_negatives": (1, "the sampled negatives per example", ""),
+    "loss.positions_per_user": (1, "the positions trained per user", ""),
+    "loss.uniform_negatives": (0, "the uniform negatives per batch (0 = off)", ""),
+    "loss.horizon": (1, "the items ahead predicted", ""),
+    "loss.future_window": (1, "the tokens ahead the future objective draws from", ""),
+    "optimizer.warmup_steps": (0, "the warm-up steps", ""),
+    "data.kcore": (0, "the k-core filter (0 = off)", ""),
+    "data.merge_gap": (0, "the merge gap in seconds", ""),
+    "data.negatives_per_positive": (0, "the sampled unrated items per rating", ""),
+}
+
+
+def check_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Refuses sizes and counts out of range (batch sizes, widths, steps; see _MINIMUMS) with a
+  UserError naming the key, the value and the fix. load_config, apply_overrides (for each key it
+  sets) and train() call it, so a bad value stops the run before anything is built."""
+  for key in _MINIMUMS:
+    node = config
+    for part in key.split("."):
+      if not isinstance(node, (ml_collections.ConfigDict, dict)) or part not in node:
+        break
+      node = node[part]
+    else:
+      _check_value(key, node, f"config.{key}")
+  return config
+
+
+def _check_value(key: str, value, flag: str) -> None:
+  rule = _MINIMUMS.get(key)
+  if rule is None or value is None:
+    return
+  minimum, what, consequence = rule
+  for v in value if isinstance(value, (tuple, list)) else (value,):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+      continue  # a wrong type is ml_collections' (or the model's) to refuse
+    if v < minimum:
+      shown = value if isinstance(value, (tuple, list)) else v
+      why = f" ({consequence})" if consequence else ""
+      raise UserError(f"{flag}={shown!r} is out of range: {what} must be at least {minimum}{why}. "
+                      f"Pass --config.{key}=N with N >= {minimum}"
+                      + (" for each element." if isinstance(value, (tuple, list)) else "."))
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+  """{"a.b": v, ...} for a nested dict of plain values (an empty group stays one value, {})."""
+  flat = {}
+  for k, v in tree.items():
+    if isinstance(v, dict) and v:
+      flat.update(flatten(v, f"{prefix}{k}."))
+    else:
+      flat[f"{prefix}{k}"] = v
+  return flat
+
+
+ABSENT = "(absent)"
+
+
+def diff_configs(old: dict, new: dict) -> dict[str, tuple]:
+  """{dotted key: (old value, new value)} for every key whose value differs between two configs
+  as config.json keeps them (to_dict form); a key only one side has shows ABSENT on the other."""
+  a, b = flatten(old), flatten(new)
+  return {k: (a.get(k, ABSENT), b.get(k, ABSENT)) for k in sorted(a.keys() | b.keys())
+          if a.get(k, ABSENT) != b.get(k, ABSENT)}
 
 
 def to_dict(config: ml_collections.ConfigDict) -> dict:

@@ -224,3 +224,50 @@ def test_optional_field_set_to_none_and_back_others_refuse_none():
   assert "--config.num_steps cannot be None" in message and "give an int" in message
   assert config.num_steps == 420
   assert "expects an int, got 'abc'" in _error(apply_overrides, config, ["window=abc"])
+
+
+# sizes out of range
+
+
+def _sasrec_smoke():
+  import os
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return load_config(os.path.join(root, "configs", "movielens_sasrec.py:smoke"))
+
+
+@pytest.mark.parametrize("override, words", [
+    ("train.batch_size=0", ["--config.train.batch_size=0", "at least 1", "N >= 1"]),
+    ("model.dim=-4", ["--config.model.dim=-4", "embedding width", "N >= 1"]),
+    ("train.num_steps=0", ["--config.train.num_steps=0", "untrained model", "N >= 1"]),
+    ("eval.batch_size=-1", ["--config.eval.batch_size=-1", "at least 1"]),
+    ("eval.ks=10,0", ["--config.eval.ks=(10, 0)", "each element"]),
+])
+def test_sizes_out_of_range_are_refused_naming_key_value_and_fix(override, words):
+  config = _sasrec_smoke()
+  key = override.partition("=")[0]
+  before = config[key.split(".")[0]][key.split(".")[1]]
+  message = _error(apply_overrides, config, [override])
+  assert all(w in message for w in words), message
+  assert config[key.split(".")[0]][key.split(".")[1]] == before  # refused before it was set
+
+
+def test_check_config_refuses_values_set_in_the_file_or_by_hand(tmp_path):
+  from jaxrec.config import check_config
+  config = _sasrec_smoke()
+  assert check_config(config) is config
+  with config.unlocked():
+    config.train.eval_every = 0
+  assert "config.train.eval_every=0" in _error(check_config, config)
+  path = _write(tmp_path, _CONFIG.replace("c.train.num_steps = 420", "c.train.num_steps = -1"))
+  assert "config.train.num_steps=-1" in _error(load_config, path)
+  # Optional fields left unset and keys of other sections are not checked.
+  assert check_config(ml_collections.ConfigDict({"model": {"window": None}, "other": {"dim": 0}}))
+
+
+def test_diff_configs_names_changed_added_and_removed_keys():
+  from jaxrec.config import ABSENT, diff_configs
+  old = {"optimizer": {"learning_rate": 0.002, "b1": 0.9}, "model": {"dim": 16}, "gone": 1}
+  new = {"optimizer": {"learning_rate": 0.01, "b1": 0.9}, "model": {"dim": 16, "new": 2}}
+  assert diff_configs(old, new) == {"gone": (1, ABSENT), "model.new": (ABSENT, 2),
+                                    "optimizer.learning_rate": (0.002, 0.01)}
+  assert diff_configs(old, old) == {}
