@@ -145,3 +145,87 @@ def test_eval_command_prints_metrics_and_protocol_as_json(ml100k, tmp_path):
   missing = subprocess.run([sys.executable, "-m", "jaxrec.cli", "eval", "--workdir",
                             str(tmp_path / "nothing")], capture_output=True, text=True, cwd=ROOT)
   assert missing.returncode == 2 and "not a training workdir" in missing.stderr
+
+
+# Resuming under another config
+
+
+@pytest.fixture(scope="module")
+def trained_sasrec(ml100k, tmp_path_factory):
+  """A finished 6-step smoke run; tests resume copies of it."""
+  workdir = tmp_path_factory.mktemp("trained") / "sasrec"
+  train(smoke_config("sasrec", ml100k.path), str(workdir))
+  return workdir
+
+
+def _copy(workdir, tmp_path):
+  import shutil
+  return str(shutil.copytree(workdir, tmp_path / "run"))
+
+
+def test_resume_with_a_changed_config_is_refused_naming_the_keys(ml100k, trained_sasrec,
+                                                                  tmp_path):
+  workdir = _copy(trained_sasrec, tmp_path)
+  saved = open(os.path.join(workdir, "config.json")).read()
+  with pytest.raises(UserError) as e:
+    train(smoke_config("sasrec", ml100k.path, **{"optimizer.learning_rate": 0.01}), workdir)
+  message = str(e.value)
+  assert "optimizer.learning_rate: 0.002 -> 0.01" in message
+  assert "--config-changes-ok optimizer.learning_rate" in message and "step 6" in message
+  # A changed width is refused by the comparison, before Orbax sees the checkpoint, even when
+  # it is accepted the restore's failure is one message; either way config.json stays as it was.
+  with pytest.raises(UserError, match=r"model\.dim: 16 -> 32") as e:
+    train(smoke_config("sasrec", ml100k.path, **{"model.dim": 32}), workdir)
+  assert "Orbax" not in str(e.value) and "Traceback" not in str(e.value)
+  with pytest.raises(UserError, match=r"does not restore under the accepted changes \(model\.dim\)"):
+    train(smoke_config("sasrec", ml100k.path, **{"model.dim": 32}), workdir,
+          config_changes_ok=("model.dim",))
+  with pytest.raises(UserError, match="not a key of this config"):
+    train(smoke_config("sasrec", ml100k.path), workdir, config_changes_ok=("model.dimm",))
+  assert open(os.path.join(workdir, "config.json")).read() == saved
+  assert not os.path.exists(os.path.join(workdir, "config_changes.json"))
+  # The workdir is still the run it was: `jaxrec eval` reads it.
+  from jaxrec.train.evaluate import evaluate_workdir
+  result = evaluate_workdir(workdir, "test")
+  results = json.load(open(os.path.join(workdir, "results.json")))
+  assert result["ndcg@10"] == pytest.approx(results["test"]["ndcg@10"], abs=1e-6)
+
+
+def test_accepted_config_changes_resume_and_are_recorded(ml100k, trained_sasrec, tmp_path):
+  workdir = _copy(trained_sasrec, tmp_path)
+  # Another spelling of the same data directory is not a change.
+  config = smoke_config("sasrec", os.path.relpath(ml100k.path),
+                        **{"optimizer.learning_rate": 0.01, "train.num_steps": 9})
+  results = train(config, workdir, config_changes_ok=("optimizer.learning_rate", "train"))
+  assert results["last_step"] == 9
+  saved = json.load(open(os.path.join(workdir, "config.json")))
+  assert saved["optimizer"]["learning_rate"] == 0.01 and saved["train"]["num_steps"] == 9
+  history = json.load(open(os.path.join(workdir, "config_changes.json")))
+  assert len(history) == 1 and history[0]["from_step"] == 6
+  assert history[0]["changes"] == {"optimizer.learning_rate": {"old": 0.002, "new": 0.01},
+                                   "train.num_steps": {"old": 6, "new": 9}}
+  assert results["config_changes"] == history
+  assert json.load(open(os.path.join(workdir, "results.json")))["config_changes"] == history
+
+
+def test_cli_refuses_changed_resume_and_bad_sizes_with_exit_2(ml100k, trained_sasrec, tmp_path):
+  workdir = _copy(trained_sasrec, tmp_path)
+  saved = open(os.path.join(workdir, "config.json")).read()
+
+  def run(*args):
+    return subprocess.run([sys.executable, "-m", "jaxrec.cli", "train", "--config",
+                           "configs/movielens_sasrec.py:smoke", "--workdir", workdir,
+                           f"--config.data.dir={ml100k.path}", *args],
+                          capture_output=True, text=True, cwd=ROOT)
+  # --config-changes-ok reaches train(): the accepted key is not named, the other one is.
+  result = run("--config.optimizer.learning_rate=0.01", "--config.model.dropout=0.1",
+               "--config-changes-ok", "optimizer.learning_rate")
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  assert "model.dropout: 0.2 -> 0.1" in result.stderr
+  assert "learning_rate: " not in result.stderr
+  assert open(os.path.join(workdir, "config.json")).read() == saved
+  for override, name in [("train.batch_size=0", "train.batch_size=0"),
+                         ("model.dim=-4", "model.dim=-4"), ("train.num_steps=0", "num_steps=0")]:
+    result = run(f"--config.{override}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert name in result.stderr and ">= 1" in result.stderr
