@@ -7,6 +7,7 @@ time-decayed pooling, `--config.model.query_encoder=pooling`).
 
   jaxrec train --config configs/movielens_two_tower.py --workdir workdirs/ml100k-two-tower
   jaxrec train --config configs/movielens_two_tower.py:smoke --workdir /tmp/smoke
+  jaxrec train --config configs/movielens_two_tower.py:demo --workdir demo_out/two_tower   # make demo
 """
 
 from jaxrec.train.defaults import two_tower_config, variant
@@ -15,4 +16,12 @@ from jaxrec.train.defaults import two_tower_config, variant
 def get_config(arg=None):
   config = two_tower_config()
   config.model.query_encoder = "sasrec"
+  if arg == "demo":
+    # `make demo`: the time-decayed pooled history encoder, 210 steps instead of up to 420. It
+    # costs about 0.4x the CPU of 105 steps with the transformer encoder and scored better on
+    # validation there (NDCG@10 0.0865 against 0.0738; test 0.0669 against 0.0662), so the demo
+    # stays a real trained model in a few minutes. Benchmarks use no arg.
+    config.model.query_encoder = "pooling"
+    config.train.num_steps = 210
+    return config
   return variant(config, arg)
