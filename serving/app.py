@@ -3,10 +3,13 @@
     POST /v1/recommend   user and/or recent history, context, k, exclusions -> top-k with per-head
                          and combined scores, the stage that placed each item, per-stage timings
     POST /v1/similar     item-to-item by embedding
-    POST /v1/feedback    impressions and outcomes -> the exploration posteriors
-With a decision log (`--decision-log DIR`, jaxrec/eval/offpolicy/decision_log.py), each answer gets a
-`request_id` and is logged with its propensities, and feedback events quoting it are logged too.
+    POST /v1/feedback    per shown item, an impression and an engagement -> the exploration
+                         posteriors (serving/feedback_guard.py: the API key, a per-client rate,
+                         and only items an answer of this service showed, each counted once)
     GET  /healthz, /readyz, /metrics (Prometheus), /docs (OpenAPI)
+Every answer carries a `request_id`; with a decision log (`--decision-log DIR`,
+jaxrec/eval/offpolicy/decision_log.py) it is logged with its propensities, and so is the feedback
+quoting it. Server limits (body size, read timeouts, connections) are in serving/limits.py.
 
 The newest complete bundle under the export directory serves. A watcher loads a newer version
 when one appears, warms it up (every batch size compiled) and swaps it in atomically: requests
@@ -34,9 +37,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from jaxrec.errors import UserError
 from jaxrec.eval.offpolicy.decision_log import DecisionLog
-from jaxrec.rerank.posteriors import MAX_INCREMENT, BetaPosteriors
+from jaxrec.rerank.posteriors import BetaPosteriors
 from jaxrec.retrieval.bundle import complete_versions, latest_version
 from serving.batcher import Batcher, Overloaded
+from serving.feedback_guard import IssuedRequests, RateLimiter, authorized
+from serving.limits import BodyLimit, ServerLimits
 from jaxrec.serve.recommender import BUCKETS, Recommender, Request, ServingConfig
 
 
@@ -47,7 +52,9 @@ MAX_LIST = 10_000  # entries of any list
 LATEST_TIMESTAMP = 32_503_680_000  # 3000-01-01 in Unix seconds
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID)]
-Count = Annotated[StrictInt, Field(ge=0, le=MAX_INCREMENT)]
+
+
+ROUTES = ("/v1/recommend", "/v1/similar", "/v1/feedback", "/healthz", "/readyz", "/metrics")
 
 
 class Strict(BaseModel):
@@ -84,11 +91,11 @@ class SimilarBody(Strict):
 
 
 class Outcome(Strict):
+  request_id: Id = Field(description="the request_id of the /v1/recommend answer that showed "
+                         "the item")
   item_id: Id
-  impressions: Count = 1
-  engagements: Count = 0
-  request_id: Id | None = Field(None, description="the request_id of the /v1/recommend answer "
-                                "that showed the item (decision log)")
+  impressions: StrictInt = Field(1, ge=0, le=1, description="one showing: 0 or 1")
+  engagements: StrictInt = Field(0, ge=0, le=1, description="engaged with it: 0 or 1")
 
 
 class FeedbackBody(Strict):
@@ -173,10 +180,17 @@ class Service:
 
 def create_app(export_root: str, config: ServingConfig | None = None, *, max_batch: int = 8,
                max_wait_ms: float = 2.0, max_queue: int = 256, reload_interval: float = 2.0,
-               decision_log: str | None = None) -> FastAPI:
+               decision_log: str | None = None, api_key: str | None = None,
+               feedback_rate: float = 20.0, feedback_burst: int = 40,
+               limits: ServerLimits = ServerLimits()) -> FastAPI:
+  """api_key: required (`Authorization: Bearer KEY`) on state-changing endpoints; feedback_rate
+  and feedback_burst: each client's token bucket for /v1/feedback; limits: the body's size and
+  read time (the connection limits are the server's: limits.server_config)."""
   config = config or ServingConfig()
   service = Service(export_root, config, max_batch, max_wait_ms, max_queue)
   decisions = DecisionLog(decision_log) if decision_log else None
+  issued = IssuedRequests()
+  feedback_limiter = RateLimiter(feedback_rate, feedback_burst)
 
   @contextlib.asynccontextmanager
   async def lifespan(app):
@@ -201,9 +215,17 @@ def create_app(export_root: str, config: ServingConfig | None = None, *, max_bat
   app.state.service = service
   metrics = service.metrics
 
+  def count(path: str, status: int) -> None:
+    # Only the service's own routes get a label of their own: any path a client invents would
+    # otherwise grow the metric without bound.
+    metrics.requests.labels(path if path in ROUTES else "other", str(status)).inc()
+
   def error(status: int, message: str, endpoint: str) -> JSONResponse:
-    metrics.requests.labels(endpoint, str(status)).inc()
+    count(endpoint, status)
     return JSONResponse({"error": message}, status_code=status)
+
+  app.add_middleware(BodyLimit, max_body_bytes=limits.max_body_bytes,
+                     body_timeout=limits.body_timeout, on_refused=count)
 
   @app.exception_handler(RequestValidationError)
   async def invalid(request: HttpRequest, exc: RequestValidationError):
@@ -245,8 +267,9 @@ def create_app(export_root: str, config: ServingConfig | None = None, *, max_bat
     for stage, ms in response["timings_ms"].items():
       if stage != "total":
         metrics.latency.labels(stage).observe(ms / 1000)
+    response["request_id"] = issued.issue([item["item_id"] for item in response["items"]])
     if decisions is not None:
-      response["request_id"] = decisions.decision(body.user_id, response, time.time())
+      decisions.decision(response["request_id"], body.user_id, response, time.time())
     metrics.requests.labels(endpoint, "200").inc()
     return response
 
@@ -262,16 +285,27 @@ def create_app(export_root: str, config: ServingConfig | None = None, *, max_bat
     return {"items": items, "model_version": service.current.version}
 
   @app.post("/v1/feedback")
-  async def feedback(body: FeedbackBody):
+  async def feedback(body: FeedbackBody, http: HttpRequest):
+    endpoint = "/v1/feedback"
+    if not authorized(api_key, http.headers.get("authorization")):
+      return error(401, "feedback needs the service's API key: send `Authorization: Bearer "
+                        "KEY`.", endpoint)
+    if not feedback_limiter.allow(http.client.host if http.client else "unknown"):
+      return error(429, "too many feedback requests from this client; slow down.", endpoint)
+    if any(e.engagements > e.impressions for e in body.events):
+      return error(400, "an event has more engagements than impressions.", endpoint)
+    problems = issued.claim([(e.request_id, e.item_id) for e in body.events])
+    if problems:  # nothing is counted or logged as a reward
+      return error(409, f"feedback refused: {'; '.join(problems[:5])}"
+                        + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""),
+                   endpoint)
     ids = service.current.item_ids([e.item_id for e in body.events])
     known = ids >= 2
-    if any(e.engagements > e.impressions for e in body.events):
-      return error(400, "an event has more engagements than impressions.", "/v1/feedback")
     service.posteriors.update(ids[known], [e.impressions for e, k in zip(body.events, known) if k],
                               [e.engagements for e, k in zip(body.events, known) if k])
     if decisions is not None:
       decisions.feedback(body.events, time.time())
-    metrics.requests.labels("/v1/feedback", "200").inc()
+    metrics.requests.labels(endpoint, "200").inc()
     return {"updated": int(known.sum()),
             "unknown_items": [e.item_id for e, k in zip(body.events, known) if not k]}
 

@@ -3,9 +3,11 @@
 Requests wait in a bounded queue; one worker takes the first, then whatever else arrives within
 `max_wait_ms` (up to `max_batch`), and answers them together on a single model thread (JAX and
 ScaNN use their own threads inside); a batch that fails is answered again one request at a time,
-so a request that breaks the pipeline fails alone. A full queue refuses at once (`Overloaded`, a 503), and a
-request that waited longer than `max_queue_seconds` is refused rather than answered late, so an
-overloaded service answers fast instead of working through a backlog its clients gave up on.
+so a request that breaks the pipeline fails alone. A request is refused at once (`Overloaded`, a
+503) when the queue is full or its expected wait (queue length x the measured time per request)
+is over `max_queue_seconds`, and one that waited longer than that anyway is refused rather than
+answered late: an overloaded service answers fast instead of working through a backlog its
+clients gave up on.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Batcher:
     self.queue: asyncio.Queue = asyncio.Queue(maxsize=max_queue)
     self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model")
     self.worker: asyncio.Task | None = None
+    self.seconds_per_request = 0.0  # moving average of the model thread's time per request
 
   def start(self) -> None:
     self.worker = asyncio.get_running_loop().create_task(self._work())
@@ -40,6 +43,11 @@ class Batcher:
     self.executor.shutdown(wait=False, cancel_futures=True)
 
   async def submit(self, item):
+    # Admission by the queue's expected wait: a request that would wait past max_queue_seconds is
+    # refused now, a fast 503, rather than after its client has given up.
+    expected = (self.queue.qsize() + 1) * self.seconds_per_request
+    if expected > self.max_queue_seconds:
+      raise Overloaded(f"the queue's expected wait is {expected:.2f} s")
     future = asyncio.get_running_loop().create_future()
     try:
       self.queue.put_nowait((item, future, time.perf_counter()))
@@ -85,7 +93,10 @@ class Batcher:
       if not batch:
         continue
       items = [item for item, _, _ in batch]
+      started = time.perf_counter()
       results = await loop.run_in_executor(self.executor, self._run_isolated, items)
+      per_request = (time.perf_counter() - started) / len(items)
+      self.seconds_per_request = 0.8 * self.seconds_per_request + 0.2 * per_request
       for (_, future, _), result in zip(batch, results):
         if future.done():
           continue

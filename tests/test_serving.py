@@ -12,33 +12,35 @@ import numpy as np
 import pytest
 import uvicorn
 
-from jaxrec.config import apply_overrides, load_config
 from jaxrec.train.export import export_workdir
-from jaxrec.train.trainer import train
-from serving.app import create_app
 from jaxrec.serve.recommender import ServingConfig
+from serving.app import create_app
+from serving.limits import ServerLimits, server_config
+
+KEY = "test-key-0123456789abcdef"
+
+
+pytestmark = pytest.mark.integration  # a real server
 
 
 @pytest.fixture(scope="module")
-def export_root(ml100k, tmp_path_factory):
+def export_root(smoke_two_tower, smoke_dlrm, tmp_path_factory):
+  """Over conftest's smoke runs, shared with other modules."""
   tmp = tmp_path_factory.mktemp("serving")
-  for name, config in (("two_tower", "movielens_two_tower.py:smoke"),
-                       ("dlrm", "movielens_dlrm.py:smoke")):
-    train(apply_overrides(load_config(f"configs/{config}"), [f"data.dir={ml100k.path}"]),
-          str(tmp / name))
-  export_workdir(str(tmp / "two_tower"), str(tmp / "export"), ranker=str(tmp / "dlrm"))
+  export_workdir(smoke_two_tower[0], str(tmp / "export"), ranker=smoke_dlrm[0])
   return str(tmp / "export")
 
 
 class Server:
-  def __init__(self, app):
+  """The app under uvicorn as `jaxrec serve` runs it (serving/limits.py), in a thread."""
+
+  def __init__(self, app, limits: ServerLimits = ServerLimits()):
     with socket.socket() as s:
       s.bind(("127.0.0.1", 0))
       self.port = s.getsockname()[1]
     self.url = f"http://127.0.0.1:{self.port}"
     self.app = app
-    self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                log_level="warning"))
+    self.server = uvicorn.Server(server_config(app, "127.0.0.1", self.port, limits))
     self.thread = threading.Thread(target=self.server.run, daemon=True)
 
   def __enter__(self):
@@ -141,23 +143,13 @@ def test_bad_requests_get_a_4xx_that_says_why(server, request_kwargs, status, me
   assert message in response.json()["error"]
 
 
-def test_similar_feedback_health_and_metrics(server, ml100k):
+def test_similar_health_and_metrics(server, ml100k):
   item = str(ml100k.vocabs["item"].raw(np.array([30]))[0])
   similar = post(server, "/v1/similar", {"item_id": item, "k": 5}).json()["items"]
   assert len(similar) == 5 and item not in {s["item_id"] for s in similar}
   assert post(server, "/v1/similar", {"item_id": "nope", "k": 5}).status_code == 404
-  posteriors = server.service.posteriors
-  before = posteriors.impressions(np.array([30]))[0]
-  response = post(server, "/v1/feedback", {"events": [
-      {"item_id": item, "impressions": 10, "engagements": 3},
-      {"item_id": "nope", "impressions": 1}]})
-  assert response.json() == {"updated": 1, "unknown_items": ["nope"]}
-  assert posteriors.impressions(np.array([30]))[0] == before + 10
-  bad = post(server, "/v1/feedback", {"events": [{"item_id": item, "impressions": 1,
-                                                  "engagements": 2}]})
-  assert bad.status_code == 400
   assert httpx.get(server.url + "/healthz").json()["status"] == "ok"
-  assert httpx.get(server.url + "/readyz").status_code == 200
+  assert httpx.get(server.url + "/readyz").json() == {"status": "ready", "model_version": "1"}
   # Its own recommendation: under xdist the tests that ask for one may run in another worker,
   # against another server, so the counter and stage timings are not there otherwise.
   assert post(server, "/v1/recommend", {"user_id": "5", "k": 5}).status_code == 200
@@ -166,27 +158,102 @@ def test_similar_feedback_health_and_metrics(server, ml100k):
   assert "jaxrec_stage_seconds_bucket" in metrics and "jaxrec_model_version 1.0" in metrics
 
 
+LIMITS = ServerLimits(body_timeout=1.0, idle_timeout=1, max_connections=500)
+
+
 @pytest.fixture(scope="module")
-def plain_server(export_root):
-  """A server without a decision log, for tests whose traffic must not reach the shared log."""
-  with Server(create_app(export_root, ServingConfig(candidates=200), reload_interval=3600)) as s:
+def plain_server(export_root, tmp_path_factory):
+  """A server with an API key, tight limits and a decision log of its own, for tests whose
+  traffic must not reach the shared log."""
+  log = str(tmp_path_factory.mktemp("plain_decisions"))
+  app = create_app(export_root, ServingConfig(candidates=200), reload_interval=3600,
+                   decision_log=log, api_key=KEY, feedback_rate=2, feedback_burst=10,
+                   limits=LIMITS)
+  with Server(app, LIMITS) as s:
+    s.decision_log = log
     yield s
 
 
-def test_overflowing_feedback_cannot_break_recommendations(plain_server, ml100k):
+def feedback(server, events, key=KEY):
+  headers = {"Authorization": f"Bearer {key}"} if key else {}
+  return post(server, "/v1/feedback", {"events": events}, headers=headers)
+
+
+def test_feedback_needs_the_key_and_an_item_this_service_showed(plain_server):
+  from jaxrec.eval.offpolicy.decision_log import FEEDBACK
   server = plain_server
-  item = str(ml100k.vocabs["item"].raw(np.array([40]))[0])
-  for impressions in (9223372036854775807, 2**70, -1, "5", True):
-    response = post(server, "/v1/feedback", {"events": [
-        {"item_id": item, "impressions": impressions}, {"item_id": item, "impressions": 1}]})
+  answer = post(server, "/v1/recommend", {"user_id": "5", "k": 5}).json()
+  shown, request_id = answer["items"][0]["item_id"], answer["request_id"]
+  event = {"request_id": request_id, "item_id": shown, "impressions": 1, "engagements": 1}
+  assert feedback(server, [event], key=None).status_code == 401
+  assert feedback(server, [event], key="wrong-key-0123456789abcdef").status_code == 401
+  unknown = feedback(server, [{**event, "request_id": "f" * 32}])
+  assert unknown.status_code == 409 and "not issued" in unknown.json()["error"]
+  not_shown = feedback(server, [{**event, "item_id": "no-such-item"}])
+  assert not_shown.status_code == 409
+  log = os.path.join(server.decision_log, FEEDBACK)
+  assert not os.path.exists(log) or os.path.getsize(log) == 0  # nothing refused was logged
+  posteriors, item = server.service.posteriors, server.service.current.item_ids([shown])
+  before = posteriors.impressions(item)[0]
+  response = feedback(server, [event])
+  assert response.json() == {"updated": 1, "unknown_items": []}
+  assert posteriors.impressions(item)[0] == before + 1
+  assert feedback(server, [event]).status_code == 409  # counted once
+  assert feedback(server, [{**event, "impressions": 0}]).status_code == 400
+  with open(log) as f:
+    assert len(f.readlines()) == 1
+
+
+def test_feedback_is_rate_limited_per_client(plain_server):
+  started = time.perf_counter()
+  statuses = [feedback(plain_server, [{"request_id": "x" * 32, "item_id": "1"}]).status_code
+              for _ in range(40)]
+  allowed = 10 + 2 * (time.perf_counter() - started)  # the burst, and 2 a second since
+  assert statuses.count(409) <= allowed and set(statuses) == {409, 429}, statuses
+
+
+def test_overflowing_feedback_cannot_break_recommendations(plain_server):
+  server = plain_server
+  answer = post(server, "/v1/recommend", {"user_id": "7", "k": 5}).json()
+  event = {"request_id": answer["request_id"], "item_id": answer["items"][0]["item_id"]}
+  for impressions in (9223372036854775807, 2**70, -1, 2, "1", True):
+    response = feedback(server, [{**event, "impressions": impressions}, {**event}])
     assert response.status_code == 422, response.text
-  # The most one request may add, many times over: counts saturate, they do not wrap.
-  most = {"item_id": item, "impressions": 1_000_000, "engagements": 1_000_000}
-  for _ in range(3):
-    assert post(server, "/v1/feedback", {"events": [most] * 10_000}).status_code == 200
   statuses = [post(server, "/v1/recommend", {"user_id": str(u), "k": 10}).status_code
               for u in range(1, 101)]
   assert statuses == [200] * 100
+
+
+def test_huge_slow_and_idle_clients_are_cut_off(plain_server):
+  server = plain_server
+  host, port = "127.0.0.1", server.port
+
+  def raw(data: bytes, wait: float = 5.0) -> bytes:
+    with socket.create_connection((host, port), timeout=wait) as s:
+      s.sendall(data)
+      return s.recv(4096)
+
+  started = time.perf_counter()
+  head = (f"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+          f"Content-Length: {50 << 20}\r\n\r\n").encode()
+  assert raw(head + b"{").startswith(b"HTTP/1.1 413")
+  assert time.perf_counter() - started < 1.0
+  # A body trickled slower than the body timeout: 408.
+  head = b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+  assert raw(head + b'{"user_id"').startswith(b"HTTP/1.1 408")
+  # A request head that never completes, and connections that send nothing: closed.
+  assert raw(b"POST /v1/recommend HTTP/1.1\r\nHost:") == b""
+  idle = [socket.create_connection((host, port)) for _ in range(2000)]  # 4x max_connections
+  try:
+    wait_for(lambda: httpx.get(server.url + "/readyz", timeout=5).status_code == 200, 30)
+    for s in idle[:50]:
+      s.settimeout(10)
+      assert s.recv(1) == b""  # the server let go of it
+  finally:
+    for s in idle:
+      s.close()
+  metrics = httpx.get(server.url + "/metrics").text
+  assert 'jaxrec_requests_total{endpoint="/v1/feedback",status="413"} 1.0' in metrics
 
 
 def test_a_request_that_breaks_the_pipeline_fails_alone(plain_server):
@@ -356,3 +423,23 @@ def test_overload_answers_503_fast(export_root):
   assert statuses.count(200) >= 1 and statuses.count(503) >= 1, statuses
   # A full queue refuses at once, well before the 1 s the one request being answered takes.
   assert any(seconds < 0.5 for status, seconds in results if status == 503), results
+
+
+def test_rate_limiter_and_issued_requests_by_hand(monkeypatch):
+  from serving import feedback_guard
+  clock = [100.0]
+  monkeypatch.setattr(feedback_guard.time, "monotonic", lambda: clock[0])
+  limiter = feedback_guard.RateLimiter(rate=2, burst=3)
+  assert [limiter.allow("a") for _ in range(4)] == [True, True, True, False]
+  assert limiter.allow("b")  # per client
+  clock[0] += 0.5  # one token back
+  assert [limiter.allow("a") for _ in range(2)] == [True, False]
+  issued = feedback_guard.IssuedRequests(capacity=2)
+  first = issued.issue(["i1", "i2"])
+  assert issued.claim([(first, "i1"), (first, "i9")])  # one bad pair: none is consumed
+  assert issued.claim([(first, "i1")]) == [] and issued.claim([(first, "i1")])
+  issued.issue(["i3"]), issued.issue(["i4"])  # the oldest is forgotten
+  assert "not issued" in issued.claim([(first, "i2")])[0]
+  assert feedback_guard.authorized(None, None)
+  assert not feedback_guard.authorized("k" * 16, "Bearer " + "x" * 16)
+  assert feedback_guard.authorized("k" * 16, "Bearer " + "k" * 16)

@@ -1,10 +1,11 @@
 """`jaxrec export`: a trained workdir's best checkpoint -> a versioned retrieval bundle.
 
-The bundle (retrieval/bundle.py) holds every catalogue item's vector from the model, a ScaNN index over them
-with its recall measured against exact search on the validation users' query vectors, the model
-parameters as an Orbax checkpoint with the config that rebuilds the model (serving runs its query
-tower; its item tower embeds items added after training), and the dataset's vocabularies. Any
-task that embeds queries and items exports: two-tower, the sequential models, BPR-MF.
+The bundle (retrieval/bundle.py) holds every catalogue item's vector from the model, a ScaNN
+index over them with its recall measured against exact search on the validation users' query
+vectors, the model parameters as an Orbax checkpoint with the config that rebuilds the model
+(serving runs its query tower; its item tower embeds items added after training), and the
+dataset's vocabularies. Any task that embeds queries and items exports: two-tower, the
+sequential models, BPR-MF. The model is restored alone (train/restore.py): no optimizer state.
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import uuid
 
 import numpy as np
 
@@ -94,24 +93,21 @@ class DecisionLog:
     self._decisions = open(os.path.join(directory, DECISIONS), "a", buffering=1)
     self._feedback = open(os.path.join(directory, FEEDBACK), "a", buffering=1)
 
-  def decision(self, user_id: str | None, response: dict, now: float) -> str:
-    """Logs one answered request; returns the request id that feedback quotes."""
-    request_id = uuid.uuid4().hex
+  def decision(self, request_id: str, user_id: str | None, response: dict, now: float) -> None:
+    """Logs one answered request under the request id that its feedback quotes."""
     items = response["items"]
     self._decisions.write(json.dumps({
         "request_id": request_id, "user_id": user_id, "time": now,
         "model_version": response["model_version"], "items": [i["item_id"] for i in items],
         "stage": [i["stage"] for i in items], "propensity": [i["propensity"] for i in items],
     }) + "\n")
-    return request_id
 
   def feedback(self, events, now: float) -> None:
-    """Logs the events that carry a request_id (others only update the posteriors)."""
+    """Logs feedback events (each quotes the request_id of the answer that showed its item)."""
     for e in events:
-      if e.request_id is not None:
-        self._feedback.write(json.dumps({
-            "request_id": e.request_id, "item_id": e.item_id, "impressions": e.impressions,
-            "engagements": e.engagements, "time": now}) + "\n")
+      self._feedback.write(json.dumps({
+          "request_id": e.request_id, "item_id": e.item_id, "impressions": e.impressions,
+          "engagements": e.engagements, "time": now}) + "\n")
 
   def close(self) -> None:
     self._decisions.close()
