@@ -104,7 +104,11 @@ def _train_parsers(sub) -> None:
                      help="resuming a workdir: continue with these config keys (or groups) changed "
                           "from its config.json; they are recorded in config_changes.json. Any "
                           "other change is refused")
-  evaluate = sub.add_parser("eval", help="evaluate a trained workdir's best checkpoint")
+  evaluate = sub.add_parser("eval", help="evaluate a trained workdir's best checkpoint",
+                            epilog="Change how it is evaluated (not the model) with "
+                                   "--config.eval.KEY=VALUE, e.g. --config.eval.exclude_seen=False "
+                                   "(RecBole's sequential protocol) or --config.eval.max_targets=0 "
+                                   "(every interaction of the window).")
   evaluate.add_argument("--workdir", required=True)
   evaluate.add_argument("--split", default="test", help="valid or test")
   evaluate.add_argument("--json", action="store_true", help="one JSON object")
@@ -216,9 +220,10 @@ def _run_ope(args) -> None:
 
 def _format_metrics(rows: dict[str, dict], keys: list[str]) -> str:
   widths = [max(12, len(k) + 2) for k in keys]
-  lines = [f"{'':14}" + "".join(f"{k:>{w}}" for k, w in zip(keys, widths))]
+  first = max([14] + [len(name) + 1 for name in rows])
+  lines = [f"{'':{first}}" + "".join(f"{k:>{w}}" for k, w in zip(keys, widths))]
   for name, values in rows.items():
-    lines.append(f"{name:14}" + "".join(f"{values[k]:{w}.4f}" for k, w in zip(keys, widths)))
+    lines.append(f"{name:{first}}" + "".join(f"{values[k]:{w}.4f}" for k, w in zip(keys, widths)))
   return "\n".join(lines)
 
 
@@ -234,27 +239,42 @@ def _run_train(args, overrides: list[str]) -> None:
   results = train(config, args.workdir,
                   config_changes_ok=tuple(k.strip() for k in args.config_changes_ok.split(",")
                                           if k.strip()))
-  rows = {config.model.name: results["test"]}
+  rows = _by_history(config.model.name, results["test"])
   if config.task not in ("baseline", "ranking"):  # popularity ranks items, not impressions
     from jaxrec.train.trainer import build_task
-    rows["popularity"] = evaluate_popularity(build_task(config), "test", tuple(config.eval.ks))
-  keys = [k for k in results["test"] if ("@" in k or "/" in k) and not k.startswith("sampled_")]
-  print(f"\n{results['protocol']}; best step {results['best_step']}")
+    rows.update(_by_history("popularity", evaluate_popularity(build_task(config), "test",
+                                                               tuple(config.eval.ks))))
+  keys = [k for k in results["test"] if ("@" in k or "/" in k) and not k.startswith("sampled_")
+          and not k.startswith(("with_history/", "no_history/"))]
+  print(f"\n{results.get('protocol_detail', results['protocol'])}; best step "
+        f"{results['best_step']}")
   print(_format_metrics(rows, keys))
   if "beyond_accuracy" in results:
     from jaxrec.eval.metrics.lists import format_report
     print(format_report(results["beyond_accuracy"]))
 
 
-def _run_eval(args) -> None:
+def _by_history(name: str, result: dict) -> dict[str, dict]:
+  """A result's table rows: overall, then each group of users it reports apart (with_history/...,
+  no_history/... on a temporal split) under its own name."""
+  rows = {name: result}
+  for group in ("with_history", "no_history"):
+    part = {k.split("/", 1)[1]: v for k, v in result.items() if k.startswith(f"{group}/")}
+    if part.get("num_users"):
+      rows[f"  {name}, {group.replace('_', ' ')}"] = part
+  return rows
+
+
+def _run_eval(args, overrides: list[str]) -> None:
   from jaxrec.train.evaluate import evaluate_workdir
-  result = evaluate_workdir(args.workdir, args.split)
+  result = evaluate_workdir(args.workdir, args.split, overrides)
   if args.json:
     print(json.dumps(result))
   else:
     from jaxrec.eval.metrics.lists import format_report
-    print(result["protocol"])
-    print(_format_metrics({result["model"]: result}, [k for k in result if "@" in k]))
+    print(result.get("protocol_detail", result["protocol"]))
+    print(_format_metrics(_by_history(result["model"], result),
+                          [k for k in result if "@" in k and "/" not in k]))
     print(format_report(result["beyond_accuracy"]))
 
 
@@ -309,14 +329,15 @@ def main(argv: list[str] | None = None) -> int:
     from jaxrec.config import split_overrides
     argv, overrides = split_overrides(argv)
     args = parser.parse_args(argv)
-    if overrides and args.command != "train":
-      raise UserError(f"--config.* overrides apply to `jaxrec train` only, got {overrides}.")
+    if overrides and args.command not in ("train", "eval"):
+      raise UserError(f"--config.* overrides apply to `jaxrec train` (and --config.eval.* to "
+                      f"`jaxrec eval`) only, got {overrides}.")
     if args.command == "data":
       _run_data(args)
     elif args.command == "train":
       _run_train(args, overrides)
     elif args.command == "eval":
-      _run_eval(args)
+      _run_eval(args, overrides)
     elif args.command == "export":
       _run_export(args)
     elif args.command == "serve":

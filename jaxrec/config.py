@@ -268,7 +268,7 @@ _MINIMUMS = {
                        ""),
     "eval.batch_size": (1, "the users per evaluation batch", ""),
     "eval.ks": (1, "each cut-off k of the ranking metrics", ""),
-    "eval.max_targets": (1, "the held-out items per user", ""),
+    "eval.max_targets": (0, "the held-out items per user (0 = every item of the window)", ""),
     "eval.sampled_negatives": (0, "the sampled protocol's negatives (0 = off)", ""),
     "model.dim": (1, "the model's embedding width", ""),
     "model.max_len": (1, "the history length the model reads", ""),

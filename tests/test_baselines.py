@@ -15,7 +15,8 @@ from jaxrec.errors import UserError
 from jaxrec.train import trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = ("popularity", "itemknn", "userknn", "als", "bpr")
+CONFIGS = ("popularity", "recent_popularity", "decayed_popularity", "itemknn", "userknn", "als",
+           "bpr")
 
 
 def _raw(histories: dict[str, list[str]]) -> RawDataset:
@@ -130,7 +131,8 @@ def test_each_baseline_beats_popularity_on_movielens(name, ml100k, popularity_te
     assert results[split]["num_users"] == 943
     assert {"ndcg@10", "recall@20", "mrr@100"} <= set(results[split])
   assert results["test"]["ndcg@10"] > max(0.05, popularity_test_ndcg)
-  assert "full ranking over all 1682 items" in results["protocol"]
+  assert "full ranking over all 1682 items" in results["protocol_detail"]
+  assert results["protocol"] == "full ranking, history excluded"
   assert json.load(open(tmp_path / "results.json"))["test"] == results["test"]
   assert json.load(open(tmp_path / "config.json"))["model"]["name"] == name
   # `jaxrec eval` on the workdir fits again (deterministically) and gets the same numbers.

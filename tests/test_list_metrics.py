@@ -128,7 +128,7 @@ def test_eval_reports_beyond_accuracy_of_the_ranked_lists(sasrec_workdir, capsys
   assert (a["lists"] >= 2).all() and (a["expected"] >= 2).all()
 
   # The text report prints them under the accuracy table (same result, not evaluated again).
-  monkeypatch.setattr(evaluate, "evaluate_workdir", lambda workdir, split: result)
+  monkeypatch.setattr(evaluate, "evaluate_workdir", lambda workdir, split, overrides=(): result)
   assert cli.main(["eval", "--workdir", sasrec_workdir]) == 0
   printed = capsys.readouterr().out
   assert printed.index("ndcg@10") < printed.index("beyond accuracy, top-10 lists of 943 users")

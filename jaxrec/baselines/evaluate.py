@@ -18,9 +18,11 @@ import numpy as np
 
 from jaxrec.baselines.als import ALS
 from jaxrec.baselines.neighbors import ItemKNN, UserKNN
+from jaxrec.baselines.popularity import DecayedPopularity, RecentPopularity
 from jaxrec.config import save_config
 from jaxrec.data import pipelines
 from jaxrec.errors import UserError
+from jaxrec.eval import protocols
 from jaxrec.eval.metrics import ranking
 from jaxrec.eval.metrics.lists import ListCollector, list_report
 
@@ -38,28 +40,38 @@ class Popularity:
     return np.broadcast_to(self.counts, (len(users), len(self.counts)))
 
 
-MODELS = {"popularity": Popularity, "itemknn": ItemKNN, "userknn": UserKNN, "als": ALS}
+MODELS = {"popularity": Popularity, "recent_popularity": RecentPopularity,
+          "decayed_popularity": DecayedPopularity, "itemknn": ItemKNN, "userknn": UserKNN,
+          "als": ALS}
 
 
 def evaluate_scorer(ds, scorer, split: str, batch_size: int = 256,
-                    ks: Sequence[int] = (10, 20, 100), max_targets: int = 1, lists=None) -> dict:
+                    ks: Sequence[int] = (10, 20, 100), max_targets: int = 1, lists=None,
+                    exclude_seen: bool = True) -> dict:
   """Mean per-user metrics of `scorer.scores(users, seen)` on a split: full ranking over all
-  items, each user's earlier items excluded, exactly as the trainer evaluates a model. `lists`
-  (eval/list_metrics.ListCollector) gathers each user's top list, as Run.evaluate does."""
+  items, each user's earlier items excluded (`exclude_seen` False: nothing excluded), exactly as
+  the trainer evaluates a model; max_targets 0 scores every interaction of the window; on a
+  temporal split users with and without history are reported apart too. A scorer whose scores
+  depend on the split (the request time) has `for_split(split)`, returning the split's scorer.
+  `lists` (eval/list_metrics.ListCollector) gathers each user's top list, as Run.evaluate does."""
   ks = tuple(ks)
+  if hasattr(scorer, "for_split"):
+    scorer = scorer.for_split(split)
 
   @jax.jit
-  def step(scores, seen, targets):
-    return ranking.topk_metrics(ranking.mask_scores(scores, seen), targets, ks,
-                                list_k=ranking.LIST_K)
+  def step(scores, seen, targets, inputs):
+    out = ranking.topk_metrics(ranking.mask_scores(scores, seen if exclude_seen else None),
+                               targets, ks, list_k=ranking.LIST_K)
+    out[ranking.HAS_HISTORY] = ranking.has_history(inputs)
+    return out
 
-  accumulator = ranking.MetricAccumulator()
+  accumulator = ranking.MetricAccumulator(by_history=protocols.by_history(ds))
   # max_len=1: the baselines read the whole history from `seen`, not the recent window.
   for batch in pipelines.sequence_dataset(
       ds, split, max_len=1, max_targets=max_targets, with_seen=True,
       options=pipelines.PipelineOptions(batch_size=batch_size)):
     scores = scorer.scores(batch["user"], batch["seen"])
-    out = jax.device_get(step(scores, batch["seen"], batch["targets"]))
+    out = jax.device_get(step(scores, batch["seen"], batch["targets"], batch["inputs"]))
     top_items = out.pop(ranking.TOP_ITEMS)
     if lists is not None:
       lists.add(top_items, batch, batch["weight"])
@@ -67,11 +79,10 @@ def evaluate_scorer(ds, scorer, split: str, batch_size: int = 256,
   return accumulator.result()
 
 
-def protocol(ds, split: str) -> dict:
-  """The trained tasks' protocol description (SequentialTask.protocol), for the same report."""
-  return {"protocol": f"full ranking over all {ds.stats['items']} items, each user's earlier "
-                      f"items excluded; {ds.manifest['split']['kind']} split, {split} set",
-          "split": split, "items_ranked": ds.stats["items"]}
+def protocol(ds, split: str, eval_config=None) -> dict:
+  """The trained tasks' protocol description (SequentialTask.protocol), for the same report;
+  `eval_config` is config.eval (None: the defaults)."""
+  return protocols.ranking_protocol(ds, split, {} if eval_config is None else eval_config)
 
 
 def build_baseline(config):
@@ -102,6 +113,8 @@ def fitted_baseline(config):
   ds = open_or_prepare(config.data)
   started = time.time()
   model.fit(ds)
+  if hasattr(model, "select"):  # a setting chosen on validation, under the test's protocol
+    model.select(lambda: evaluate_baseline(config, "valid", model, ds))
   return model, ds, time.time() - started
 
 
@@ -110,7 +123,12 @@ def evaluate_baseline(config, split: str, model=None, ds=None, lists=None) -> di
   if model is None:
     model, ds, _ = fitted_baseline(config)
   return evaluate_scorer(ds, model, split, config.eval.batch_size, config.eval.ks,
-                         config.eval.max_targets, lists)
+                         config.eval.max_targets, lists, protocols.exclude_seen(config.eval))
+
+
+def baseline_report(model) -> dict:
+  """What a baseline chose on validation (its `report()`), for results.json; {} for the rest."""
+  return model.report() if hasattr(model, "report") else {}
 
 
 def baseline_list_report(lists: ListCollector, model) -> dict:
@@ -128,7 +146,8 @@ def fit_baseline(config, workdir: str) -> dict:
   results = {"best_step": 0, "last_step": 0, "skipped_steps": 0, "model": config.model.name,
              "fit_seconds": round(fit_seconds, 3),
              "valid": evaluate_baseline(config, "valid", model, ds),
-             "test": evaluate_baseline(config, "test", model, ds, lists), **protocol(ds, "test"),
+             "test": evaluate_baseline(config, "test", model, ds, lists),
+             **protocol(ds, "test", config.eval), **baseline_report(model),
              "beyond_accuracy": baseline_list_report(lists, model)}
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=2)

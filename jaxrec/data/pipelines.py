@@ -168,7 +168,8 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
     id (= ds.num_items) with probability mask_prob (at least one per user); `targets` holds the
     original item at masked positions, 0 elsewhere.
   valid/test: `inputs` = the most recent max_len tokens before the split, `targets` [B, max_targets]
-    = the split's items, `weight` [B] is 0 for padding rows of the last batch; with `with_seen`,
+    = the split's first max_targets items (max_targets 0: every one of them, as wide as the
+    longest user's window), `weight` [B] is 0 for padding rows of the last batch; with `with_seen`,
     `seen` [B, S] holds every item of the user's history (not only the last max_len), for
     excluding them from the ranking; S is a power of two, so few shapes ever compile.
   train, objective "next", with `with_seen`: `seen` [B, S] holds the distinct items the user
@@ -187,6 +188,10 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
   lo, hi = _split_range(ds, split)
   train = split == "train"
   eligible = np.flatnonzero(hi >= 2 if train else hi > lo)
+  if max_targets < 0:
+    raise UserError(f"max_targets must be >= 0 (0 = every item of the window), got {max_targets}.")
+  if max_targets == 0 and not train:  # every interaction in the window is a target
+    max_targets = max(1, int((hi - lo).max(initial=1)))
   first_new = None
   if targets_after is not None and train:
     if objective != "next":

@@ -75,7 +75,14 @@ def sequential_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 256
   c.eval.ks = (10, 20)
+  # The targets of each user's evaluated window: its first N interactions; 0 = every one of them
+  # (forward in time on a temporal split: the whole test window, users with and without history
+  # before it reported apart too). jaxrec/eval/protocols.py names the protocols.
   c.eval.max_targets = 1
+  # True: "full ranking, history excluded" (each user's earlier items cannot be recommended);
+  # False: "full ranking, nothing excluded (RecBole's sequential protocol)". Settable at eval time:
+  # jaxrec eval --workdir W --config.eval.exclude_seen=False.
+  c.eval.exclude_seen = True
   c.eval.sampled_negatives = 0  # > 0 adds the sampled protocol, reported separately
   c.eval.sampled_by = "uniform"  # uniform | popularity
 

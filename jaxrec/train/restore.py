@@ -113,9 +113,11 @@ def _partitioner(config, devices=None) -> Partitioner:
                      devices=devices)
 
 
-def restore_model(workdir: str) -> TrainedModel:
-  """The workdir's model at its best checkpoint, on this process's devices."""
-  config = fit_mesh(load_workdir_config(workdir))
+def restore_model(workdir: str, config: ml_collections.ConfigDict | None = None) -> TrainedModel:
+  """The workdir's model at its best checkpoint, on this process's devices; `config` (default:
+  the workdir's config.json) is that config with settings that leave the parameters alone changed
+  (evaluate.with_eval_overrides: the evaluation protocol)."""
+  config = fit_mesh(load_workdir_config(workdir) if config is None else config)
   if config.task == BASELINE:
     raise UserError(f"{workdir} holds a {config.model.name} baseline, fitted in closed form: it "
                     "has no checkpoint or embeddings to load. Export a two_tower, sequential or "

@@ -1,8 +1,9 @@
 """The task for next-item sequential recommenders: SASRec, BERT4Rec, GRU4Rec.
 
 Evaluation ranks the whole catalogue for each user's held-out item(s), with every item of the
-user's history excluded; a sampled protocol (N negatives drawn once with a fixed seed) is reported
-only beside it, under its own `sampled_` keys.
+user's history excluded (eval.exclude_seen=False: nothing excluded, RecBole's sequential protocol;
+see jaxrec/eval/protocols.py); a sampled protocol (N negatives drawn once with a fixed seed) is
+reported only beside it, under its own `sampled_` keys.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from jaxrec.data.prepare import open_or_prepare
 from jaxrec.data.tokenize import TOKEN_DTYPE
 from jaxrec.data.vocab import OOV
 from jaxrec.errors import UserError
+from jaxrec.eval import protocols
 from jaxrec.eval.metrics import ranking
 from jaxrec.models.bert4rec import BERT4Rec
 from jaxrec.models.gru4rec import GRU4Rec
@@ -44,6 +46,8 @@ class SequentialTask(Task):
     self.log_q = np.log(np.maximum(counts, 1e-3) / counts.sum()).astype(np.float32)
     self.log_q[:2] = -1e9  # padding and OOV are never sampled
     self.ks = tuple(config.eval.ks)
+    self.exclude_seen = protocols.exclude_seen(config.eval)
+    self.by_history = protocols.by_history(self.data)
     self.exclude_watched = bool(config.loss.get("exclude_watched", False))
     if self.exclude_watched and (self.masked or config.loss.name not in ("ce",
                                                                          "sampled_softmax")):
@@ -148,18 +152,21 @@ class SequentialTask(Task):
 
   def eval_step(self, model, batch, items):
     scores = self.query_vectors(model, batch) @ items.T
-    scores = ranking.mask_scores(scores, batch["seen"])
+    scores = ranking.mask_scores(scores, batch["seen"] if self.exclude_seen else None)
     out = ranking.topk_metrics(scores, batch["targets"], self.ks, list_k=ranking.LIST_K)
+    out[ranking.HAS_HISTORY] = ranking.has_history(batch["inputs"])
     if "negatives" in batch:
       out.update(ranking.sampled_metrics(scores, batch["targets"][:, 0], batch["negatives"],
                                          self.ks))
     return out
 
+  def metric_accumulator(self):
+    return ranking.MetricAccumulator(by_history=self.by_history)
+
   def protocol(self, split: str) -> dict:
-    split_kind = self.data.manifest["split"]["kind"]
-    out = {"protocol": f"full ranking over all {self.data.stats['items']} items, each user's "
-                       f"earlier items excluded; {split_kind} split, {split} set",
-           "split": split, "items_ranked": self.data.stats["items"]}
+    out = protocols.ranking_protocol(self.data, split, self.config.eval)
+    if self.exclude_watched:
+      out["training"] = "loss.exclude_watched: watched items left out of the training softmax"
     if self.config.eval.sampled_negatives:
       out["sampled_protocol"] = (
           f"{self.config.eval.sampled_negatives} {self.config.eval.sampled_by} negatives per "

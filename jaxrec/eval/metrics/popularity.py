@@ -11,16 +11,21 @@ from jaxrec.eval.metrics import ranking
 
 
 def evaluate_popularity(task, split: str, ks=ranking.KS, row_weight=None, counts=None) -> dict:
-  """Ranks by `counts` per item id (default: training-token counts)."""
+  """Ranks by `counts` per item id (default: training-token counts), under the task's protocol
+  (its eval.exclude_seen; users with and without history apart where the task reports them)."""
   counts = task.data.item_counts if counts is None else counts
   scores = jnp.log1p(jnp.asarray(counts, jnp.float32))
+  exclude_seen = getattr(task, "exclude_seen", True)
 
   @jax.jit
   def step(batch):
     tiled = jnp.broadcast_to(scores, (batch["inputs"].shape[0], scores.shape[0]))
-    return ranking.topk_metrics(ranking.mask_scores(tiled, batch["seen"]), batch["targets"], ks)
+    out = ranking.topk_metrics(ranking.mask_scores(tiled, batch["seen"] if exclude_seen else None),
+                               batch["targets"], ks)
+    out[ranking.HAS_HISTORY] = ranking.has_history(batch["inputs"])
+    return out
 
-  accumulator = ranking.MetricAccumulator()
+  accumulator = ranking.MetricAccumulator(by_history=getattr(task, "by_history", False))
   for batch in task.eval_batches(split):
     weight = batch.pop("weight")
     if row_weight is not None:

@@ -24,12 +24,16 @@ import numpy as np
 
 from jaxrec.data.vocab import FIRST_ID
 from jaxrec.errors import UserError
+from jaxrec.eval.protocols import NO_HISTORY, WITH_HISTORY
 
 KS = (10, 20)
 # The eval-step output key holding each row's top LIST_K item ids (0 = none), for the
 # beyond-accuracy metrics of the lists (lists.py); it is not a per-row metric.
 TOP_ITEMS = "top_items"
 LIST_K = 10
+# The eval-step output key saying whether each row's user had any interaction before the
+# evaluated window ([B] bool); MetricAccumulator(by_history=True) reports the two groups apart.
+HAS_HISTORY = "has_history"
 # Finite rather than -inf so sums or differences of masked scores never make NaN; `top_k`
 # compares it like any other number.
 NEG = -1e30
@@ -40,13 +44,22 @@ def _neg(dtype) -> jax.Array:
   return jnp.maximum(jnp.asarray(NEG, jnp.float32), jnp.finfo(dtype).min / 2).astype(dtype)
 
 
-def mask_scores(scores: jax.Array, exclude: jax.Array) -> jax.Array:
-  """Sets padding, OOV and every id in `exclude` (`[B, H]`, 0 = padding) to a large negative."""
+def mask_scores(scores: jax.Array, exclude: jax.Array | None) -> jax.Array:
+  """Sets padding, OOV and every id in `exclude` (`[B, H]`, 0 = padding) to a large negative.
+  `exclude` None masks padding and OOV only: the protocol with nothing excluded
+  (eval.exclude_seen=False, eval/protocols.py)."""
   neg = _neg(scores.dtype)
   scores = scores.at[:, :FIRST_ID].set(neg)
+  if exclude is None:
+    return scores
   rows = jnp.arange(scores.shape[0])[:, None]
   # Padding entries scatter onto id 0, which is masked anyway.
   return scores.at[rows, exclude].set(neg)
+
+
+def has_history(inputs: jax.Array) -> jax.Array:
+  """[B] whether each row's history window (left-padded `inputs` [B, L]) holds any item."""
+  return inputs[:, -1] != 0
 
 
 def _discounts(k: int) -> jax.Array:
@@ -249,16 +262,30 @@ class MetricAccumulator:
   """Host-side running weighted means of per-row metrics.
 
   Weights are 0 for padded rows (a final batch filled up to a fixed shape) and 1 for real ones;
-  padded rows' values are ignored even when they are NaN.
+  padded rows' values are ignored even when they are NaN. A HAS_HISTORY entry of the per-row
+  metrics is no metric: with `by_history` it splits the rows into users with and without history
+  before the window, whose means are reported as well, under `with_history/` and `no_history/`
+  (protocols.WITH_HISTORY, NO_HISTORY); without, it is dropped.
   """
 
-  def __init__(self):
+  def __init__(self, by_history: bool = False):
+    self.by_history = by_history
     self._sums: dict[str, float] = {}
     self._weight = 0.0
+    self._groups = ({WITH_HISTORY: MetricAccumulator(), NO_HISTORY: MetricAccumulator()}
+                    if by_history else {})
 
   def add(self, per_row_metrics: dict[str, jax.Array | np.ndarray],
           weight: jax.Array | np.ndarray) -> None:
+    per_row_metrics = dict(per_row_metrics)
+    history = per_row_metrics.pop(HAS_HISTORY, None)
     weight = np.asarray(weight, np.float64)
+    if self._groups:
+      if history is None:
+        raise ValueError(f"by_history needs the per-row {HAS_HISTORY!r} of each batch")
+      history = np.asarray(history, bool)
+      self._groups[WITH_HISTORY].add(per_row_metrics, np.where(history, weight, 0.0))
+      self._groups[NO_HISTORY].add(per_row_metrics, np.where(history, 0.0, weight))
     if self._sums and set(per_row_metrics) != set(self._sums):
       raise ValueError(f"metric keys changed: {sorted(per_row_metrics)} vs {sorted(self._sums)}")
     for name, values in per_row_metrics.items():
@@ -271,8 +298,14 @@ class MetricAccumulator:
     self._weight += float(weight.sum())
 
   def result(self) -> dict[str, float]:
-    """Means per metric (NaN when nothing was weighted in) plus "num_users", the total weight."""
+    """Means per metric (NaN when nothing was weighted in) plus "num_users", the total weight;
+    with by_history, each group's means (left out for a group without users) and num_users."""
     out = {name: total / self._weight if self._weight > 0 else float("nan")
            for name, total in self._sums.items()}
     out["num_users"] = self._weight
+    for group, accumulator in self._groups.items():
+      part = accumulator.result()
+      if not part["num_users"]:  # no NaN means in a JSON report
+        part = {"num_users": 0.0}
+      out.update({f"{group}/{name}": value for name, value in part.items()})
     return out
