@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_out
 
-.PHONY: venv demo test bench lock clean
+.PHONY: venv demo test test-all bench lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,7 +46,12 @@ demo: $(STAMP)
 	  print("  DLRM ranker          click AUC %.4f  (step %d of %d)" % (r["dlrm"]["valid"]["click/auc"], r["dlrm"]["best_step"], r["dlrm"]["last_step"])); \
 	  print("Full-sized runs and their test numbers: README.md (Headline results), docs/benchmarks.md.")'
 
+# The fast tier: everything but the tests marked `slow` (pyproject.toml lists the markers).
 test: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m "not slow" tests
+
+# Every test, the long end-to-end runs too.
+test-all: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests
 
 bench: $(STAMP)

@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from jaxrec import cli
 
 
@@ -24,6 +26,7 @@ def test_prepare_stats_and_show(tmp_path, data_dir, capsys):
   assert shown.count("user ") == 2 and "rating" in shown and "test" in shown
 
 
+@pytest.mark.integration
 def test_user_errors_exit_2_without_traceback(tmp_path):
   result = _jaxrec("data", "prepare", "--dataset", "nope", "--out", str(tmp_path / "x"))
   assert result.returncode == 2

@@ -19,12 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def two_tower_workdir(ml100k, tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("two_tower"))
-  config = apply_overrides(load_config(os.path.join(ROOT, "configs/movielens_two_tower.py:smoke")),
-                           [f"data.dir={ml100k.path}"])
-  train(config, workdir)
-  return workdir
+def two_tower_workdir(smoke_two_tower):
+  return smoke_two_tower[0]  # conftest's run, shared with the serving tests
 
 
 def test_export_load_and_search_like_exact(two_tower_workdir, tmp_path):
@@ -84,12 +80,16 @@ def test_export_cli_and_its_errors(two_tower_workdir, tmp_path, capsys):
   assert "not a training workdir" in capsys.readouterr().err
 
 
-def test_bpr_and_sasrec_export_too(ml100k, tmp_path):
+def test_bpr_and_sasrec_export_too(ml100k, smoke_sasrec, tmp_path):
   for name in ("bpr", "sasrec"):
-    config = apply_overrides(load_config(os.path.join(ROOT, f"configs/movielens_{name}.py:smoke")),
-                             [f"data.dir={ml100k.path}"])
-    workdir = str(tmp_path / name)
-    results = train(config, workdir)
+    if name == "sasrec":
+      workdir, results = smoke_sasrec  # conftest's run, shared with other modules
+    else:
+      config = apply_overrides(
+          load_config(os.path.join(ROOT, f"configs/movielens_{name}.py:smoke")),
+          [f"data.dir={ml100k.path}"])
+      workdir = str(tmp_path / name)
+      results = train(config, workdir)
     path, manifest = export_workdir(workdir, str(tmp_path / f"{name}-export"))
     bundle = load_bundle(path)
     assert manifest["num_items"] == 1682

@@ -175,6 +175,7 @@ def test_commands_run_in_order_and_stop_at_a_failure(capsys, monkeypatch):
   assert "exit code 7" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_runs_as_a_script():
   result = subprocess.run([sys.executable, f"{_ROOT}/launchers/tpu.py", "delete", "--name", "a",
                            "--zone", "z-1", "--dry-run"], capture_output=True, text=True)

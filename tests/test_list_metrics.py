@@ -85,13 +85,8 @@ def test_report_by_hand(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def sasrec_workdir(ml100k, tmp_path_factory):
-  from jaxrec.train.trainer import train
-  workdir = str(tmp_path_factory.mktemp("sasrec"))
-  config = apply_overrides(load_config(os.path.join(ROOT, "configs/movielens_sasrec.py:smoke")),
-                           [f"data.dir={ml100k.path}"])
-  results = train(config, workdir)
-  return workdir, results
+def sasrec_workdir(smoke_sasrec):
+  return smoke_sasrec  # conftest's run (workdir, results), shared with other modules
 
 
 def test_eval_reports_beyond_accuracy_of_the_ranked_lists(sasrec_workdir, capsys, monkeypatch):

@@ -18,6 +18,8 @@ from starlette.routing import Route
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from serving import loadtest  # noqa: E402
 
+pytestmark = pytest.mark.integration  # a real uvicorn server
+
 
 @dataclasses.dataclass
 class Behavior:

@@ -19,6 +19,8 @@ from serving.app import create_app
 from jaxrec.serve.recommender import Recommender, Request, ServingConfig
 from test_serving import Server  # the real uvicorn server on a free port
 
+pytestmark = pytest.mark.integration  # a real server
+
 K = 10
 # Pure score order: no MMR, freshness or exploration slots, so the served list is the ranking.
 PLAIN = ServingConfig(candidates=100, rerank=RerankConfig(mmr_lambda=1.0))

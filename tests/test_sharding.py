@@ -24,6 +24,9 @@ print("RESULTS" + json.dumps(results))
 """
 
 
+# Each test starts a process with 8 fake devices.
+pytestmark = [pytest.mark.multidevice, pytest.mark.integration]
+
 EIGHT_DEVICES = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
                  "JAX_PLATFORMS": "cpu"}
 

@@ -1,5 +1,6 @@
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -27,8 +28,12 @@ def smoke_config(name, prepared, **overrides):
 
 
 @pytest.mark.parametrize("name", ["sasrec", "bert4rec", "gru4rec"])
-def test_smoke_run_of_each_model(name, ml100k, tmp_path):
-  results = train(smoke_config(name, ml100k.path), str(tmp_path))
+def test_smoke_run_of_each_model(name, ml100k, tmp_path, request):
+  if name == "sasrec":  # conftest's run, shared with other modules
+    workdir, results = request.getfixturevalue("smoke_sasrec")
+    tmp_path = pathlib.Path(workdir)
+  else:
+    results = train(smoke_config(name, ml100k.path), str(tmp_path))
   assert results["last_step"] == 6 and results["skipped_steps"] == 0
   for split in ("valid", "test"):
     assert results[split]["num_users"] == 943
@@ -72,6 +77,7 @@ def _final_parameters(workdir):
   return loop["step"], [np.asarray(x) for x in jax.tree.leaves(state)]
 
 
+@pytest.mark.integration
 def test_killed_run_resumes_to_the_same_parameters(ml100k, tmp_path):
   config = os.path.join(ROOT, "configs", "movielens_sasrec.py:smoke")
   extra = ("--config.train.num_steps=24", "--config.train.patience=0")
@@ -120,6 +126,7 @@ def test_non_finite_steps_are_skipped_and_counted():
     guard.update(False, 5)
 
 
+@pytest.mark.integration
 def test_bad_overrides_exit_2_with_a_message(tmp_path):
   def run(*args):
     return subprocess.run([sys.executable, "-m", "jaxrec.cli", "train", "--config",
@@ -132,15 +139,16 @@ def test_bad_overrides_exit_2_with_a_message(tmp_path):
   assert result.returncode == 2 and "int" in result.stderr
 
 
-def test_eval_command_prints_metrics_and_protocol_as_json(ml100k, tmp_path):
-  train(smoke_config("sasrec", ml100k.path), str(tmp_path))
-  result = subprocess.run([sys.executable, "-m", "jaxrec.cli", "eval", "--workdir", str(tmp_path),
+@pytest.mark.integration
+def test_eval_command_prints_metrics_and_protocol_as_json(smoke_sasrec, tmp_path):
+  workdir = smoke_sasrec[0]  # conftest's run, shared with other modules
+  result = subprocess.run([sys.executable, "-m", "jaxrec.cli", "eval", "--workdir", workdir,
                            "--split", "test", "--json"], capture_output=True, text=True, cwd=ROOT)
   assert result.returncode == 0, result.stderr[-2000:]
   out = json.loads(result.stdout)
   assert {"ndcg@10", "recall@10", "mrr@10", "protocol"} <= set(out)
   assert out["protocol"].startswith("full ranking") and out["num_users"] == 943
-  results = json.load(open(tmp_path / "results.json"))
+  results = json.load(open(os.path.join(workdir, "results.json")))
   assert out["ndcg@10"] == pytest.approx(results["test"]["ndcg@10"], abs=1e-6)
   missing = subprocess.run([sys.executable, "-m", "jaxrec.cli", "eval", "--workdir",
                             str(tmp_path / "nothing")], capture_output=True, text=True, cwd=ROOT)
@@ -151,11 +159,9 @@ def test_eval_command_prints_metrics_and_protocol_as_json(ml100k, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained_sasrec(ml100k, tmp_path_factory):
-  """A finished 6-step smoke run; tests resume copies of it."""
-  workdir = tmp_path_factory.mktemp("trained") / "sasrec"
-  train(smoke_config("sasrec", ml100k.path), str(workdir))
-  return workdir
+def trained_sasrec(smoke_sasrec):
+  """A finished 6-step smoke run (conftest's, shared); tests resume copies of it."""
+  return pathlib.Path(smoke_sasrec[0])
 
 
 def _copy(workdir, tmp_path):
@@ -208,6 +214,7 @@ def test_accepted_config_changes_resume_and_are_recorded(ml100k, trained_sasrec,
   assert json.load(open(os.path.join(workdir, "results.json")))["config_changes"] == history
 
 
+@pytest.mark.integration
 def test_cli_refuses_changed_resume_and_bad_sizes_with_exit_2(ml100k, trained_sasrec, tmp_path):
   workdir = _copy(trained_sasrec, tmp_path)
   saved = open(os.path.join(workdir, "config.json")).read()

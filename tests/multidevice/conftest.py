@@ -10,8 +10,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def pytest_collection_modifyitems(config, items):
-  if jax.device_count() < 8:
-    skip = pytest.mark.skip(reason="needs 8 devices: run through tests/test_sharding.py")
-    for item in items:
-      if str(item.path).startswith(HERE):
+  skip = pytest.mark.skip(reason="needs 8 devices: run through tests/test_sharding.py")
+  for item in items:
+    if str(item.path).startswith(HERE):
+      item.add_marker(pytest.mark.multidevice)
+      if jax.device_count() < 8:
         item.add_marker(skip)
