@@ -146,6 +146,11 @@ def _train_parsers(sub) -> None:
                      help="requests answered together (8 take ~35 ms on 2 CPU cores)")
   serve.add_argument("--max-wait-ms", type=float, default=2.0)
   serve.add_argument("--max-queue", type=int, default=256, help="beyond this, 503 at once")
+  serve.add_argument("--api-key", help="required as `Authorization: Bearer KEY` by /v1/feedback "
+                     "(default: $JAXREC_API_KEY; none: feedback is open)")
+  serve.add_argument("--api-key-file", help="read the API key from this file")
+  serve.add_argument("--feedback-rate", type=float, default=20.0,
+                     help="feedback requests per second per client (bursts of twice as many)")
 
 
 def _simulation_parsers(sub) -> None:
@@ -296,6 +301,8 @@ def _run_serve(args) -> None:
   try:
     import uvicorn
     from serving.app import create_app
+    from serving.feedback_guard import resolve_api_key
+    from serving.limits import server_config
   except ModuleNotFoundError as e:
     if (e.name or "").split(".")[0] not in ("fastapi", "starlette", "uvicorn", "httpx",
                                              "prometheus_client", "pydantic"):
@@ -313,9 +320,13 @@ def _run_serve(args) -> None:
                          blocked=tuple(filter(None, args.blocked.split(","))), rerank=RerankConfig(
       mmr_lambda=args.mmr_lambda, freshness_slots=args.freshness_slots,
       explore_slots=args.explore_slots, group_cap=args.genre_cap))
+  if not args.feedback_rate > 0:
+    raise UserError(f"--feedback-rate must be positive, got {args.feedback_rate}.")
   app = create_app(args.export, config, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                   max_queue=args.max_queue, decision_log=args.decision_log)
-  uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+                   max_queue=args.max_queue, decision_log=args.decision_log,
+                   api_key=resolve_api_key(args.api_key, args.api_key_file),
+                   feedback_rate=args.feedback_rate, feedback_burst=int(2 * args.feedback_rate) + 1)
+  uvicorn.Server(server_config(app, args.host, args.port)).run()
 
 
 def main(argv: list[str] | None = None) -> int:
