@@ -140,6 +140,7 @@ def test_each_baseline_beats_popularity_on_movielens(name, ml100k, popularity_te
   assert evaluate_workdir(str(tmp_path))["ndcg@10"] == pytest.approx(results["test"]["ndcg@10"])
 
 
+@pytest.mark.slow
 def test_bpr_trains_through_the_training_loop(ml100k, tmp_path, monkeypatch):
   from jaxrec.train.matrix_factorization import BPRTask
   build_task = trainer.build_task

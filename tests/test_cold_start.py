@@ -38,6 +38,7 @@ def test_counts_before_a_split_add_the_validation_tokens(catalogue_growing):
   assert (expected[cold_items(ds) > 0] > 0).any()
 
 
+@pytest.mark.slow
 def test_foundation_cold_start_report(catalogue_growing, tmp_path):
   config = load_config(os.path.join(ROOT, "configs", "movielens_foundation.py:smoke"))
   config = apply_overrides(config, [f"data.dir={catalogue_growing.path}", "data.dataset=synthetic",

@@ -351,12 +351,14 @@ def trained_workdir(ml100k, tmp_path_factory):
   return workdir, results
 
 
+@pytest.mark.slow
 def test_smoke_config_trains_and_evaluates(trained_workdir):
   _, results = trained_workdir
   assert results["test"]["num_users"] == 943 and results["skipped_steps"] == 0
   assert 0 <= results["test"]["ndcg@10"] <= 1 and "full ranking" in results["protocol"]
 
 
+@pytest.mark.slow
 def test_export_into_a_retrieval_bundle_that_loads(trained_workdir, tmp_path):
   workdir, _ = trained_workdir
   path, manifest = export_workdir(workdir, str(tmp_path / "exports"))

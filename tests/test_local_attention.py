@@ -55,6 +55,7 @@ def test_sliding_window_with_global_tokens_equals_dense_masked_reference(window,
   np.testing.assert_allclose(out, ref, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_window_changes_the_result():
   """Guards the tests above against a path that silently ignores the window."""
   q, k, v, valid = _inputs(length=40)
@@ -62,6 +63,7 @@ def test_window_changes_the_result():
   assert np.abs(np.asarray(local - causal_attention(q, k, v, valid))).max() > 1e-2
 
 
+@pytest.mark.slow
 def test_history_older_than_the_window_is_invisible_and_sinks_are_not_summaries():
   """What model.num_global's tokens are: attention sinks. The last query sees its window and the
   first G positions' own keys; nothing in between reaches it, so the sinks carry no summary."""
@@ -79,6 +81,7 @@ def test_history_older_than_the_window_is_invisible_and_sinks_are_not_summaries(
     assert np.abs(np.asarray(moved - last)).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_padding_rows_are_zero_and_nan_free_in_values_and_gradients():
   q, k, v, valid = _inputs(length=24, pad=(0, 20))
   valid = valid.at[1].set(False)  # a fully padded row too
@@ -98,6 +101,7 @@ def test_padding_rows_are_zero_and_nan_free_in_values_and_gradients():
       assert np.all(np.asarray(grad)[~np.asarray(valid)] == 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("window,num_global", [(6, 0), (6, 3)])
 def test_gradients_equal_the_dense_reference(window, num_global):
   q, k, v, valid = _inputs(length=30, pad=(2, 7))
@@ -127,6 +131,7 @@ def _train_step_temp_bytes(length, window):
   return grad.lower(q, q, q, valid).compile().memory_analysis().temp_size_in_bytes
 
 
+@pytest.mark.slow
 def test_local_attention_memory_grows_linearly_and_full_attention_quadratically():
   lengths = (512, 1024, 2048)
   local = [_train_step_temp_bytes(n, window=64) for n in lengths]

@@ -26,6 +26,7 @@ def test_long_history_configs_load(name, min_len):
   assert 10_000 <= config.train.batch_size * config.model.max_len <= 20_000
 
 
+@pytest.mark.slow
 def test_foundation_train_step_memory_grows_linearly(tmp_path):
   from foundation_long_context import train_step_memory
 

@@ -144,6 +144,7 @@ def test_policy_weights_must_name_heads(ml100k):
     RankingTask(bad)
 
 
+@pytest.mark.slow
 def test_dlrm_learns_movielens_impressions(ml100k, tmp_path):
   results = train(config(ml100k, "train.num_steps=60", "train.eval_every=60",
                          "train.batch_size=500"), str(tmp_path))

@@ -212,6 +212,7 @@ def test_feedback_is_rate_limited_per_client(plain_server):
   assert statuses.count(409) <= allowed and set(statuses) == {409, 429}, statuses
 
 
+@pytest.mark.slow
 def test_overflowing_feedback_cannot_break_recommendations(plain_server):
   server = plain_server
   answer = post(server, "/v1/recommend", {"user_id": "7", "k": 5}).json()
@@ -289,6 +290,7 @@ def test_a_request_that_breaks_the_pipeline_fails_alone(plain_server):
   assert 'jaxrec_requests_total{endpoint="/v1/recommend",status="500"} 20.0' in metrics
 
 
+@pytest.mark.slow
 def test_decision_log_joins_feedback_for_off_policy_evaluation(server, ml100k, export_root):
   from jaxrec.eval.offpolicy import slate_estimators
   from jaxrec.eval.offpolicy.decision_log import FEEDBACK, read_decision_log
@@ -325,6 +327,7 @@ def test_decision_log_joins_feedback_for_off_policy_evaluation(server, ml100k, e
   assert result["slates"] == len(log) and "topk_ips" in result["table"]
 
 
+@pytest.mark.slow
 def test_hot_reload_under_traffic_and_a_broken_bundle_refused(server, export_root):
   failures, done = [], threading.Event()
 
@@ -401,6 +404,7 @@ def wait_for(condition, timeout=300):
     time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_overload_answers_503_fast(export_root):
   app = create_app(export_root, ServingConfig(candidates=50), max_batch=1, max_queue=1,
                    reload_interval=3600)

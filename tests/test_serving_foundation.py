@@ -19,7 +19,8 @@ from serving.app import create_app
 from jaxrec.serve.recommender import Recommender, Request, ServingConfig
 from test_serving import Server  # the real uvicorn server on a free port
 
-pytestmark = pytest.mark.integration  # a real server
+# A real server over its own foundation and DLRM runs (30 steps each): minutes.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 K = 10
 # Pure score order: no MMR, freshness or exploration slots, so the served list is the ranking.

@@ -47,6 +47,7 @@ def train_on_8_devices(workdir: str, config: str, overrides: list[str]) -> dict:
   return json.loads(result.stdout.split("RESULTS")[-1])
 
 
+@pytest.mark.slow
 def test_ranker_trained_on_8_devices_restores_in_a_one_device_process(ml100k, tmp_path):
   """A DLRM trained with its tables split over 4 devices (mesh 2 x 4) loads, as a serving or
   evaluation process on one device would load it, and scores the test split the same."""
@@ -60,6 +61,7 @@ def test_ranker_trained_on_8_devices_restores_in_a_one_device_process(ml100k, tm
     assert restored[key] == pytest.approx(trained["test"][key], abs=1e-4), key
 
 
+@pytest.mark.slow
 def test_mesh_of_8_devices_matches_one_device(ml100k, tmp_path):
   overrides = [f"data.dir={ml100k.path}", "mesh.shape=(4,2)", "train.patience=0"]
   sharded = train_on_8_devices(str(tmp_path / "mesh"), "configs/movielens_sasrec.py:smoke",

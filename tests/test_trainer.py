@@ -27,7 +27,9 @@ def smoke_config(name, prepared, **overrides):
                          [f"{k}={v}" for k, v in overrides.items()])
 
 
-@pytest.mark.parametrize("name", ["sasrec", "bert4rec", "gru4rec"])
+# SASRec is conftest's shared run; the other two train their own.
+@pytest.mark.parametrize("name", ["sasrec", pytest.param("bert4rec", marks=pytest.mark.slow),
+                                  pytest.param("gru4rec", marks=pytest.mark.slow)])
 def test_smoke_run_of_each_model(name, ml100k, tmp_path, request):
   if name == "sasrec":  # conftest's run, shared with other modules
     workdir, results = request.getfixturevalue("smoke_sasrec")
@@ -49,6 +51,7 @@ def test_smoke_run_of_each_model(name, ml100k, tmp_path, request):
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
 
 
+@pytest.mark.slow
 def test_sampled_protocol_is_reported_separately(ml100k, tmp_path):
   results = train(smoke_config("sasrec", ml100k.path, **{"eval.sampled_negatives": 100}),
                   str(tmp_path))
@@ -77,6 +80,7 @@ def _final_parameters(workdir):
   return loop["step"], [np.asarray(x) for x in jax.tree.leaves(state)]
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_killed_run_resumes_to_the_same_parameters(ml100k, tmp_path):
   config = os.path.join(ROOT, "configs", "movielens_sasrec.py:smoke")

@@ -73,6 +73,7 @@ def test_streaming_frequency_tracks_occurrences_per_batch():
   np.testing.assert_allclose(estimator.gap[...][2], 2.0, rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_frequency_estimate_is_updated_by_training_not_by_the_optimizer(ml100k):
   run = Run(_config(ml100k.path, "optimizer.weight_decay=0.5"))
   before = float(nnx.merge(run.graphdef, run.state).frequency.step[...])
@@ -84,6 +85,7 @@ def test_frequency_estimate_is_updated_by_training_not_by_the_optimizer(ml100k):
   assert seen.sum() > 50 and np.all(np.asarray(model.frequency.gap[...])[seen] <= 1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("encoder", ["pooling", "sasrec"])
 def test_two_tower_trains_and_evaluates(ml100k, tmp_path, encoder):
   results = train(_config(ml100k.path, "loss.uniform_negatives=64", f"model.query_encoder={encoder}"),
@@ -115,6 +117,7 @@ def test_cold_items_get_metadata_embeddings(ml100k):
   assert genres.shape[1] == 8
 
 
+@pytest.mark.slow
 def test_cold_start_report_on_items_released_after_the_cutoff(tmp_path):
   from jaxrec.data.prepare import PrepareOptions, prepare
   from jaxrec.data.synthetic import SyntheticConfig, generate

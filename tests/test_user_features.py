@@ -41,6 +41,7 @@ def ranker(ml100k, encoder_workdir):
                             f"model.user_embedding_from={encoder_workdir}"))
 
 
+@pytest.mark.slow
 def test_the_switch_adds_the_user_vector_to_the_models_inputs(ml100k, ranker):
   plain = build_task(_config("movielens_dlrm", ml100k.path))
   assert plain.spec.user_embedding_dim == 0
@@ -68,6 +69,7 @@ def request_gap_ranker(ml100k, tmp_path_factory):
                             f"model.user_embedding_from={workdir}"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ranker", "request_gap_ranker"])
 def test_no_event_at_or_after_an_examples_time_reaches_its_feature(ml100k, name, request):
   """An example's feature is the encoder over the events before it, requested at its time."""
@@ -128,6 +130,7 @@ def test_a_bad_source_is_refused(ml100k, ml100k_raw, tmp_path):
                     model={"dim": 16}))
 
 
+@pytest.mark.slow
 def test_an_exported_ranker_serves_the_same_feature(ml100k, encoder_workdir, tmp_path):
   ranker_dir = str(tmp_path / "ranker")
   train(_config("movielens_dlrm", ml100k.path, f"model.user_embedding_from={encoder_workdir}",

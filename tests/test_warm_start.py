@@ -65,6 +65,7 @@ def test_snapshot_grows_items_and_users(snapshots):
   assert not np.array_equal(new_items[:len(old_items)], old_items)
 
 
+@pytest.mark.slow
 def test_vocabulary_growth_keeps_old_rows_bit_identical(snapshots, earlier):
   old_ds, new_ds = snapshots
   trained = _checkpoint(earlier)
@@ -126,6 +127,7 @@ def test_short_windows_always_hold_a_new_target(snapshots):
     assert (batch["targets"] > 0).any(axis=1).all()
 
 
+@pytest.mark.slow
 def test_init_from_run_with_frozen_blocks(snapshots, earlier, tmp_path):
   """Through train(): the data cut-off is recorded, and the frozen parameters stay bit-identical
   while the others train."""
@@ -146,6 +148,7 @@ def test_init_from_run_with_frozen_blocks(snapshots, earlier, tmp_path):
       assert same == name.startswith("encoder/blocks/"), name
 
 
+@pytest.mark.slow
 def test_zero_steps_on_the_same_data_is_the_earlier_model(snapshots, earlier, tmp_path):
   """A warm start with no training on the earlier run's own dataset evaluates exactly as that run
   did (every row maps to itself; the benchmark's "as is" row relies on zero-step runs)."""
@@ -169,6 +172,7 @@ def earlier_foundation(snapshots, tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 def test_backbone_freeze_trains_only_a_new_head(snapshots, earlier_foundation, tmp_path):
   """The foundation model warm-started with a new multi-token head: with the backbone frozen,
   only the head moves."""
@@ -190,6 +194,7 @@ def test_backbone_freeze_trains_only_a_new_head(snapshots, earlier_foundation, t
   assert all(np.array_equal(start[name], fresh[name]) for name in head)
 
 
+@pytest.mark.slow
 def test_new_items_start_from_their_metadata(snapshots, earlier_foundation):
   old_ds, new_ds = snapshots
   run = Run(config_for(new_ds.path, "foundation", f"train.init_from={earlier_foundation}"))
@@ -211,6 +216,7 @@ def _item_vectors(data_path, earlier_foundation):
   return np.asarray(model.item_vectors(run.task._metadata())), run.task.data
 
 
+@pytest.mark.slow
 def test_known_items_keep_their_vectors_across_snapshots(snapshots, earlier_foundation):
   """A later snapshot renumbers items, genres, years and title words (hashed into buckets): every
   item the earlier run knew still gets the same vector, id and metadata parts together."""
@@ -237,12 +243,14 @@ def test_title_word_buckets_move_with_their_words():
   assert moved[bucket(now, "new"), 0] == -1  # a word the earlier run never saw: fresh
 
 
+@pytest.mark.slow
 def test_a_workdir_of_another_model_is_refused(snapshots, earlier):
   _, new_ds = snapshots
   with pytest.raises(UserError, match="model.name is 'sasrec'.*'gru4rec'"):
     warm_start.resolve(config_for(new_ds.path, "gru4rec", f"train.init_from={earlier}"))
 
 
+@pytest.mark.slow
 def test_a_workdir_of_other_dimensions_is_refused(snapshots, earlier):
   _, new_ds = snapshots
   config = config_for(new_ds.path, "sasrec", f"train.init_from={earlier}", "model.dim=32")
@@ -258,6 +266,7 @@ def test_cli_init_from_a_directory_that_is_not_a_workdir(tmp_path, capsys):
   assert "no config.json" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_new_data_only_without_new_events_is_refused(snapshots, earlier):
   old_ds, _ = snapshots
   with pytest.raises(UserError, match="no event after.*new_data_only=false"):
