@@ -4,6 +4,7 @@
     python benchmarks/scann_vs_exact.py --workdir workdirs/synthetic-two-tower
     python benchmarks/scann_vs_exact.py --embeddings two_tower.npz    # keys `items`, `queries`
     python benchmarks/scann_vs_exact.py --synthetic-clusters          # 1M x 64, no model needed
+    python benchmarks/scann_vs_exact.py --families lognormal128 heavytail64   # issue 26's rows
 
 With --workdir, the items are every catalogue item's vector from the workdir's best checkpoint
 and the queries the validation users' query vectors, exactly what `jaxrec export` indexes.
@@ -16,6 +17,11 @@ per core, which is reported too (against exact numpy with BLAS on one thread, in
 process). Recall is against exact numpy top-k on the same queries.
 
 Target (from the issue): recall@100 >= 0.95 at >= 5,000 queries/s on one thread, >= 20x exact.
+
+--families builds each index as `jaxrec export` does (index.build_index: tuned to recall@100
+0.95 on half of the queries) and measures it on the other half, which tuning never saw, against
+exact numpy on one thread in the same run; the untuned formula of before (params_for) is measured
+beside it. Rows merge into results/scann_vs_exact.json under "rows".
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import ROOT, print_table, write_result  # noqa: E402
 from jaxrec.retrieval.exact import exact_topk, exact_topk_jax, recall_at_k  # noqa: E402
-from jaxrec.retrieval.index import build_index, params_for  # noqa: E402
+from jaxrec.retrieval.index import build_index, params_for, split_queries  # noqa: E402
 
 K = 100
 ROUNDS = 3
@@ -61,6 +67,103 @@ def synthetic_clusters(num_items: int, num_queries: int, dim: int, clusters: int
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
   return draw(num_items), draw(num_queries)
+
+
+def heavy_tailed_clusters(num_items: int, num_queries: int, dim: int, clusters: int,
+                          seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """A more diffuse mixture: Student-t (3 degrees of freedom) noise of expected norm ~1 around
+  unit centres, Zipf-like cluster sizes, L2-normalised (a two-tower's case)."""
+  rng = np.random.default_rng(seed)
+  centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+  centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+  weights = 1.0 / np.arange(1, clusters + 1) ** 0.5
+  weights /= weights.sum()
+
+  def draw(n: int) -> np.ndarray:
+    out = np.empty((n, dim), np.float32)
+    for start in range(0, n, 200_000):
+      m = min(200_000, n - start)
+      noise = rng.standard_t(3, (m, dim)).astype(np.float32) / np.float32(np.sqrt(3 * dim))
+      out[start:start + m] = centres[rng.choice(clusters, m, p=weights)] + noise
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+  return draw(num_items), draw(num_queries)
+
+
+FAMILIES = {
+    # name: (description, generator of (items, queries))
+    "lognormal128": ("1M x 128, 3,000 gaussian clusters, item norms log-normal (sigma 0.35), "
+                     "unit-norm queries from the same mixture: true inner-product search",
+                     lambda n, q: _lognormal(*synthetic_clusters(n, q, 128, 3000, 0.8, seed=1))),
+    "heavytail64": ("1M x 64 unit vectors, 5,000 clusters with Student-t(3) noise (diffuse, "
+                    "heavy-tailed), queries from the same mixture",
+                    lambda n, q: heavy_tailed_clusters(n, q, 64, 5000, seed=2)),
+}
+
+
+def _lognormal(items: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  norms = np.exp(0.35 * np.random.default_rng(3).standard_normal((len(items), 1)))
+  return (items * norms.astype(np.float32)), queries
+
+
+def family_row(name: str, num_items: int, num_queries: int, exact_subset: int) -> dict:
+  """One vector family: the untuned formula and the tuned index, on queries tuning never saw."""
+  description, make = FAMILIES[name]
+  items, queries = make(num_items, num_queries)
+  print(f"\n== {name}: {description}; {len(items):,} x {items.shape[1]}, "
+        f"{len(queries):,} queries", flush=True)
+  _, held_out, _ = split_queries(queries, items)  # the half build_index does not tune on
+  exact_ids, _ = exact_topk(items, held_out, K)
+  numpy_one_qps = exact_numpy_one_thread(items, held_out[:exact_subset])
+  print(f"exact numpy, one thread: {numpy_one_qps:,.1f} queries/s", flush=True)
+
+  def measure(retriever) -> dict:
+    retriever.search(held_out[:50], K)  # warm caches
+    ids = np.empty((len(held_out), K), np.int64)
+
+    def one_at_a_time():
+      for i in range(len(held_out)):
+        ids[i] = retriever.search(held_out[i:i + 1], K)[0][0]
+    qps = float(np.median([per_second(len(held_out), timed(one_at_a_time)[1])
+                           for _ in range(ROUNDS)]))
+    return {"params": retriever.params.to_json(),
+            "recall_at_10": round(recall_at_k(ids, exact_ids, 10), 4),
+            "recall_at_100": round(recall_at_k(ids, exact_ids, K), 4),
+            "single_thread_queries_per_second": round(qps),
+            "speedup_vs_exact_numpy_one_thread": round(qps / numpy_one_qps, 1)}
+
+  untuned, untuned_s = timed(build_index, items, params_for(items))
+  before = {**measure(untuned), "build_seconds": round(untuned_s, 1)}
+  del untuned
+  print(f"untuned formula (params_for): {before}", flush=True)
+  tuned, tuned_s = timed(build_index, items, queries=queries)
+  after = {**measure(tuned), "build_and_tuning_seconds": round(tuned_s, 1),
+           "tuning": tuned.tuning}
+  print(f"tuned (build_index): { {k: v for k, v in after.items() if k != 'tuning'} }",
+        flush=True)
+  after["target_met"] = bool(after["recall_at_100"] >= 0.95
+                             and after["speedup_vs_exact_numpy_one_thread"] >= 20)
+  return {"data": description, "num_items": len(items), "dim": int(items.shape[1]), "k": K,
+          "queries_tuning": len(queries) - len(held_out), "queries_held_out": len(held_out),
+          "exact_numpy_single_thread_queries_per_second": round(numpy_one_qps, 1),
+          "exact_queries_timed": min(exact_subset, len(held_out)),
+          "untuned_formula": before, "tuned": after}
+
+
+def merge_rows(name: str, rows: dict) -> str:
+  """Adds `rows` to results/NAME.json's "rows" (an older single-result file becomes a row)."""
+  import json
+
+  from common import RESULTS
+  path = os.path.join(RESULTS, f"{name}.json")
+  existing = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      existing = json.load(f)
+  if "rows" not in existing and existing:
+    existing = {"rows": {"earlier single result (untuned params_for)": existing}}
+  merged = {**existing.get("rows", {}), **rows}
+  return write_result(name, {"rows": merged})
 
 
 def load_embeddings(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -129,6 +232,8 @@ def main() -> None:
                       help="trained embeddings: arrays `items` [N, D] and `queries` [Q, D]")
   source.add_argument("--synthetic-clusters", action="store_true",
                       help="generate clustered, L2-normalised vectors instead")
+  source.add_argument("--families", nargs="+", choices=sorted(FAMILIES),
+                      help="issue 26's vector families: tuned index vs exact, one row each")
   parser.add_argument("--items", type=float, default=1e6, help="synthetic: catalogue size")
   parser.add_argument("--dim", type=int, default=64, help="synthetic: dimensions")
   parser.add_argument("--clusters", type=int, default=2000, help="synthetic: mixture components")
@@ -141,6 +246,26 @@ def main() -> None:
   parser.add_argument("--reorder", type=int, default=None, help="override params_for")
   parser.add_argument("--name", default="scann_vs_exact", help="results/NAME.json")
   args = parser.parse_args()
+  if args.families:
+    rows = {f: family_row(f, int(args.items), min(args.queries, 2000), args.exact_subset)
+            for f in args.families}
+    header = ["family", "index", "build s", "q/s 1 thread", "recall@10", "recall@100",
+              "x exact 1 thread"]
+    table = []
+    for family, row in rows.items():
+      for label, key, seconds in (("untuned formula", "untuned_formula", "build_seconds"),
+                                  ("tuned to 0.95", "tuned", "build_and_tuning_seconds")):
+        r = row[key]
+        table.append([family, label, f"{r[seconds]:.0f}",
+                      f"{r['single_thread_queries_per_second']:,}", f"{r['recall_at_10']:.4f}",
+                      f"{r['recall_at_100']:.4f}", f"{r['speedup_vs_exact_numpy_one_thread']}x"])
+      table.append([family, "exact numpy", "-",
+                    f"{row['exact_numpy_single_thread_queries_per_second']:,.0f}", "1", "1", "1x"])
+    print()
+    print_table(header, table)
+    print("recall on held-out queries (not used for tuning); both searches on one thread")
+    print(f"wrote {merge_rows(args.name, rows)}")
+    return
 
   if args.workdir:
     from jaxrec.train.export import embeddings

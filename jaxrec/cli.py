@@ -118,9 +118,21 @@ def _train_parsers(sub) -> None:
   export.add_argument("--out", required=True, help="export root: the bundle goes to OUT/<version>")
   export.add_argument("--version", type=int, help="default: one more than the highest in --out")
   export.add_argument("--ranker", help="a ranking workdir to serve with it (same dataset)")
-  index = export.add_argument_group("index (default: chosen from the catalogue size)")
+  index = export.add_argument_group(
+      "index (default: tuned to --target-recall on half the validation queries, measured on the "
+      "other half)")
+  index.add_argument("--target-recall", type=float, default=0.95,
+                     help="recall@K against exact search the index must reach (default 0.95)")
+  index.add_argument("--recall-k", type=int, default=100, help="K of that recall (default 100)")
+  index.add_argument("--accept-recall", type=float,
+                     help="accept a lower recall, at least this, when no setting within the "
+                          "latency cap reaches the target (otherwise the export fails, exit 2)")
+  index.add_argument("--max-latency-ms", type=float,
+                     help="latency cap per query on one thread (default: half of exact search's, "
+                          "at least 1 ms)")
   index.add_argument("--exact", action="store_true", help="brute-force search, no ScaNN tree")
-  index.add_argument("--num-leaves", type=int)
+  index.add_argument("--num-leaves", type=int,
+                     help="with --leaves-to-search/--reorder: the tree as given, untuned")
   index.add_argument("--leaves-to-search", type=int)
   index.add_argument("--reorder", type=int, help="candidates re-scored exactly")
   serve = sub.add_parser("serve", help="serve recommendations over HTTP from an export directory",
@@ -289,12 +301,29 @@ def _run_export(args) -> None:
       ("num_leaves", args.num_leaves), ("num_leaves_to_search", args.leaves_to_search),
       ("reorder", args.reorder)) if value is not None}
   path, manifest = export_workdir(args.workdir, args.out, args.version, exact=args.exact,
-                                  index_overrides=overrides, ranker=args.ranker)
+                                  index_overrides=overrides, ranker=args.ranker,
+                                  target_recall=args.target_recall, recall_k=args.recall_k,
+                                  accept_recall=args.accept_recall,
+                                  max_latency_ms=args.max_latency_ms)
   recall = manifest["recall"]
+  tuning = recall.get("tuning")
+  k = tuning["recall_k"] if tuning else 100
+  queries = (f"{recall['queries']} held-out validation queries not used for tuning" if tuning
+             else f"{recall['queries']} validation queries")
   print(f"exported {path}: {manifest['num_items']} items x {manifest['dim']}, "
         f"{'exact' if manifest['index'].get('exact') else 'ScaNN'} index, recall@10 "
-        f"{recall['recall@10']:.3f} recall@100 {recall['recall@100']:.3f} against exact search "
-        f"on {recall['queries']} validation queries")
+        f"{recall['recall@10']:.3f} recall@{k} {recall[f'recall@{k}']:.3f} against exact search "
+        f"on {queries}")
+  if tuning and tuning.get("latency_ms_per_query") is not None:
+    print(f"  tuned to recall@{k} {tuning['target_recall']} in {tuning['tuning_seconds']:.1f} s: "
+          f"{tuning['chosen']['structure']}, {tuning['chosen']['num_leaves_to_search']} leaves "
+          f"searched, {tuning['chosen']['reorder']} re-scored, "
+          f"{tuning['latency_ms_per_query']:.3f} ms/query on one thread")
+  if tuning and not tuning["target_met"]:
+    print(f"  below the target {tuning['target_recall']}: accepted with --accept-recall "
+          f"{tuning['accept_recall']}" if tuning["accept_recall"] else
+          f"  held-out recall fell short of the target {tuning['target_recall']} that tuning "
+          "reached", file=sys.stderr)
 
 
 def _run_serve(args) -> None:

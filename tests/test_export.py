@@ -96,3 +96,33 @@ def test_bpr_and_sasrec_export_too(ml100k, smoke_sasrec, tmp_path):
     # Retrieval by the bundle reproduces the model's own ranking quality on validation users.
     assert manifest["metadata"]["metrics"]["valid"]["ndcg@10"] == results["valid"]["ndcg@10"]
     assert bundle.items.shape[1] == manifest["metadata"]["query_dim"]
+
+
+def test_export_tunes_to_a_recall_target_or_exits_2(two_tower_workdir, tmp_path, capsys,
+                                                     monkeypatch):
+  from jaxrec.retrieval import index
+  monkeypatch.setattr(index, "EXACT_BELOW", 100)  # tune a tree over the 1,682 smoke items
+  root = str(tmp_path / "exports")
+  assert cli.main(["export", "--workdir", two_tower_workdir, "--out", root,
+                   "--target-recall", "0.8", "--recall-k", "20"]) == 0
+  out = capsys.readouterr().out
+  assert "held-out validation queries not used for tuning" in out and "ms/query" in out
+  bundle = load_bundle(latest_version(root))
+  recall = bundle.recall
+  assert recall["tuning"]["target_recall"] == 0.8 and recall["tuning"]["recall_k"] == 20
+  assert recall["tuning"]["query_source"] == "held_out_queries"
+  assert recall["queries"] == recall["tuning"]["held_out_queries"] > 0
+  assert recall["tuning"]["tuning_queries"] > 0 and recall["latency_ms_per_query"] > 0
+  assert recall["tuning"]["tuning_recall"] >= 0.8 and 0 < recall["recall@20"] <= 1
+  assert bundle.manifest["index"]["num_leaves_to_search"] == (
+      recall["tuning"]["chosen"]["num_leaves_to_search"])
+
+  # Nothing within the latency cap: exit 2 naming the best recall and what to change.
+  assert cli.main(["export", "--workdir", two_tower_workdir, "--out", root,
+                   "--max-latency-ms", "0.000001"]) == 2
+  err = capsys.readouterr().err
+  assert "no index setting reaches recall@100 0.95" in err and "--accept-recall" in err
+  assert latest_version(root).endswith("1")  # no bundle written
+  assert cli.main(["export", "--workdir", two_tower_workdir, "--out", root,
+                   "--target-recall", "0.9", "--accept-recall", "0.95"]) == 2
+  assert "accept_recall must be in" in capsys.readouterr().err

@@ -32,7 +32,8 @@ import numpy as np
 from jaxrec.data.storage import atomic_directory
 from jaxrec.errors import UserError
 from jaxrec.retrieval.exact import exact_topk, recall_at_k
-from jaxrec.retrieval.index import Retriever, ScannParams, build_index, params_for
+from jaxrec.retrieval.index import (RECALL_K, TARGET_RECALL, Retriever, ScannParams,
+                                    build_index)
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -67,6 +68,12 @@ class Bundle:
     return self.item_ids[rows], scores
 
   @property
+  def recall(self) -> dict:
+    """The index's recall against exact search, measured at export on queries it was not tuned
+    on: recall@10, recall@K, queries, query_source, and `tuning` (target, latency, trials)."""
+    return self.manifest["recall"]
+
+  @property
   def query_encoder_dir(self) -> str | None:
     return self._optional(QUERY_ENCODER)
 
@@ -92,11 +99,15 @@ def write_bundle(out_dir: str, *, item_embeddings: np.ndarray, item_ids: np.ndar
                  ranker_dir: str | None = None, dataset_dir: str | None = None,
                  metadata: dict | None = None, scann: ScannParams | None = None,
                  held_out_queries: np.ndarray | None = None, overwrite: bool = False,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, target_recall: float = TARGET_RECALL, recall_k: int = RECALL_K,
+                 accept_recall: float | None = None,
+                 max_latency_ms: float | None = None) -> dict:
   """Writes a bundle to `out_dir` and returns its manifest.
 
-  `scann` defaults to params_for(item_embeddings). Recall@10/@100 of the index against
-  exact search is measured on `held_out_queries` ([Q, D]), else on a sample of item vectors.
+  Without `scann`, the index is tuned to `target_recall` of recall@`recall_k` (index.build_index)
+  on half of `held_out_queries` ([Q, D]; else on a sample of item vectors) and its recall is
+  measured on the other half; RecallNotMet (a UserError) when no setting reaches it. With
+  `scann`, the index is built as given and its recall measured on all of `held_out_queries`.
   """
   items = _check_items(item_embeddings)
   item_ids = _check_ids(item_ids, len(items))
@@ -111,20 +122,26 @@ def write_bundle(out_dir: str, *, item_embeddings: np.ndarray, item_ids: np.ndar
       raise UserError(f"held_out_queries has shape {held_out_queries.shape}, expected "
                       f"[Q, {items.shape[1]}] like the item embeddings.")
   metadata_json = _to_json(metadata or {})
-  params = scann or params_for(items)
-  params.check(*items.shape)
+  if scann is not None:
+    scann.check(*items.shape)
 
   with atomic_directory(out_dir, overwrite=overwrite) as tmp:
     np.save(os.path.join(tmp, ITEMS), items)
     np.save(os.path.join(tmp, ITEM_IDS), item_ids)
     started = time.perf_counter()
-    retriever = build_index(items, params)
+    retriever = build_index(items, scann, queries=held_out_queries, target_recall=target_recall,
+                            recall_k=recall_k, accept_recall=accept_recall,
+                            max_latency_ms=max_latency_ms, seed=seed)
     build_seconds = time.perf_counter() - started
+    params = retriever.params
     retriever.save(os.path.join(tmp, INDEX))
     for name, source in copies.items():
       if source:
         shutil.copytree(source, os.path.join(tmp, name))
-    recall = _measure_recall(retriever, held_out_queries, seed)
+    if retriever.tuning is None:
+      recall = _measure_recall(retriever, held_out_queries, seed)
+    else:
+      recall = _tuned_recall(retriever.tuning)
     manifest = {
         "format_version": FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -279,6 +296,14 @@ def _measure_recall(retriever: Retriever, queries: np.ndarray | None, seed: int)
   exact, _ = exact_topk(retriever.items, queries, k)
   recall = {f"recall@{r}": round(recall_at_k(approx, exact, r), 4) for r in RECALL_KS}
   return {**recall, "queries": int(len(queries)), "query_source": source}
+
+
+def _tuned_recall(tuning: dict) -> dict:
+  """The manifest's recall of a tuned index: measured on held-out queries, none used to tune."""
+  k = tuning["recall_k"]
+  return {"recall@10": tuning["held_out_recall_at_10"], f"recall@{k}": tuning["held_out_recall"],
+          "queries": tuning["held_out_queries"], "query_source": tuning["query_source"],
+          "latency_ms_per_query": tuning.get("latency_ms_per_query"), "tuning": tuning}
 
 
 def _files(root: str) -> list[str]:

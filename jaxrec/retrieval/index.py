@@ -1,228 +1,294 @@
-"""The item index serving searches: a ScaNN tree + asymmetric-hashing index, or brute force.
+"""The item index serving searches, tuned to a recall target on queries it is then measured on.
 
-ScaNN partitions the items into `num_leaves` k-means leaves, scores the items of the
-`num_leaves_to_search` leaves nearest a query with 4-bit anisotropic product quantization
-(`dims_per_block` dimensions per code), then re-scores the best `reorder` candidates exactly.
-A catalogue too small to gain from that is searched by brute force, which is exact and fast at
-that size.
+`build_index(items, queries=...)` builds ScaNN trees and searches their search-time settings
+(leaves searched, candidates re-scored exactly) from the cheapest upward, measuring recall@k
+against exact search on *tuning* queries, and keeps the fastest setting that reaches
+`target_recall`. The recall it promises is then measured on *held-out* queries that took no part
+in the choice, with the per-query latency on one thread (`Retriever.tuning`).
 
-An index directory holds `params.json` and, for ScaNN, the searcher's own serialized files. It
-does not hold the item matrix for the exact path: the caller passes the items back in on load.
+Un-normalised item vectors (sequential models, BPR) rank by true inner product, where items'
+norms matter: two treatments are tried and the faster at the target kept, (a) ScaNN's
+anisotropic quantization with its threshold scaled to the items' median norm, and (b) the
+MIPS -> cosine augmentation (searcher.augmented). ScaNN's own `autopilot()` is built beside them
+and used where it reaches the target at least as fast. Catalogues under EXACT_BELOW items are
+searched exactly. When no setting within the latency cap reaches the target, RecallNotMet says
+the best recall found; `accept_recall` lowers the bar explicitly.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
+import time
 
 import numpy as np
 
 from jaxrec.errors import UserError
-from jaxrec.retrieval.exact import exact_topk
+from jaxrec.retrieval.exact import exact_topk, recall_at_k
+from jaxrec.retrieval.searcher import (EXACT_BELOW, Retriever, ScannParams, autopilot_params,
+                                       build_tree, choose_params, is_unit_norm, params_for)
 
-PARAMS = "params.json"
-# Below this many items brute force answers in well under a millisecond per query and is exact;
-# a tree would have too few items per leaf to train its quantizers well.
-EXACT_BELOW = 2000
-# Leaves searched: 5% of them, and at least ~MIN_SCANNED items' worth. On clustered 64-d vectors
-# (benchmarks/scann_vs_exact.py, 500 candidates reordered) 5% of sqrt(N) leaves gives recall@100
-# ~0.96 at 1M items, ~8k queries/s on one thread; 2*sqrt(N) leaves did worse at equal speed. A
-# smaller catalogue spreads a query's top 100 over a larger share of its items (5% of 200k
-# items: recall@100 0.84), and scanning 50k items costs no more there than at 1M.
-LEAVES_SEARCHED = 0.05
-MIN_SCANNED = 50_000
-REORDER = 500
-# Unit-norm items (a two-tower's L2-normalised outputs) are partitioned by spherical k-means,
-# which groups by angle, as inner-product ranking does: the same recall from 30% fewer leaves and
-# fewer reordered candidates (1M clustered unit vectors, single thread: 35 leaves + 300
-# reordered gave recall@100 0.961 at 10.4k queries/s; 50 + 500 without it 0.964 at 8.3k).
-SPHERICAL_SCAN = 0.7
-SPHERICAL_REORDER = 300
+__all__ = ["EXACT_BELOW", "Retriever", "ScannParams", "RecallNotMet", "build_index",
+           "build_tree", "choose_params", "is_unit_norm", "params_for", "split_queries"]
 
-@dataclasses.dataclass(frozen=True)
-class ScannParams:
-  """How the index is built. With `exact=True` the other fields are unused: brute force."""
-  num_leaves: int = 1000
-  num_leaves_to_search: int = 50
-  training_sample_size: int = 100_000
-  dims_per_block: int = 2
-  # 0.2 is ScaNN's recommended anisotropic threshold for dot product with normalised-ish data.
-  anisotropic_quantization_threshold: float = 0.2
-  reorder: int = REORDER  # candidates re-scored exactly before the final top-k (at least k)
-  distance: str = "dot_product"
-  spherical: bool = False  # spherical k-means leaves: for unit-norm items
-  exact: bool = False
+TARGET_RECALL = 0.95
+RECALL_K = 100
+MAX_QUERIES = 1000  # tuning queries, and held-out queries, at most (each)
+MARGIN = 0.005  # tuning asks this much above the target: held-out recall wobbles around it
+# Leaves searched, as shares of the tree's leaves, and candidates re-scored, as multiples of k
+# (of RECALL_K when k is smaller):
+# the ladders tuning climbs. Beyond half the leaves an index saves too little over exact search.
+LEAF_SHARES = (0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.14, 0.2,
+               0.3, 0.5)
+REORDER_FACTORS = (1, 2, 3, 5, 10)
+# The latency cap: a setting slower than this share of exact search's own per-query time (or
+# FLOOR_MS, whichever is larger) is not worth an approximate index.
+SHARE_OF_EXACT = 0.5
+FLOOR_MS = 1.0
+TIMED_QUERIES = 200  # single-query latency is timed on this many tuning queries per setting
+
+
+class RecallNotMet(UserError):
+  """No index setting within the latency cap reaches the recall target."""
+
+
+@dataclasses.dataclass
+class Trial:
+  structure: str
+  leaves: int
+  reorder: int
+  recall: float
+  latency_ms: float | None = None
 
   def to_json(self) -> dict:
-    if self.exact:  # the tree fields mean nothing here; leave them out of manifests
-      return {"exact": True, "distance": self.distance}
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_json(cls, data: dict) -> ScannParams:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-      raise UserError(f"Unknown index parameters {unknown}: the index was written by a newer "
-                      f"jaxrec, which this one cannot read. Known: {sorted(known)}.")
-    return cls(**data)
-
-  def check(self, num_items: int, dim: int) -> None:
-    """Raises UserError if these parameters cannot index `num_items` vectors of `dim`."""
-    if self.distance != "dot_product":
-      raise UserError(f"distance {self.distance!r} is not supported: retrieval ranks by inner "
-                      "product. Use distance='dot_product' (L2-normalise vectors for cosine).")
-    if self.exact:
-      return
-    problems = []
-    if not 1 <= self.num_leaves <= num_items:
-      problems.append(f"num_leaves={self.num_leaves} must be between 1 and the {num_items} items")
-    if not 1 <= self.num_leaves_to_search <= self.num_leaves:
-      problems.append(f"num_leaves_to_search={self.num_leaves_to_search} must be between 1 and "
-                      f"num_leaves={self.num_leaves}")
-    if not 1 <= self.dims_per_block <= dim:
-      problems.append(f"dims_per_block={self.dims_per_block} must be between 1 and dim={dim}")
-    if self.reorder < 1:
-      problems.append(f"reorder={self.reorder} must be at least 1")
-    if self.training_sample_size < self.num_leaves:
-      problems.append(f"training_sample_size={self.training_sample_size} must be at least "
-                      f"num_leaves={self.num_leaves}")
-    if problems:
-      raise UserError("Bad ScaNN parameters: " + "; ".join(problems) +
-                      ". Use choose_params(num_items, dim) for values that fit the catalogue.")
+    out = {"structure": self.structure, "num_leaves_to_search": self.leaves,
+           "reorder": self.reorder, "recall": round(self.recall, 4)}
+    if self.latency_ms is not None:
+      out["latency_ms"] = round(self.latency_ms, 4)
+    return out
 
 
-def choose_params(num_items: int, dim: int, unit_norm: bool = False) -> ScannParams:
-  """Parameters for a catalogue of `num_items` vectors of `dim`, aiming at recall@100 >= 0.95;
-  `unit_norm` items get spherical leaves (see SPHERICAL_SCAN)."""
-  if num_items < EXACT_BELOW:
-    return ScannParams(exact=True)
-  num_leaves = max(1, round(math.sqrt(num_items)))  # ~sqrt(N) leaves of ~sqrt(N) items each
-  scan = SPHERICAL_SCAN if unit_norm else 1.0
-  share = scan * max(LEAVES_SEARCHED, MIN_SCANNED / num_items)
-  to_search = min(num_leaves, math.ceil(share * num_leaves))
-  return ScannParams(num_leaves=num_leaves, num_leaves_to_search=to_search,
-                     training_sample_size=min(num_items, 100_000),
-                     dims_per_block=min(2, dim), spherical=unit_norm,
-                     reorder=SPHERICAL_REORDER if unit_norm else REORDER)
+def split_queries(queries: np.ndarray | None, items: np.ndarray,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+  """(tuning queries, held-out queries, source): the given queries shuffled and halved (up to
+  MAX_QUERIES each), or, without any, two disjoint samples of item vectors."""
+  rng = np.random.default_rng(seed)
+  if queries is not None and len(queries) >= 2:
+    order = rng.permutation(len(queries))
+    half = min(len(queries) // 2, MAX_QUERIES)
+    return queries[order[half:2 * half]], queries[order[:half]], "held_out_queries"
+  count = min(MAX_QUERIES, len(items) // 2)
+  rows = rng.choice(len(items), 2 * count, replace=False)
+  return items[rows[count:]], items[rows[:count]], "item_sample"
 
 
-def is_unit_norm(items: np.ndarray) -> bool:
-  norms = np.linalg.norm(items[:10_000], axis=1)  # a sample decides: models normalise all or none
-  return bool(np.all(np.abs(norms - 1) < 1e-3))
+def build_index(items: np.ndarray, params: ScannParams | None = None, *,
+                queries: np.ndarray | None = None, target_recall: float = TARGET_RECALL,
+                recall_k: int = RECALL_K, accept_recall: float | None = None,
+                max_latency_ms: float | None = None, autopilot: bool = True,
+                seed: int = 0) -> Retriever:
+  """Indexes `items` [N, D]: as `params` say when given, else tuned to `target_recall` of
+  recall@`recall_k` on `queries` [Q, D] (default: a sample of item vectors); the report, with
+  the recall measured on held-out queries, is `retriever.tuning`.
+
+  Raises RecallNotMet when no setting within `max_latency_ms` per query (default: half of exact
+  search's, at least FLOOR_MS) reaches the target, unless one reaches `accept_recall`.
+  """
+  if params is not None:
+    return build_tree(items, params)
+  items = np.ascontiguousarray(items, np.float32)
+  _check_targets(target_recall, recall_k, accept_recall)
+  started = time.perf_counter()
+  tuning, held_out, source = split_queries(queries, items, seed)
+  if len(items) < EXACT_BELOW:
+    retriever = build_tree(items, ScannParams(exact=True))
+    retriever.tuning = _report(retriever, held_out, tuning, source, target_recall, recall_k,
+                               accept_recall, [], None, started)
+    return retriever
+  k = min(recall_k, len(items))
+  exact_ids = exact_topk(items, np.concatenate([tuning, held_out]), k)[0]
+  tuning_ids, held_out_ids = exact_ids[:len(tuning)], exact_ids[len(tuning):]
+  exact_ms = _exact_latency_ms(items, tuning, k)
+  cap_ms = max_latency_ms or max(SHARE_OF_EXACT * exact_ms, FLOOR_MS)
+  need = min(target_recall + MARGIN, 1.0)
+
+  best, trials = None, []  # best: (Trial, Retriever) meeting the target, fastest
+  fallback = None  # the highest-recall trial within the cap, for accept_recall
+  for name, structure in _structures(items):
+    retriever = build_tree(items, structure)
+    found = _climb(retriever, name, tuning, tuning_ids, k, need, cap_ms, trials)
+    for trial in found:
+      if trial.latency_ms > cap_ms:
+        continue
+      if trial.recall >= need and (best is None or trial.latency_ms < best[0].latency_ms):
+        best = (trial, retriever)
+      if fallback is None or trial.recall > fallback[0].recall:
+        fallback = (trial, retriever)
+    del retriever  # the losers' searchers (each a copy of the items) are freed as we go
+  if autopilot:
+    best = _autopilot(items, tuning, tuning_ids, k, need, cap_ms, trials, best)
+
+  if best is None:
+    floor = accept_recall if accept_recall is not None else None
+    if fallback is None or floor is None or fallback[0].recall < floor:
+      raise RecallNotMet(_not_met(trials, target_recall, recall_k, cap_ms, exact_ms, floor))
+    best = fallback
+  trial, retriever = best
+  retriever.params = dataclasses.replace(retriever.params, num_leaves_to_search=trial.leaves,
+                                         reorder=trial.reorder)
+  retriever.tuning = _report(retriever, held_out, tuning, source, target_recall, recall_k,
+                             accept_recall, trials, {"exact_ms": exact_ms, "cap_ms": cap_ms,
+                                                     "chosen": trial, "ids": held_out_ids},
+                             started)
+  return retriever
 
 
-def params_for(items: np.ndarray) -> ScannParams:
-  """choose_params for these items: their count, dimension and whether they are unit vectors."""
-  return choose_params(*items.shape, unit_norm=is_unit_norm(items))
+def _check_targets(target: float, k: int, accept: float | None) -> None:
+  if not 0 < target <= 1:
+    raise UserError(f"target_recall must be in (0, 1], got {target}.")
+  if k < 1:
+    raise UserError(f"recall_k must be at least 1, got {k}.")
+  if accept is not None and not 0 < accept <= target:
+    raise UserError(f"accept_recall must be in (0, target_recall={target}], got {accept}: it "
+                    "lowers the target, it cannot raise it.")
 
 
-def _as_matrix(name: str, x, dim: int | None = None) -> np.ndarray:
-  x = np.asarray(x)
-  if x.ndim != 2 or (dim is not None and x.shape[1] != dim):
-    want = f"[n, {dim}]" if dim is not None else "[n, dim]"
-    raise UserError(f"{name} has shape {x.shape}, expected {want}.")
-  # ScaNN reads the buffer directly: it must be float32 and C-contiguous.
-  return np.ascontiguousarray(x, np.float32)
+def _structures(items: np.ndarray):
+  """(name, ScannParams) trees to tune, cheapest first; their search settings are placeholders."""
+  n, dim = items.shape
+  leaves = max(1, round(math.sqrt(n)))
+  base = ScannParams(num_leaves=leaves, num_leaves_to_search=max(1, leaves // 20),
+                     training_sample_size=min(n, 100_000), dims_per_block=min(2, dim),
+                     reorder=RECALL_K)
+  if is_unit_norm(items):
+    yield "spherical tree", dataclasses.replace(base, spherical=True)
+    return
+  norms = np.linalg.norm(items, axis=1)
+  # The threshold is in the items' units (ScaNN's eta = (d-1) T^2/|x|^2 / (1 - T^2/|x|^2)):
+  # 0.2 suits unit vectors, so it scales with the typical norm.
+  yield "anisotropic tree", dataclasses.replace(
+      base, anisotropic_quantization_threshold=round(0.2 * float(np.median(norms)), 6))
+  yield "MIPS->cosine tree", dataclasses.replace(base, spherical=True, augment=True,
+                                                 augment_norm=float(norms.max()))
 
 
-class Retriever:
-  """Answers top-k maximum inner product queries over a fixed item matrix."""
-
-  def __init__(self, items: np.ndarray, params: ScannParams, searcher=None):
-    if not params.exact and searcher is None:
-      raise ValueError("a ScaNN retriever needs its searcher: use build_index or Retriever.load")
-    self.items = _as_matrix("items", items)
-    self.params = params
-    self.searcher = searcher
-
-  @property
-  def num_items(self) -> int:
-    return self.items.shape[0]
-
-  @property
-  def dim(self) -> int:
-    return self.items.shape[1]
-
-  def search(self, queries: np.ndarray, k: int,
-             parallel: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k item rows for each query [Q, D]: (rows int64 [Q, k'], scores float32 [Q, k']),
-    best first, k' = min(k, num_items). ScaNN uses one thread unless `parallel`."""
-    if k < 1:
-      raise UserError(f"k must be at least 1, got {k}.")
-    queries = _as_matrix("queries", queries, self.dim)
-    k = min(k, self.num_items)
-    if self.params.exact:
-      return exact_topk(self.items, queries, k)
-    pre_reorder = max(self.params.reorder, k)
-    if len(queries) == 1 and not parallel:
-      # The single-query entry point skips batching overhead: ~20% more queries/s one at a time.
-      row, score = self.searcher.search(queries[0], final_num_neighbors=k,
-                                        pre_reorder_num_neighbors=pre_reorder)
-      rows, scores = np.asarray(row)[None], np.asarray(score)[None]
-      if rows.shape[1] < k:  # the searched leaves held fewer than k items
-        return exact_topk(self.items, queries, k)
+def _climb(retriever: Retriever, name: str, queries: np.ndarray, exact_ids: np.ndarray, k: int,
+           need: float, cap_ms: float, trials: list[Trial]) -> list[Trial]:
+  """For each reorder (ascending), the fewest leaves that reach `need` on `queries`, found by
+  bisection (recall grows with leaves), each timed; appended to `trials` and returned."""
+  num_leaves = retriever.params.num_leaves
+  ladder = sorted({min(num_leaves, max(1, round(s * num_leaves))) for s in LEAF_SHARES})
+  found, top = [], len(ladder) - 1
+  reorders = sorted({min(retriever.num_items, f * max(k, RECALL_K)) for f in REORDER_FACTORS})
+  for reorder in reorders:
+    def recall(i):
+      rows, _ = retriever.approximate(queries, k, ladder[i], reorder)
+      trial = Trial(name, ladder[i], reorder, recall_at_k(rows, exact_ids, k))
+      trials.append(trial)
+      return trial
+    lo, hi, hit = 0, top, None
+    while lo <= hi:
+      mid = (lo + hi) // 2
+      trial = recall(mid)
+      if trial.recall >= need:
+        hit, hi = trial, mid - 1
+      else:
+        lo = mid + 1
+    if hit is None:  # not even at the top of the ladder: report the best seen, timed
+      hit = max((t for t in trials if t.structure == name and t.reorder == reorder),
+                key=lambda t: t.recall)
     else:
-      search = (self.searcher.search_batched_parallel if parallel
-                else self.searcher.search_batched)
-      rows, scores = search(queries, final_num_neighbors=k, pre_reorder_num_neighbors=pre_reorder)
-    rows, scores = np.asarray(rows).astype(np.int64), np.asarray(scores, np.float32)
-    # When the searched leaves hold fewer than k items, batched search pads with row 0 and NaN
-    # scores: those queries are answered exactly instead.
-    short = np.isnan(scores).any(axis=1)
-    if short.any():
-      rows[short], scores[short] = exact_topk(self.items, queries[short], k)
-    return rows, scores
-
-  def save(self, path: str) -> None:
-    """Writes the index into directory `path` (created; must not hold an index already)."""
-    os.makedirs(path, exist_ok=True)
-    if not self.params.exact:
-      # Relative asset paths: the directory is renamed into place after writing, and bundles
-      # are copied between machines.
-      self.searcher.serialize(path, relative_path=True)
-    with open(os.path.join(path, PARAMS), "w") as f:
-      json.dump(self.params.to_json(), f, indent=2)
-
-  @classmethod
-  def load(cls, path: str, items: np.ndarray) -> Retriever:
-    """Reads an index written by `save` over the same `items` it was built from."""
-    params_path = os.path.join(path, PARAMS)
-    if not os.path.exists(params_path):
-      raise UserError(f"{path} has no {PARAMS}: it is not a retrieval index. Build one with "
-                      "build_index(items, params) and save it.")
-    with open(params_path) as f:
-      params = ScannParams.from_json(json.load(f))
-    if params.exact:
-      return cls(items, params)
-    import scann  # deferred: importing ScaNN loads TensorFlow, which the exact path never needs
-    # No back-compatibility shim: it would write a new assets file into the directory.
-    searcher = scann.scann_ops_pybind.load_searcher(path, assets_backcompat_shim=False)
-    if searcher.size() != len(items):
-      raise UserError(f"The index in {path} holds {searcher.size()} items but {len(items)} were "
-                      "given: it was built from other items. Rebuild it with build_index.")
-    return cls(items, params, searcher)
+      top = ladder.index(hit.leaves)  # more candidates re-scored never needs more leaves
+    hit.latency_ms = _latency_ms(retriever, queries[:TIMED_QUERIES], k, hit.leaves, hit.reorder)
+    found.append(hit)
+    if hit.latency_ms > 2 * cap_ms:
+      break  # bigger reorders only cost more
+  return found
 
 
-def build_index(items: np.ndarray, params: ScannParams | None = None) -> Retriever:
-  """Indexes `items` [N, D] float32; `params` default to params_for(items)."""
-  items = _as_matrix("items", items)
-  if not np.isfinite(items).all():
-    raise UserError("items contain NaN or infinite values: check the model that produced them.")
-  params = params or params_for(items)
-  params.check(*items.shape)
-  if params.exact:
-    return Retriever(items, params)
-  import scann  # deferred: see Retriever.load
-  searcher = (scann.scann_ops_pybind.builder(items, 10, params.distance)
-              .tree(num_leaves=params.num_leaves,
-                    num_leaves_to_search=params.num_leaves_to_search,
-                    training_sample_size=params.training_sample_size,
-                    spherical=params.spherical)
-              .score_ah(params.dims_per_block,
-                        anisotropic_quantization_threshold=params.anisotropic_quantization_threshold)
-              .reorder(params.reorder)
-              .build())
-  return Retriever(items, params, searcher)
+def _autopilot(items, queries, exact_ids, k, need, cap_ms, trials, best):
+  """ScaNN's autopilot() with its own search settings: it replaces `best` where it reaches the
+  target at least as fast."""
+  params = autopilot_params(*items.shape)
+  if params is None:  # autopilot would brute-force this catalogue
+    return best
+  retriever = build_tree(items, params)
+  rows, _ = retriever.approximate(queries, k, params.num_leaves_to_search, params.reorder)
+  trial = Trial("autopilot", params.num_leaves_to_search, params.reorder,
+                recall_at_k(rows, exact_ids, k),
+                _latency_ms(retriever, queries[:TIMED_QUERIES], k, params.num_leaves_to_search,
+                            params.reorder))
+  trials.append(trial)
+  if trial.recall >= need and trial.latency_ms <= cap_ms and (
+      best is None or trial.latency_ms <= best[0].latency_ms):
+    return trial, retriever
+  return best
+
+
+def _latency_ms(retriever: Retriever, queries: np.ndarray, k: int, leaves: int,
+                reorder: int) -> float:
+  """Median-of-3 milliseconds per query, one query per call on one thread (as serving asks)."""
+  rounds = []
+  for _ in range(3):
+    started = time.perf_counter()
+    for i in range(len(queries)):
+      retriever.approximate(queries[i:i + 1], k, leaves, reorder)
+    rounds.append((time.perf_counter() - started) * 1000 / max(len(queries), 1))
+  return float(np.median(rounds))
+
+
+def _exact_latency_ms(items: np.ndarray, queries: np.ndarray, k: int) -> float:
+  """Exact search's milliseconds per query, one query per call."""
+  sample = queries[:10]
+  exact_topk(items, sample[:1], k)  # warm
+  started = time.perf_counter()
+  for i in range(len(sample)):
+    exact_topk(items, sample[i:i + 1], k)
+  return (time.perf_counter() - started) * 1000 / max(len(sample), 1)
+
+
+def _not_met(trials, target, k, cap_ms, exact_ms, floor) -> str:
+  within = [t for t in trials if t.latency_ms is not None and t.latency_ms <= cap_ms]
+  best_within = max(within, key=lambda t: t.recall, default=None)
+  best_any = max(trials, key=lambda t: t.recall, default=None)
+
+  def describe(t):
+    timed = f", {t.latency_ms:.3f} ms/query" if t.latency_ms is not None else ""
+    return (f"recall@{k} {t.recall:.4f} ({t.structure}, {t.leaves} leaves searched, "
+            f"{t.reorder} re-scored{timed})")
+  found = describe(best_within) if best_within else "none within the cap"
+  message = (f"no index setting reaches recall@{k} {target} within the latency cap of "
+             f"{cap_ms:.3f} ms/query (exact search: {exact_ms:.3f} ms/query). Best within the "
+             f"cap: {found}")
+  if best_any and best_any is not best_within:
+    message += f"; best at any speed tried: {describe(best_any)}"
+  if floor is not None:
+    message += f"; below the accepted {floor}"
+  return message + (". Lower the target explicitly (--accept-recall R, at most the best found), "
+                    "raise the cap (max_latency_ms), or search exactly (--exact).")
+
+
+def _report(retriever, held_out, tuning, source, target, k, accept, trials, chosen,
+            started) -> dict:
+  """The manifest's account of the index: recall on held-out queries, what tuning tried."""
+  k = min(k, retriever.num_items)
+  report = {"target_recall": target, "recall_k": k, "accept_recall": accept,
+            "query_source": source, "tuning_queries": int(len(tuning)),
+            "held_out_queries": int(len(held_out))}
+  if chosen is None:  # exact search: nothing to tune
+    return {**report, "held_out_recall": 1.0, "held_out_recall_at_10": 1.0, "target_met": True,
+            "trials": [],
+            "tuning_seconds": round(time.perf_counter() - started, 3)}
+  rows, _ = retriever.search(held_out, k)
+  held = recall_at_k(rows, chosen["ids"], k)
+  report["held_out_recall_at_10"] = round(recall_at_k(rows, chosen["ids"], min(10, k)), 4)
+  latency = _latency_ms(retriever, held_out[:TIMED_QUERIES], k,
+                        retriever.params.num_leaves_to_search, retriever.params.reorder)
+  return {**report, "chosen": chosen["chosen"].to_json(),
+          "tuning_recall": round(chosen["chosen"].recall, 4), "held_out_recall": round(held, 4),
+          "target_met": bool(held >= target),
+          "latency_ms_per_query": round(latency, 4),
+          "exact_latency_ms_per_query": round(chosen["exact_ms"], 4),
+          "latency_cap_ms": round(chosen["cap_ms"], 4),
+          "trials": [t.to_json() for t in trials],
+          "tuning_seconds": round(time.perf_counter() - started, 3)}

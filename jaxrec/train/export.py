@@ -1,8 +1,9 @@
 """`jaxrec export`: a trained workdir's best checkpoint -> a versioned retrieval bundle.
 
 The bundle (retrieval/bundle.py) holds every catalogue item's vector from the model, a ScaNN
-index over them with its recall measured against exact search on the validation users' query
-vectors, the model parameters as an Orbax checkpoint with the config that rebuilds the model
+index over them tuned to a recall target on half of the validation users' query vectors, with its
+recall measured against exact search on the other half (retrieval/index.py), the model
+parameters as an Orbax checkpoint with the config that rebuilds the model
 (serving runs its query tower; its item tower embeds items added after training), and the
 dataset's vocabularies. Any task that embeds queries and items exports: two-tower, the
 sequential models, BPR-MF. The model is restored alone (train/restore.py): no optimizer state.
@@ -21,7 +22,8 @@ import numpy as np
 from jaxrec.data.vocab import FIRST_ID
 from jaxrec.errors import UserError
 from jaxrec.retrieval.bundle import USER_ENCODER, write_bundle
-from jaxrec.retrieval.index import ScannParams, is_unit_norm, params_for
+from jaxrec.retrieval.index import (RECALL_K, TARGET_RECALL, ScannParams, is_unit_norm,
+                                    params_for)
 from jaxrec.train.restore import TrainedModel, restore_model, save_exported
 
 
@@ -52,16 +54,20 @@ def embeddings(model: TrainedModel) -> tuple[np.ndarray, np.ndarray]:
 
 def export_workdir(workdir: str, export_root: str, version: int | None = None,
                    exact: bool = False, index_overrides: dict | None = None,
-                   ranker: str | None = None) -> tuple[str, dict]:
+                   ranker: str | None = None, target_recall: float = TARGET_RECALL,
+                   recall_k: int = RECALL_K, accept_recall: float | None = None,
+                   max_latency_ms: float | None = None) -> tuple[str, dict]:
   """Writes `export_root/<version>` (default: the next one) and returns (path, manifest).
 
   The bundle holds the prepared dataset the model read (users' histories, side features): a
   serving job builds queries from it. With `ranker` (a ranking workdir trained on the same
   dataset) it also holds the multi-task ranker, which reads its features from the same dataset.
 
-  The index is brute force with `exact`, else ScaNN with parameters chosen from the catalogue
-  size (params_for: brute force below EXACT_BELOW items) and `index_overrides` applied, e.g.
-  {"num_leaves_to_search": 80} (which also forces a ScaNN tree on a small catalogue).
+  The index is brute force with `exact`; else ScaNN tuned to `target_recall` of
+  recall@`recall_k` (brute force below EXACT_BELOW items), or RecallNotMet (a UserError: exit 2)
+  naming the best recall found when no setting within `max_latency_ms` reaches it, unless one
+  reaches `accept_recall`. With `index_overrides`, e.g. {"num_leaves_to_search": 80}, the tree is
+  built as given instead, untuned (which also forces a tree on a small catalogue).
   """
   if exact and index_overrides:
     raise UserError(f"an exact index has no tree to tune: drop {sorted(index_overrides)} or "
@@ -119,7 +125,8 @@ def export_workdir(workdir: str, export_root: str, version: int | None = None,
         out, item_embeddings=items, item_ids=np.arange(FIRST_ID, FIRST_ID + len(items)),
         query_params_dir=params_dir, vocab_dir=os.path.join(model.task.data.path, "vocab"),
         ranker_dir=ranker_dir, dataset_dir=model.task.data.path,
-        metadata=metadata, scann=scann, held_out_queries=queries)
+        metadata=metadata, scann=scann, held_out_queries=queries, target_recall=target_recall,
+        recall_k=recall_k, accept_recall=accept_recall, max_latency_ms=max_latency_ms)
   return out, manifest
 
 
