@@ -1,0 +1,293 @@
+"""jaxrec beside RecBole 1.2.1 on jaxrec's own MovieLens-100K split, under both full-ranking
+protocols, in one run.
+
+    python benchmarks/peer_quality.py [--models sasrec,sasrec@jaxrec,gru4rec,bert4rec,bpr]
+        [--seeds 3] [--max-epochs 300] [--sides jaxrec,recbole] [--peer-python PYTHON]
+
+The peer gets its own venv (.peer-venv at the repository root, built on first use: RecBole 1.2.1 + CPU
+PyTorch; see benchmarks/peer/peer_env.py); jaxrec does not depend on it. The split is written as
+RecBole atomic files (benchmarks/peer/recbole_files.py, under data/peer/, git-ignored) with
+benchmark_filename, so RecBole's validation and test targets, its catalogue and every history
+are jaxrec's; the runner checks that on RecBole's loaded datasets and refuses to train otherwise,
+and this script checks the files against jaxrec's own evaluation batches. Timestamps are not
+normalised (normalize_all False).
+
+Protocols, named on every row: "history excluded" (each user's earlier items cannot be
+recommended: jaxrec's default; RecBole's for BPR; for RecBole's sequential models obtained by
+patching its full-sort collate to hand `_full_sort_batch_eval` the history, as its general-model
+path does) and "nothing excluded" (RecBole's sequential protocol: only padding masked). A RecBole
+run trains once per seed; each protocol's best epoch is chosen on its own validation NDCG@10 and
+scored on test (benchmarks/peer/recbole_runner.py). A jaxrec run trains once per seed with its
+config (best checkpoint on history-excluded validation NDCG@10) and is scored under the other
+protocol without retraining (`jaxrec eval ... --config.eval.exclude_seen=False`).
+
+Recipes: RecBole's defaults for each model (its model yaml and overall.yaml: batch 2048, Adam
+1e-3, early stopping after 10 evaluations without improvement, at most --max-epochs epochs;
+sequential models with CE loss and no negative sampling), and "sasrec@jaxrec": RecBole SASRec
+with jaxrec's input length and dropout (configs/movielens_sasrec.py via
+jaxrec/train/defaults.py), to separate implementation from settings.
+
+Resumable: every run is cached under benchmarks/results/peer_runs/<key>.json, the key a hash of
+side, model, recipe, seed and split. A rerun trains only what is missing; a RecBole run stopped
+by --max-epochs (or killed) resumes from its last epoch (checkpoints under data/peer/runs/<key>/)
+when run again with a larger --max-epochs. A row is "complete" when every seed stopped by early
+stopping. RecBole SASRec takes ~1-2 min an epoch on 2 CPU cores: when a GPU machine is lent, run
+the peer there (copy data/peer/ and benchmarks/, `--peer-python` an interpreter with
+recbole==1.2.1 and a CUDA torch; the runner uses the GPU when torch sees one) and bring
+benchmarks/results/peer_runs/ back. Writes benchmarks/results/peer_quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.join(HERE, "peer")]
+from common import ROOT, print_table, write_result  # noqa: E402
+from recbole_files import Sequences, write_atomic  # noqa: E402
+
+RUNS = os.path.join(HERE, "results", "peer_runs")
+PEER_DATA = os.path.join(ROOT, "data", "peer")
+RUNNER = os.path.join(HERE, "peer", "recbole_runner.py")
+PROTOCOLS = {"history_excluded": "full ranking, history excluded",
+             "nothing_excluded": "full ranking, nothing excluded"}
+MODELS = ("sasrec", "sasrec@jaxrec", "gru4rec", "bert4rec", "bpr")
+KEYS = ("ndcg@10", "recall@10", "mrr@10")
+# RecBole's name and kind for each model; its default recipe plus what CE training needs.
+RECBOLE = {"sasrec": ("SASRec", "sequential"), "gru4rec": ("GRU4Rec", "sequential"),
+           "bert4rec": ("BERT4Rec", "sequential"), "bpr": ("BPR", "general")}
+
+
+def recbole_recipe(model: str) -> tuple[str, str, int, dict]:
+  """(RecBole model, data kind, input length, config overrides) of `model`'s peer run."""
+  base = model.split("@")[0]
+  name, kind = RECBOLE[base]
+  overrides = {"train_neg_sample_args": None} if kind == "sequential" else {}
+  max_len = 50  # RecBole's MAX_ITEM_LIST_LENGTH
+  if model == "sasrec@jaxrec":
+    from jaxrec.train.defaults import sequential_config
+    jax_model = sequential_config().model
+    max_len = int(jax_model.max_len)
+    overrides.update(MAX_ITEM_LIST_LENGTH=max_len, hidden_dropout_prob=float(jax_model.dropout),
+                     attn_dropout_prob=float(jax_model.dropout))
+  return name, kind, max_len, overrides
+
+
+def digest(obj) -> str:
+  return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_sequences(data_dir: str) -> tuple[Sequences, str]:
+  """jaxrec's prepared dataset as per-user item sequences and split boundaries; and a hash of
+  exactly that split."""
+  from jaxrec.data.storage import PreparedDataset
+  from jaxrec.data.vocab import FIRST_ID
+  ds = PreparedDataset(data_dir)
+  users = np.arange(ds.num_users) + FIRST_ID
+  tokens = ds.user_tokens(users)
+  s = ds.splits
+  seqs = Sequences(users=[int(u) for u in users], items=[t["item"] for t in tokens],
+                   times=[t["timestamp"] for t in tokens], train_end=s.train_end,
+                   valid_end=s.valid_end)
+  h = hashlib.sha256()
+  for a in (s.train_end, s.valid_end, *seqs.items):
+    h.update(np.ascontiguousarray(a, np.int64).tobytes())
+  return seqs, h.hexdigest()[:16]
+
+
+def check_against_jaxrec(data_dir: str, expected: dict) -> dict:
+  """The written targets and histories are those of jaxrec's own evaluation batches."""
+  from jaxrec.data import pipelines
+  from jaxrec.data.storage import PreparedDataset
+  ds = PreparedDataset(data_dir)
+  out = {}
+  for split in ("valid", "test"):
+    want = {(u, i): set(h) for u, i, h in zip(expected[split]["user"], expected[split]["item"],
+                                              expected[split]["history"])}
+    got = {}
+    for batch in pipelines.sequence_dataset(ds, split, max_len=50, with_seen=True):
+      for row in np.flatnonzero(batch["weight"] > 0):
+        seen = set(int(i) for i in batch["seen"][row] if i)
+        got[(int(batch["user"][row]), int(batch["targets"][row, 0]))] = seen
+    if got != want:
+      raise SystemExit(f"the atomic files' {split} targets/histories are not jaxrec's")
+    out[f"{split}_rows_checked"] = len(got)
+  return out
+
+
+def prepare_peer_data(seqs: Sequences, split_hash: str, kind: str, max_len: int) -> str:
+  folder = os.path.join(PEER_DATA, split_hash, f"ml100k-{kind}-L{max_len}")
+  if not os.path.exists(os.path.join(folder, "expected.json")):
+    write_atomic(os.path.dirname(folder), os.path.basename(folder), seqs, kind, max_len)
+  return folder
+
+
+def run_recbole(model: str, seed: int, max_epochs: int, seqs: Sequences, split_hash: str,
+                python: str | None) -> dict:
+  """One RecBole training run (cached), its result.json as a dict."""
+  name, kind, max_len, overrides = recbole_recipe(model)
+  key = digest({"side": "recbole", "model": name, "recipe": overrides, "max_len": max_len,
+                "seed": seed, "split": split_hash, "recbole": "1.2.1"})
+  cache = os.path.join(RUNS, f"recbole-{model.replace('@', '-')}-s{seed}-{key}.json")
+  if os.path.exists(cache):
+    with open(cache) as f:
+      cached = json.load(f)
+    if cached["complete"] or cached["epochs_trained"] >= max_epochs:
+      return cached
+  folder = prepare_peer_data(seqs, split_hash, kind, max_len)
+  out = os.path.join(PEER_DATA, "runs", key)
+  os.makedirs(out, exist_ok=True)
+  spec = {"model": name, "dataset_dir": folder, "seed": seed, "max_epochs": max_epochs,
+          "config": overrides}
+  with open(os.path.join(out, "spec.json"), "w") as f:
+    json.dump(spec, f)
+  python = python or _peer_python()
+  print(f"RecBole {model} seed {seed}: training (at most {max_epochs} epochs) in {out}",
+        flush=True)
+  threads = os.environ.get("PEER_THREADS", "1")  # see the runner: one thread on shared cores
+  env = {**os.environ, "PEER_THREADS": threads, "OMP_NUM_THREADS": threads,
+         "MKL_NUM_THREADS": threads}
+  subprocess.run([python, RUNNER, "--spec", os.path.join(out, "spec.json"), "--out", out],
+                 check=True, env=env)
+  with open(os.path.join(out, "result.json")) as f:
+    result = json.load(f)
+  result.update(key=key, side="recbole", name=model, recipe=overrides, max_len=max_len)
+  os.makedirs(RUNS, exist_ok=True)
+  with open(cache, "w") as f:
+    json.dump(result, f, indent=1)
+  return result
+
+
+def _peer_python() -> str:
+  from peer_env import peer_python
+  return peer_python()
+
+
+def jaxrec_config(model: str, seed: int, data_dir: str):
+  from jaxrec.config import apply_overrides, load_config
+  config = load_config(os.path.join(ROOT, "configs", f"movielens_{model}.py"))
+  return apply_overrides(config, [f"seed={seed}", f"data.dir={data_dir}"])
+
+
+def run_jaxrec(model: str, seed: int, data_dir: str, split_hash: str) -> dict:
+  """One jaxrec training run (cached by its resolved config), scored under both protocols."""
+  config = jaxrec_config(model, seed, data_dir)
+  resolved = json.loads(config.to_json_best_effort())
+  resolved.get("data", {}).pop("dir", None)
+  key = digest({"side": "jaxrec", "config": resolved, "split": split_hash})
+  cache = os.path.join(RUNS, f"jaxrec-{model}-s{seed}-{key}.json")
+  if os.path.exists(cache):
+    with open(cache) as f:
+      return json.load(f)
+  from jaxrec.train.evaluate import evaluate_workdir
+  from jaxrec.train.trainer import train
+  workdir = os.path.join(PEER_DATA, "jaxrec", key)
+  print(f"jaxrec {model} seed {seed}: training in {workdir}", flush=True)
+  started = time.perf_counter()
+  results = train(config, workdir)
+  seconds = time.perf_counter() - started
+  nothing = {split: evaluate_workdir(workdir, split, ["eval.exclude_seen=False"])
+             for split in ("valid", "test")}
+  pick = lambda r: {k: float(r[k]) for k in KEYS if k in r}  # noqa: E731
+  result = {
+      "key": key, "side": "jaxrec", "name": model, "seed": seed, "complete": True,
+      "train_seconds": seconds, "best_step": results["best_step"],
+      "protocols": {
+          "history_excluded": {"best_step": results["best_step"], "valid": pick(results["valid"]),
+                               "test": pick(results["test"]),
+                               "protocol": results.get("protocol")},
+          "nothing_excluded": {"best_step": results["best_step"], "valid": pick(nothing["valid"]),
+                               "test": pick(nothing["test"]),
+                               "protocol": nothing["test"].get("protocol"),
+                               "selection": "checkpoint chosen on history-excluded validation"}},
+  }
+  os.makedirs(RUNS, exist_ok=True)
+  with open(cache, "w") as f:
+    json.dump(result, f, indent=1)
+  return result
+
+
+def summarise(runs: list[dict], protocol: str) -> dict:
+  tests = [r["protocols"][protocol]["test"] for r in runs]
+  return {"seeds": [r["seed"] for r in runs],
+          "complete": all(r.get("complete") for r in runs),
+          "mean": {k: float(np.mean([t[k] for t in tests])) for k in KEYS},
+          "std": {k: float(np.std([t[k] for t in tests])) for k in KEYS},
+          "valid_ndcg@10": [r["protocols"][protocol]["valid"]["ndcg@10"] for r in runs],
+          "best": [r["protocols"][protocol].get("best_epoch", r["protocols"][protocol].get(
+              "best_step")) for r in runs],
+          "epochs_trained": [r.get("epochs_trained") for r in runs],
+          "seconds_per_epoch": [r.get("seconds_per_epoch") for r in runs],
+          "train_seconds": [r.get("train_seconds") for r in runs]}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--models", default=",".join(MODELS),
+                      help=f"comma-separated, from {', '.join(MODELS)}")
+  parser.add_argument("--seeds", type=int, default=3)
+  parser.add_argument("--max-epochs", type=int, default=300,
+                      help="cap on RecBole epochs (its default recipe: 300, early stopping 10)")
+  parser.add_argument("--sides", default="jaxrec,recbole")
+  parser.add_argument("--peer-python", default=None,
+                      help="an interpreter with recbole==1.2.1 (default: build the peer venv)")
+  parser.add_argument("--data", default=os.path.join(ROOT, "data", "movielens-100k"))
+  args = parser.parse_args()
+  models = [m for m in args.models.split(",") if m]
+  unknown = set(models) - set(MODELS)
+  if unknown:
+    raise SystemExit(f"unknown models {sorted(unknown)}: choose from {', '.join(MODELS)}")
+  sides = args.sides.split(",")
+
+  seqs, split_hash = load_sequences(args.data)
+  folder = prepare_peer_data(seqs, split_hash, "sequential", 50)
+  with open(os.path.join(folder, "expected.json")) as f:
+    check = check_against_jaxrec(args.data, json.load(f))
+  print(f"split {split_hash}: atomic files match jaxrec's evaluation batches {check}",
+        flush=True)
+
+  runs: dict[tuple[str, str], list[dict]] = {}
+  for model in models:
+    for seed in range(args.seeds):
+      if "recbole" in sides:
+        runs.setdefault(("RecBole 1.2.1", model), []).append(
+            run_recbole(model, seed, args.max_epochs, seqs, split_hash, args.peer_python))
+      if "jaxrec" in sides and "@" not in model:
+        runs.setdefault(("jaxrec", model), []).append(
+            run_jaxrec(model, seed, args.data, split_hash))
+
+  rows, summary = [], []
+  for protocol, label in PROTOCOLS.items():
+    for (impl, model), results in runs.items():
+      s = summarise(results, protocol)
+      recipe = ("jaxrec's input length/dropout" if "@" in model
+                else "RecBole default" if impl.startswith("RecBole") else "jaxrec config")
+      summary.append({"protocol": label, "implementation": impl, "model": model.split("@")[0],
+                      "recipe": recipe, **s})
+      status = "complete" if s["complete"] else "capped (resumable)"
+      rows.append([label, impl, model.split("@")[0], recipe, len(s["seeds"]),
+                   *(f"{s['mean'][k]:.4f} ± {s['std'][k]:.4f}" for k in KEYS),
+                   ",".join(str(b) for b in s["best"]), status])
+  print()
+  print_table(["protocol", "implementation", "model", "recipe", "seeds",
+               *(f"test {k}" for k in KEYS), "best epoch/step", "status"], rows)
+  write_result("peer_quality", {
+      "dataset": "MovieLens-100K, jaxrec's leave-one-out by time (data/movielens-100k)",
+      "split_hash": split_hash, "split_check": check,
+      "selection": "best validation NDCG@10 under the row's protocol (RecBole, per protocol); "
+                   "jaxrec: its best checkpoint on history-excluded validation for both",
+      "rows": summary, "max_epochs": args.max_epochs,
+      "runs": {f"{impl}/{model}": [r.get("key") for r in results]
+               for (impl, model), results in runs.items()}})
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,65 @@
+"""benchmarks/peer: jaxrec's split as RecBole atomic files (no torch, no RecBole needed)."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks", "peer"))
+from recbole_files import Sequences, read_atomic, write_atomic  # noqa: E402
+
+
+def _sequences() -> Sequences:
+  # User 7: 6 tokens (train 4, valid 1, test 1); user 8: 3 tokens; user 9: 2 tokens, train only.
+  items = [np.array([11, 12, 13, 14, 15, 16]), np.array([21, 22, 23]), np.array([31, 32])]
+  return Sequences(users=[7, 8, 9], items=items,
+                   times=[np.arange(len(i)) * 100 + 1_000_000 for i in items],
+                   train_end=np.array([4, 1, 2]), valid_end=np.array([5, 2, 2]))
+
+
+def _files(folder, name):
+  return {s: read_atomic(os.path.join(folder, f"{name}.{s}.inter"))
+          for s in ("train", "valid", "test")}
+
+
+def test_sequential_files_hold_every_prefix_and_jaxrecs_targets(tmp_path):
+  folder = write_atomic(str(tmp_path), "seq", _sequences(), "sequential", max_len=2)
+  rows = _files(folder, "seq")
+  train = [(r["user_id"], r["item_id_list"], r["item_id"]) for r in rows["train"]]
+  # Every prefix with at least one earlier training item, the list cut to the last max_len.
+  assert train == [("7", "11", "12"), ("7", "11 12", "13"), ("7", "12 13", "14"),
+                   ("9", "31", "32")]
+  assert [(r["user_id"], r["item_id_list"], r["item_id"]) for r in rows["valid"]] == [
+      ("7", "13 14", "15"), ("8", "21", "22")]
+  assert [(r["user_id"], r["item_id_list"], r["item_id"]) for r in rows["test"]] == [
+      ("7", "14 15", "16"), ("8", "21 22", "23")]
+  assert rows["test"][0]["timestamp"] == "1000500"  # as written, never normalised here
+  with open(os.path.join(folder, "expected.json")) as f:
+    expected = json.load(f)
+  # 'History excluded' masks every earlier item, not only the max_len the model reads.
+  assert expected["test"] == {"user": [7, 8], "item": [16, 23],
+                              "history": [[11, 12, 13, 14, 15], [21, 22]]}
+  assert expected["valid"]["history"] == [[11, 12, 13, 14], [21]]
+  assert expected["num_train_rows"]["sequential"] == len(train)
+  assert expected["catalogue"] == [11, 12, 13, 14, 15, 16, 21, 22, 23, 31, 32]
+
+
+def test_general_files_hold_pairs(tmp_path):
+  folder = write_atomic(str(tmp_path), "gen", _sequences(), "general")
+  rows = _files(folder, "gen")
+  assert [(r["user_id"], r["item_id"]) for r in rows["train"]] == [
+      ("7", "11"), ("7", "12"), ("7", "13"), ("7", "14"), ("8", "21"), ("9", "31"), ("9", "32")]
+  assert [(r["user_id"], r["item_id"]) for r in rows["valid"]] == [("7", "15"), ("8", "22")]
+  assert [(r["user_id"], r["item_id"]) for r in rows["test"]] == [("7", "16"), ("8", "23")]
+  with open(os.path.join(folder, "gen.train.inter")) as f:
+    assert f.readline() == "user_id:token\titem_id:token\ttimestamp:float\n"
+  with open(os.path.join(folder, "expected.json")) as f:
+    assert json.load(f)["num_train_rows"]["general"] == 7
+
+
+def test_unknown_kind_is_refused(tmp_path):
+  with pytest.raises(ValueError, match="sequential"):
+    write_atomic(str(tmp_path), "x", _sequences(), "graph")
