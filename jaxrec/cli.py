@@ -163,6 +163,10 @@ def _train_parsers(sub) -> None:
   serve.add_argument("--api-key-file", help="read the API key from this file")
   serve.add_argument("--feedback-rate", type=float, default=20.0,
                      help="feedback requests per second per client (bursts of twice as many)")
+  serve.add_argument("--state", metavar="redis://HOST:PORT/DB",
+                     help="keep the exploration state (posterior counts, answers feedback may "
+                     "quote) in this Redis, shared by every replica naming it and kept across "
+                     "restarts (default: in the process)")
 
 
 def _simulation_parsers(sub) -> None:
@@ -354,7 +358,8 @@ def _run_serve(args) -> None:
   app = create_app(args.export, config, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                    max_queue=args.max_queue, decision_log=args.decision_log,
                    api_key=resolve_api_key(args.api_key, args.api_key_file),
-                   feedback_rate=args.feedback_rate, feedback_burst=int(2 * args.feedback_rate) + 1)
+                   feedback_rate=args.feedback_rate,
+                   feedback_burst=int(2 * args.feedback_rate) + 1, state=args.state)
   uvicorn.Server(server_config(app, args.host, args.port)).run()
 
 

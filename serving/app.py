@@ -11,20 +11,30 @@ Every answer carries a `request_id`; with a decision log (`--decision-log DIR`,
 jaxrec/eval/offpolicy/decision_log.py) it is logged with its propensities, and so is the feedback
 quoting it. Server limits (body size, read timeouts, connections) are in serving/limits.py.
 
+The exploration state (posterior counts, and the answers feedback may quote) lives in the
+process by default; `--state redis://HOST:PORT/DB` keeps it in Redis, shared by every replica
+naming the same store and kept across restarts (jaxrec/serve/posterior_store.py,
+feedback_guard.SharedIssuedRequests).
+
 The newest complete bundle under the export directory serves. A watcher loads a newer version
 when one appears, warms it up (every batch size compiled) and swaps it in atomically: requests
-already batched finish on the old one. A bundle that fails to load (incomplete, modified,
-incompatible) is refused and logged, and the old one keeps serving.
+already batched finish on the old one. Loading runs on one loader thread at a lower CPU priority
+(nice +10 for that thread alone), so a reload takes the cores live traffic leaves idle. A bundle
+that fails to load (incomplete, modified, incompatible) is refused and logged, and the old one
+keeps serving.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import gc
 import logging
 import os
+import threading
 import time
+import uuid
 
 from fastapi import FastAPI, Request as HttpRequest
 from fastapi.exceptions import RequestValidationError
@@ -39,8 +49,9 @@ from jaxrec.errors import UserError
 from jaxrec.eval.offpolicy.decision_log import DecisionLog
 from jaxrec.rerank.posteriors import BetaPosteriors
 from jaxrec.retrieval.bundle import complete_versions, latest_version
+from jaxrec.serve.posterior_store import RedisPosteriors, StoreUnavailable, connect
 from serving.batcher import Batcher, Overloaded
-from serving.feedback_guard import IssuedRequests, RateLimiter, authorized
+from serving.feedback_guard import IssuedRequests, RateLimiter, SharedIssuedRequests, authorized
 from serving.limits import BodyLimit, ServerLimits
 from jaxrec.serve.recommender import BUCKETS, Recommender, Request, ServingConfig
 
@@ -127,12 +138,26 @@ def files_signature(path: str) -> tuple:
   return tuple(sorted(found))
 
 
+LOADER_NICE = 10  # the loader thread's nice value above the process's
+
+
+def lower_this_threads_priority(increment: int = LOADER_NICE) -> None:
+  """Raises the calling thread's nice value only: on Linux a nice value belongs to each thread,
+  and setpriority(PRIO_PROCESS, thread id) sets that thread's (see setpriority(2), NOTES)."""
+  with contextlib.suppress(OSError, AttributeError):  # elsewhere: loads at normal priority
+    tid = threading.get_native_id()
+    os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
+
+
 class Service:
   def __init__(self, export_root: str, config: ServingConfig, max_batch: int, max_wait_ms: float,
-               max_queue: int):
+               max_queue: int, posteriors=None):
     self.export_root = os.path.abspath(export_root)  # versions compare as absolute paths
     self.config = config
-    self.posteriors = BetaPosteriors(0)
+    self.posteriors = posteriors if posteriors is not None else BetaPosteriors(0)
+    # One loader thread, at lower priority: at most one bundle loads at a time.
+    self.loader = concurrent.futures.ThreadPoolExecutor(
+        1, thread_name_prefix="loader", initializer=lower_this_threads_priority)
     self.current: Recommender | None = None
     # Refused bundle -> its files' (name, size, mtime) when refused: retried once they change (a
     # copy still in progress completes), never reloaded while they stay the same.
@@ -146,10 +171,13 @@ class Service:
     return recommender.recommend(requests)
 
   def load(self, path: str) -> bool:
-    """Loads, warms up and swaps in the bundle at `path`; False (old one kept) if it fails."""
+    """Loads, warms up and swaps in the bundle at `path`; False (old one kept) if it fails.
+    Run it on the loader thread (`await service.load_in_background(path)`)."""
     try:
       recommender = Recommender(path, self.config, self.posteriors)
-      recommender.warm_up()
+      # A reload pauses between batch sizes, so the batches of live traffic queued meanwhile
+      # get the model's threads first.
+      recommender.warm_up(pause=0.05 if self.current is not None else 0.0)
     except Exception as e:  # any failure refuses the bundle: the service must keep serving
       logging.error("refusing bundle %s: %s", path, e)
       self.refused[path] = files_signature(path)
@@ -175,29 +203,43 @@ class Service:
       if path == getattr(self.current, "path", None):
         continue
       if path not in self.refused or self.refused[path] != files_signature(path):
-        await asyncio.to_thread(self.load, path)
+        await self.load_in_background(path)
+
+  async def load_in_background(self, path: str) -> bool:
+    return await asyncio.get_running_loop().run_in_executor(self.loader, self.load, path)
 
 
 def create_app(export_root: str, config: ServingConfig | None = None, *, max_batch: int = 8,
                max_wait_ms: float = 2.0, max_queue: int = 256, reload_interval: float = 2.0,
                decision_log: str | None = None, api_key: str | None = None,
                feedback_rate: float = 20.0, feedback_burst: int = 40,
-               limits: ServerLimits = ServerLimits()) -> FastAPI:
+               limits: ServerLimits = ServerLimits(), state: str | None = None,
+               issued_ttl: int = 3600) -> FastAPI:
   """api_key: required (`Authorization: Bearer KEY`) on state-changing endpoints; feedback_rate
-  and feedback_burst: each client's token bucket for /v1/feedback; limits: the body's size and
-  read time (the connection limits are the server's: limits.server_config)."""
+  and feedback_burst: each client's token bucket for /v1/feedback (per replica); limits: the
+  body's size and read time (the connection limits are the server's: limits.server_config);
+  state: a Redis URL holding the exploration state, shared by replicas (None: in the process);
+  issued_ttl: with a store, how long (seconds) feedback may quote an answer."""
   config = config or ServingConfig()
-  service = Service(export_root, config, max_batch, max_wait_ms, max_queue)
+  if state:
+    client = connect(state)
+    posteriors, issued = RedisPosteriors(client), SharedIssuedRequests(client, ttl=issued_ttl)
+  else:
+    posteriors, issued = BetaPosteriors(0), IssuedRequests()
+  service = Service(export_root, config, max_batch, max_wait_ms, max_queue, posteriors)
   decisions = DecisionLog(decision_log) if decision_log else None
-  issued = IssuedRequests()
   feedback_limiter = RateLimiter(feedback_rate, feedback_burst)
+
+  async def store(function, *args):
+    """A call on the exploration state: off the event loop when it is a network round trip."""
+    return await asyncio.to_thread(function, *args) if state else function(*args)
 
   @contextlib.asynccontextmanager
   async def lifespan(app):
     # The newest bundle that loads; none at all: refuse to start, with the message.
     versions = complete_versions(service.export_root)
     for path in versions:
-      if await asyncio.to_thread(service.load, path):
+      if await service.load_in_background(path):
         break
     else:
       raise UserError(f"none of the bundles in {export_root} could be loaded (see the log): "
@@ -207,6 +249,7 @@ def create_app(export_root: str, config: ServingConfig | None = None, *, max_bat
     yield
     watcher.cancel()
     await service.batcher.stop()
+    service.loader.shutdown(wait=False, cancel_futures=True)
     if decisions is not None:
       decisions.close()
 
@@ -267,7 +310,12 @@ def create_app(export_root: str, config: ServingConfig | None = None, *, max_bat
     for stage, ms in response["timings_ms"].items():
       if stage != "total":
         metrics.latency.labels(stage).observe(ms / 1000)
-    response["request_id"] = issued.issue([item["item_id"] for item in response["items"]])
+    shown = [item["item_id"] for item in response["items"]]
+    try:
+      response["request_id"] = await store(issued.issue, shown)
+    except Exception:  # the store is down: the answer still goes out; feedback on it gets 409
+      logging.exception("could not record the answer in the exploration store")
+      response["request_id"] = uuid.uuid4().hex
     if decisions is not None:
       decisions.decision(response["request_id"], body.user_id, response, time.time())
     metrics.requests.labels(endpoint, "200").inc()
@@ -294,15 +342,26 @@ def create_app(export_root: str, config: ServingConfig | None = None, *, max_bat
       return error(429, "too many feedback requests from this client; slow down.", endpoint)
     if any(e.engagements > e.impressions for e in body.events):
       return error(400, "an event has more engagements than impressions.", endpoint)
-    problems = issued.claim([(e.request_id, e.item_id) for e in body.events])
+    try:
+      problems = await store(issued.claim, [(e.request_id, e.item_id) for e in body.events])
+    except Exception as e:  # nothing was claimed: the client may send it again
+      logging.error("exploration store: %s", e)
+      return error(503, "the exploration store is unavailable; retry shortly.", endpoint)
     if problems:  # nothing is counted or logged as a reward
       return error(409, f"feedback refused: {'; '.join(problems[:5])}"
                         + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""),
                    endpoint)
-    ids = service.current.item_ids([e.item_id for e in body.events])
+    recommender = service.current
+    ids = recommender.item_ids([e.item_id for e in body.events])
     known = ids >= 2
-    service.posteriors.update(ids[known], [e.impressions for e, k in zip(body.events, known) if k],
-                              [e.engagements for e, k in zip(body.events, known) if k])
+    try:
+      await store(recommender.posteriors.update, ids[known],
+                  [e.impressions for e, k in zip(body.events, known) if k],
+                  [e.engagements for e, k in zip(body.events, known) if k])
+    except StoreUnavailable as e:
+      logging.error("%s", e)
+      return error(503, "the exploration store did not take the feedback; it was not counted.",
+                   endpoint)
     if decisions is not None:
       decisions.feedback(body.events, time.time())
     metrics.requests.labels(endpoint, "200").inc()

@@ -8,6 +8,8 @@ so it is guarded three ways:
   - every event must quote a request_id this service issued and an item that answer showed; each
     (request, item) counts once, for at most one impression and one engagement. An attacker can
     then move an item's posterior only as far as real showings of it allow.
+With `jaxrec serve --state redis://...` the answers are kept in Redis (SharedIssuedRequests), so
+feedback on one replica's answer is accepted by any replica, once; the rate limit stays per replica.
 """
 
 from __future__ import annotations
@@ -94,13 +96,67 @@ class IssuedRequests:
       for request_id, item in pairs:
         shown = self._shown.get(request_id)
         if shown is None:
-          problems.append(f"request_id {request_id!r} was not issued by this service (or is too "
-                          "old)")
+          problems.append(_problem(1, request_id, item))
         elif item not in shown or (request_id, item) in seen:
-          problems.append(f"item {item!r} was not shown by request {request_id!r}, or its "
-                          "feedback was already counted")
+          problems.append(_problem(2, request_id, item))
         seen.add((request_id, item))
       if not problems:
         for request_id, item in pairs:
           self._shown[request_id].discard(item)
       return problems
+
+
+# KEYS: none (built from ARGV[1], the prefix); ARGV: prefix, then request_id, item pairs.
+# Returns one code per pair: 0 shown and not yet counted, 1 request not issued (or expired),
+# 2 item not shown by it, or already counted; consumes the pairs only when every code is 0.
+_CLAIM = """
+local prefix, codes, seen, bad = ARGV[1], {}, {}, false
+for i = 2, #ARGV, 2 do
+  local key, item = prefix .. ARGV[i], ARGV[i + 1]
+  local pair = ARGV[i] .. '\\0' .. item
+  local code = 0
+  if redis.call('EXISTS', key) == 0 then code = 1
+  elseif item == '' then code = 2
+  elseif seen[pair] or redis.call('SISMEMBER', key, item) == 0 then code = 2 end
+  seen[pair] = true
+  codes[#codes + 1] = code
+  if code > 0 then bad = true end
+end
+if not bad then
+  for i = 2, #ARGV, 2 do redis.call('SREM', prefix .. ARGV[i], ARGV[i + 1]) end
+end
+return codes
+"""
+
+
+class SharedIssuedRequests:
+  """IssuedRequests in Redis (`jaxrec serve --state`), so that feedback on an answer one replica
+  gave is accepted by any replica: a set of shown items per request_id, kept `ttl` seconds, and
+  claimed atomically by a Lua script (all pairs or none, each once)."""
+
+  def __init__(self, client, namespace: str = "jaxrec:issued", ttl: int = 3600):
+    self.client, self.prefix, self.ttl = client, namespace + ":", int(ttl)
+    self._claim = client.register_script(_CLAIM)
+
+  def issue(self, items: list[str]) -> str:
+    request_id = uuid.uuid4().hex
+    key = self.prefix + request_id
+    pipe = self.client.pipeline(transaction=True)
+    pipe.sadd(key, "", *items)  # "": the set exists even for an empty answer; no item id is ""
+    pipe.expire(key, self.ttl)
+    pipe.execute()
+    return request_id
+
+  def claim(self, pairs: list[tuple[str, str]]) -> list[str]:
+    if not pairs:
+      return []
+    codes = self._claim(args=[self.prefix, *[x for pair in pairs for x in pair]])
+    return [_problem(code, request_id, item) for code, (request_id, item) in zip(codes, pairs)
+            if code]
+
+
+def _problem(code: int, request_id: str, item: str) -> str:
+  if code == 1:
+    return f"request_id {request_id!r} was not issued by this service (or is too old)"
+  return (f"item {item!r} was not shown by request {request_id!r}, or its feedback was already "
+          "counted")

@@ -206,6 +206,11 @@ class LoadResult:
   max_connections: int
   conn_limited: bool  # requests waited for a free connection (the wait counts as latency)
   cpu_percent: float  # of this process over the run, an in-process server included
+  # Per error kind: latency summary, and how many were answered within `fast_ms` of their
+  # intended send (an overloaded service should refuse fast, not let clients time out).
+  error_latency_ms: dict[str, dict] = dataclasses.field(default_factory=dict)
+  fast_errors: dict[str, int] = dataclasses.field(default_factory=dict)
+  fast_ms: float = 50.0
 
   @property
   def error_count(self) -> int:
@@ -221,8 +226,12 @@ class LoadResult:
 
 async def run_load(url: str, rate: float, duration: float, payloads, *, warmup: float = 0.0,
                    timeout: float = 2.0, poisson: bool = False, seed: int = 0,
-                   max_connections: int | None = None) -> LoadResult:
+                   max_connections: int | None = None, fast_ms: float = 50.0,
+                   on_record: Callable | None = None) -> LoadResult:
   """Sends `rate` requests/s for `warmup` + `duration` seconds and measures the last `duration`.
+
+  on_record(intended, done, error kind or None), per request as it ends (times from
+  time.perf_counter): for statistics over a part of the run.
 
   `timeout` bounds each request from its issue (waiting for a connection included). Requests
   beyond `max_connections` (default rate/2 + 64, enough for 500 ms latencies) wait for a free one.
@@ -252,6 +261,8 @@ async def run_load(url: str, rate: float, duration: float, payloads, *, warmup: 
       kind = _error_kind(e)
     in_flight -= 1
     records.append((intended, issued, _clock(), kind, status is not None))
+    if on_record is not None:
+      on_record(intended, records[-1][2], kind)
 
   cpu0 = time.process_time()
   start = _clock() + 0.005  # time to build the first body
@@ -291,7 +302,12 @@ async def run_load(url: str, rate: float, duration: float, payloads, *, warmup: 
       lateness_ms=lateness, fell_behind=bool(rec) and lateness["p99"] > BEHIND_MS,
       max_in_flight=max_in_flight, max_connections=max_connections,
       conn_limited=max_in_flight > max_connections,
-      cpu_percent=round(100 * cpu / wall, 1))
+      cpu_percent=round(100 * cpu / wall, 1),
+      error_latency_ms={kind: _summary([r[2] - r[0] for r in rec if r[3] == kind])
+                        for kind in sorted(errors)},
+      fast_errors={kind: sum(r[3] == kind and r[2] - r[0] <= fast_ms / 1000 for r in rec)
+                   for kind in sorted(errors)},
+      fast_ms=fast_ms)
 
 
 def run(url: str, rate: float, duration: float, payloads, **kwargs) -> LoadResult:

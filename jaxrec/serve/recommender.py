@@ -122,8 +122,8 @@ class Recommender:
     self.first_seen = self.data.item_features["first_seen"]
     # Users' stored histories, read per request: one reader for the bundle's life.
     self.histories = array_record_module.ArrayRecordReader(self.data.tokens_path)
-    self.posteriors = posteriors
-    posteriors.grow(len(self.items))
+    # Exploration reads the counts by item id; a shared store keys them by raw id.
+    self.posteriors = posteriors.for_catalogue(self.item_raw)
 
   # ------------------------------------------------------------------------- request parsing
 
@@ -318,10 +318,12 @@ class Recommender:
     wanted = self.genre_ids.lookup(np.array(names).astype(self.genre_ids.raw_ids.dtype))
     return np.isin(self.genres[items], wanted).any(1)
 
-  def warm_up(self) -> None:
-    """Compiles every batch size once, so no request waits for XLA."""
+  def warm_up(self, pause: float = 0.0) -> None:
+    """Compiles every batch size once, so no request waits for XLA; `pause` seconds between
+    sizes leave the cores to live traffic during a reload."""
     for size in BUCKETS:
       self.recommend([Request(k=1)] * size)
+      time.sleep(pause)
 
   def similar(self, item_id: str, k: int) -> list[dict]:
     item = self.item_index.get(item_id)
