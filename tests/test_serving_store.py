@@ -98,8 +98,8 @@ def test_issued_answers_are_shared_and_claimed_once(tmp_path):
     assert a.claim([(a.issue([]), "")])  # no item id is empty
 
 
-def test_the_loader_thread_alone_runs_at_lower_priority(export_root):
-  service = Service(export_root, ServingConfig(candidates=50), 8, 2.0, 16)
+def test_the_loader_thread_alone_runs_at_lower_priority(tmp_path):
+  service = Service(str(tmp_path), ServingConfig(candidates=50), 8, 2.0, 16)  # nothing loaded
   try:
     mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     loader = service.loader.submit(
@@ -111,10 +111,12 @@ def test_the_loader_thread_alone_runs_at_lower_priority(export_root):
     service.loader.shutdown()
 
 
-def test_serve_with_an_unusable_store_says_so(export_root, capsys):
-  from jaxrec.cli import main
-  assert main(["serve", "--export", export_root, "--state", "redis://127.0.0.1:1/0"]) == 2
-  assert "does not answer" in capsys.readouterr().err
+def test_serve_with_an_unusable_store_says_so(tmp_path):
+  """Before any bundle is loaded (`jaxrec serve` prints the UserError and exits 2)."""
+  with pytest.raises(UserError, match="does not answer"):
+    create_app(str(tmp_path), state="redis://127.0.0.1:1/0")
+  with pytest.raises(UserError, match="leave it out"):
+    create_app(str(tmp_path), state="127.0.0.1:6379")
 
 
 @pytest.mark.slow
