@@ -52,7 +52,7 @@ from jaxrec.retrieval.bundle import complete_versions, latest_version
 from jaxrec.serve.posterior_store import RedisPosteriors, StoreUnavailable, connect
 from serving.batcher import Batcher, Overloaded
 from serving.feedback_guard import IssuedRequests, RateLimiter, SharedIssuedRequests, authorized
-from serving.limits import BodyLimit, ServerLimits
+from serving.limits import Admission, BodyLimit, ServerLimits
 from jaxrec.serve.recommender import BUCKETS, Recommender, Request, ServingConfig
 
 
@@ -267,6 +267,9 @@ def create_app(export_root: str, config: ServingConfig | None = None, *, max_bat
     count(endpoint, status)
     return JSONResponse({"error": message}, status_code=status)
 
+  # The last added runs first: BodyLimit, then admission (a fast 503 before parsing).
+  app.add_middleware(Admission, path="/v1/recommend", refusal=service.batcher.refusal,
+                     on_refused=count)
   app.add_middleware(BodyLimit, max_body_bytes=limits.max_body_bytes,
                      body_timeout=limits.body_timeout, on_refused=count)
 

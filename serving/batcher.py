@@ -5,9 +5,11 @@ Requests wait in a bounded queue; one worker takes the first, then whatever else
 ScaNN use their own threads inside); a batch that fails is answered again one request at a time,
 so a request that breaks the pipeline fails alone. A request is refused at once (`Overloaded`, a
 503) when the queue is full or its expected wait (queue length x the measured time per request)
-is over `max_queue_seconds`, and one that waited longer than that anyway is refused rather than
-answered late: an overloaded service answers fast instead of working through a backlog its
-clients gave up on.
+is over half of `max_queue_seconds`, and one that waited longer than `max_queue_seconds` anyway is
+refused rather than answered late: an overloaded service answers fast instead of working through
+a backlog its clients gave up on. The margin between the two keeps the late refusals rare when
+the estimate is off (a busy machine); the app checks `refusal()` before parsing a request, so a
+refusal costs next to nothing.
 """
 
 from __future__ import annotations
@@ -42,12 +44,21 @@ class Batcher:
       self.worker.cancel()
     self.executor.shutdown(wait=False, cancel_futures=True)
 
-  async def submit(self, item):
-    # Admission by the queue's expected wait: a request that would wait past max_queue_seconds is
-    # refused now, a fast 503, rather than after its client has given up.
+  def refusal(self) -> str | None:
+    """Why a request arriving now would be refused (None: admitted). Admission by the queue's
+    expected wait: a request that would wait past half of max_queue_seconds is refused now, a
+    fast 503, rather than after its client has given up."""
+    if self.queue.full():
+      return f"{self.queue.maxsize} requests are already waiting"
     expected = (self.queue.qsize() + 1) * self.seconds_per_request
-    if expected > self.max_queue_seconds:
-      raise Overloaded(f"the queue's expected wait is {expected:.2f} s")
+    if expected > self.max_queue_seconds / 2:
+      return f"the queue's expected wait is {expected:.2f} s"
+    return None
+
+  async def submit(self, item):
+    reason = self.refusal()
+    if reason:
+      raise Overloaded(reason)
     future = asyncio.get_running_loop().create_future()
     try:
       self.queue.put_nowait((item, future, time.perf_counter()))

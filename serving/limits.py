@@ -83,12 +83,33 @@ class BodyLimit:
 
   async def _refuse(self, scope, send, status: int, message: str) -> None:
     self.on_refused(scope["path"], status)
-    body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
+    await respond(send, status, message, close=True)
+
+
+async def respond(send, status: int, message: str, close: bool = False) -> None:
+  """A JSON error answer straight from ASGI middleware."""
+  body = json.dumps({"error": message}).encode()
+  headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+  await send({"type": "http.response.start", "status": status,
+              "headers": headers + ([(b"connection", b"close")] if close else [])})
+  await send({"type": "http.response.body", "body": body})
+
+
+class Admission:
+  """503 for `path` before routing and validation when `refusal()` gives a reason: under overload
+  a refusal must cost less than the work it saves. Inside BodyLimit (the body is read, bounded),
+  so the connection stays reusable."""
+
+  def __init__(self, app, path: str, refusal, on_refused):
+    self.app, self.path, self.refusal, self.on_refused = app, path, refusal, on_refused
+
+  async def __call__(self, scope, receive, send):
+    if scope["type"] == "http" and scope["path"] == self.path:
+      reason = self.refusal()
+      if reason:
+        self.on_refused(self.path, 503)
+        return await respond(send, 503, f"overloaded: {reason}; retry shortly.")
+    return await self.app(scope, receive, send)
 
 
 def server_config(app, host: str, port: int, limits: ServerLimits = ServerLimits(),

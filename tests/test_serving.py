@@ -261,7 +261,9 @@ def test_huge_slow_and_idle_clients_are_cut_off(plain_server):
 # Opens argv[3] connections to argv[1]:argv[2] and sends nothing; prints how many opened, holds
 # them until a line arrives on stdin, then prints how many the server had closed by then.
 IDLE_CLIENT = """
-import json, socket, sys
+import json, resource, socket, sys
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 sockets, failed = [], 0
 for _ in range(int(sys.argv[3])):
   try:
@@ -289,8 +291,13 @@ def test_twenty_thousand_idle_connections_do_not_stop_the_server(plain_server):
   processes of 10,000 each: one process cannot hold 20,000 under this machine's hard limit of
   20,000 descriptors (`ulimit -Hn`), and the server's process needs its own."""
   import json
+  import resource
   import subprocess
   import sys
+  soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+  if hard != resource.RLIM_INFINITY and hard < 10_500:
+    pytest.skip(f"each client process needs 10,500 descriptors; the hard limit is {hard}")
+  resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the server's side, in this process
   clients = [subprocess.Popen([sys.executable, "-c", IDLE_CLIENT, "127.0.0.1",
                                str(plain_server.port), "10000"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True) for _ in range(2)]
@@ -312,6 +319,7 @@ def test_twenty_thousand_idle_connections_do_not_stop_the_server(plain_server):
     for c in clients:
       c.kill()
       c.wait()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_a_request_that_breaks_the_pipeline_fails_alone(plain_server):
@@ -504,3 +512,26 @@ def test_rate_limiter_and_issued_requests_by_hand(monkeypatch):
   assert feedback_guard.authorized(None, None)
   assert not feedback_guard.authorized("k" * 16, "Bearer " + "x" * 16)
   assert feedback_guard.authorized("k" * 16, "Bearer " + "k" * 16)
+
+
+def test_admission_refuses_at_half_the_queue_budget():
+  """A request is refused once the expected wait passes half of max_queue_seconds, leaving a
+  margin before the late refusal at max_queue_seconds."""
+  import asyncio
+  from serving.batcher import Batcher
+
+  async def check():
+    batcher = Batcher(lambda items: items, max_batch=8, max_wait_ms=1, max_queue=4,
+                      max_queue_seconds=1.0)
+    assert batcher.refusal() is None  # no measurement yet: admitted
+    batcher.seconds_per_request = 0.2
+    for _ in range(2):
+      batcher.queue.put_nowait(None)
+    assert batcher.refusal() is not None and "0.60 s" in batcher.refusal()  # 3 x 0.2 > 0.5
+    batcher.seconds_per_request = 0.1
+    assert batcher.refusal() is None  # 0.3 s
+    for _ in range(2):
+      batcher.queue.put_nowait(None)
+    assert "already waiting" in batcher.refusal()
+
+  asyncio.run(check())
