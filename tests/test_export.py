@@ -104,7 +104,7 @@ def test_export_tunes_to_a_recall_target_or_exits_2(two_tower_workdir, tmp_path,
   monkeypatch.setattr(index, "EXACT_BELOW", 100)  # tune a tree over the 1,682 smoke items
   root = str(tmp_path / "exports")
   assert cli.main(["export", "--workdir", two_tower_workdir, "--out", root,
-                   "--target-recall", "0.8", "--recall-k", "20"]) == 0
+                   "--target-recall", "0.8", "--recall-k", "20", "--max-latency-ms", "1000"]) == 0
   out = capsys.readouterr().out
   assert "held-out validation queries not used for tuning" in out and "ms/query" in out
   bundle = load_bundle(latest_version(root))

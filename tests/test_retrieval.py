@@ -106,7 +106,7 @@ def test_scann_bundle_recall_and_relocation(tmp_path):
   queries = clustered(300, 32, 200, seed=2)
   item_ids = np.arange(100, 20_100)
   manifest = write_bundle(str(tmp_path / "7"), item_embeddings=items, item_ids=item_ids,
-                          held_out_queries=queries)
+                          held_out_queries=queries, max_latency_ms=1000)
   assert not manifest["index"]["exact"] and manifest["index"]["num_leaves"] == 141
   recall = manifest["recall"]
   assert recall["query_source"] == "held_out_queries" and recall["queries"] == 150
@@ -213,7 +213,9 @@ def _lognormal(num: int, dim: int, clusters: int, seed: int) -> np.ndarray:
 def test_tuning_meets_the_target_on_held_out_queries():
   items = _lognormal(6000, 16, 30, seed=1)
   queries = clustered(400, 16, 30, seed=2)
-  retriever = build_index(items, queries=queries, target_recall=0.9, recall_k=50)
+  # A generous latency cap: these tests check the tuning, not this (shared) machine's speed.
+  retriever = build_index(items, queries=queries, target_recall=0.9, recall_k=50,
+                          max_latency_ms=1000)
   tuning = retriever.tuning
   assert tuning["target_met"] and tuning["tuning_recall"] >= 0.9
   assert tuning["tuning_queries"] == tuning["held_out_queries"] == 200
@@ -223,26 +225,26 @@ def test_tuning_meets_the_target_on_held_out_queries():
   rows, _ = retriever.search(held_out, 50)
   held = recall_at_k(rows, exact_topk(items, held_out, 50)[0], 50)
   assert held == pytest.approx(tuning["held_out_recall"], abs=1e-4) and held >= 0.88
-  # Both treatments of the norm spread were tried; the settings kept are the chosen trial's.
+  # The settings kept are the chosen trial's.
   structures = {t["structure"] for t in tuning["trials"]}
-  assert {"anisotropic tree", "MIPS->cosine tree"} <= structures
+  assert "anisotropic tree" in structures
   assert retriever.params.num_leaves_to_search == tuning["chosen"]["num_leaves_to_search"]
   assert retriever.params.reorder == tuning["chosen"]["reorder"]
-  assert tuning["latency_ms_per_query"] > 0 and tuning["latency_cap_ms"] >= 1.0
+  assert tuning["latency_ms_per_query"] > 0 and tuning["latency_cap_ms"] == 1000
   # Without queries, tuning and held-out queries are disjoint samples of the items.
-  sampled = build_index(items, target_recall=0.9, recall_k=50).tuning
+  sampled = build_index(items, target_recall=0.9, recall_k=50, max_latency_ms=1000).tuning
   assert sampled["query_source"] == "item_sample" and sampled["held_out_queries"] == 1000
 
 
 def test_an_unreachable_target_fails_unless_a_lower_recall_is_accepted(tmp_path):
   # Isotropic gaussian vectors: a query's top 100 spread over every leaf, so searching at most
-  # half of them cannot reach 0.95.
+  # half of them (even with each item in two leaves) cannot reach 0.999.
   rng = np.random.default_rng(0)
-  items = rng.standard_normal((4000, 32)).astype(np.float32)
-  queries = rng.standard_normal((200, 32)).astype(np.float32)
-  with pytest.raises(RecallNotMet, match=r"no index setting reaches recall@100 0.95 .* Best "
+  items = rng.standard_normal((4000, 64)).astype(np.float32)
+  queries = rng.standard_normal((200, 64)).astype(np.float32)
+  with pytest.raises(RecallNotMet, match=r"no index setting reaches recall@100 0.999 .* Best "
                                          r"within the cap: recall@100 0\.\d+ .*--accept-recall"):
-    build_index(items, queries=queries)
+    build_index(items, queries=queries, target_recall=0.999, max_latency_ms=1000)
   assert issubclass(RecallNotMet, UserError)  # the CLI prints it and exits 2
   with pytest.raises(RecallNotMet, match="below the accepted 0.99"):
     build_index(items, queries=queries, target_recall=0.995, accept_recall=0.99)
@@ -251,8 +253,8 @@ def test_an_unreachable_target_fails_unless_a_lower_recall_is_accepted(tmp_path)
 
   manifest = write_bundle(str(tmp_path / "b"), item_embeddings=items,
                           item_ids=np.arange(len(items)), held_out_queries=queries,
-                          accept_recall=0.2)
+                          target_recall=0.999, accept_recall=0.2, max_latency_ms=1000)
   recall = manifest["recall"]
   assert recall["tuning"]["accept_recall"] == 0.2 and not recall["tuning"]["target_met"]
-  assert 0.2 <= recall["tuning"]["tuning_recall"] < 0.95
+  assert 0.2 <= recall["tuning"]["tuning_recall"] < 0.999
   assert load_bundle(str(tmp_path / "b")).recall["recall@100"] == recall["recall@100"]

@@ -59,6 +59,10 @@ class ScannParams:
   # but leaves grouped by angle whatever the items' norms (Bachrach et al. 2014).
   augment: bool = False
   augment_norm: float = 0.0
+  # SOAR (Sun et al. 2023): each item also goes into a second leaf chosen so that the two leaves'
+  # errors are near-orthogonal; a query that misses an item's first leaf often finds its second.
+  # Costs about twice the items scanned per leaf, and a longer build.
+  soar_lambda: float | None = None
   builder: str = "tree_ah"  # or "autopilot": ScaNN chose the tree (fields record its choice)
   exact: bool = False
 
@@ -254,7 +258,7 @@ def build_tree(items: np.ndarray, params: ScannParams) -> Retriever:
               .tree(num_leaves=params.num_leaves,
                     num_leaves_to_search=params.num_leaves_to_search,
                     training_sample_size=params.training_sample_size,
-                    spherical=params.spherical)
+                    spherical=params.spherical, soar_lambda=params.soar_lambda)
               .score_ah(params.dims_per_block,
                         anisotropic_quantization_threshold=params.anisotropic_quantization_threshold)
               .reorder(params.reorder)
