@@ -155,8 +155,9 @@ def run_recbole(model: str, seed: int, max_epochs: int, seqs: Sequences, split_h
   threads = os.environ.get("PEER_THREADS", "1")  # see the runner: one thread on shared cores
   env = {**os.environ, "PEER_THREADS": threads, "OMP_NUM_THREADS": threads,
          "MKL_NUM_THREADS": threads}
+  # cwd: RecBole writes its tensorboard folder (log_tensorboard/) into the working directory.
   subprocess.run([python, RUNNER, "--spec", os.path.join(out, "spec.json"), "--out", out],
-                 check=True, env=env)
+                 check=True, env=env, cwd=out)
   with open(os.path.join(out, "result.json")) as f:
     result = json.load(f)
   result.update(key=key, side="recbole", name=model, recipe=overrides, max_len=max_len)
