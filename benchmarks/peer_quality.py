@@ -3,9 +3,10 @@ protocols, in one run.
 
     python benchmarks/peer_quality.py [--models sasrec,sasrec@jaxrec,gru4rec,bert4rec,bpr]
         [--seeds 3] [--max-epochs 300] [--sides jaxrec,recbole] [--peer-python PYTHON]
+        [--cached-only]
 
-The peer gets its own venv (.peer-venv at the repository root, built on first use: RecBole 1.2.1 + CPU
-PyTorch; see benchmarks/peer/peer_env.py); jaxrec does not depend on it. The split is written as
+The peer gets its own venv (.peer-venv at the repository root, built on first use: RecBole
+1.2.1 + CPU PyTorch; see benchmarks/peer/peer_env.py); jaxrec does not depend on it. The split is written as
 RecBole atomic files (benchmarks/peer/recbole_files.py, under data/peer/, git-ignored) with
 benchmark_filename, so RecBole's validation and test targets, its catalogue and every history
 are jaxrec's; the runner checks that on RecBole's loaded datasets and refuses to train otherwise,
@@ -131,8 +132,9 @@ def prepare_peer_data(seqs: Sequences, split_hash: str, kind: str, max_len: int)
 
 
 def run_recbole(model: str, seed: int, max_epochs: int, seqs: Sequences, split_hash: str,
-                python: str | None) -> dict:
-  """One RecBole training run (cached), its result.json as a dict."""
+                python: str | None, cached_only: bool = False) -> dict | None:
+  """One RecBole training run (cached), its result.json as a dict; with `cached_only`, what the
+  cache holds (None when nothing), training nothing."""
   name, kind, max_len, overrides = recbole_recipe(model)
   key = digest({"side": "recbole", "model": name, "recipe": overrides, "max_len": max_len,
                 "seed": seed, "split": split_hash, "recbole": "1.2.1"})
@@ -140,8 +142,10 @@ def run_recbole(model: str, seed: int, max_epochs: int, seqs: Sequences, split_h
   if os.path.exists(cache):
     with open(cache) as f:
       cached = json.load(f)
-    if cached["complete"] or cached["epochs_trained"] >= max_epochs:
+    if cached["complete"] or cached["epochs_trained"] >= max_epochs or cached_only:
       return cached
+  if cached_only:
+    return None
   folder = prepare_peer_data(seqs, split_hash, kind, max_len)
   out = os.path.join(PEER_DATA, "runs", key)
   os.makedirs(out, exist_ok=True)
@@ -178,7 +182,8 @@ def jaxrec_config(model: str, seed: int, data_dir: str):
   return apply_overrides(config, [f"seed={seed}", f"data.dir={data_dir}"])
 
 
-def run_jaxrec(model: str, seed: int, data_dir: str, split_hash: str) -> dict:
+def run_jaxrec(model: str, seed: int, data_dir: str, split_hash: str,
+               cached_only: bool = False) -> dict | None:
   """One jaxrec training run (cached by its resolved config), scored under both protocols."""
   config = jaxrec_config(model, seed, data_dir)
   resolved = json.loads(config.to_json_best_effort())
@@ -188,6 +193,8 @@ def run_jaxrec(model: str, seed: int, data_dir: str, split_hash: str) -> dict:
   if os.path.exists(cache):
     with open(cache) as f:
       return json.load(f)
+  if cached_only:
+    return None
   from jaxrec.train.evaluate import evaluate_workdir
   from jaxrec.train.trainer import train
   workdir = os.path.join(PEER_DATA, "jaxrec", key)
@@ -241,6 +248,8 @@ def main() -> None:
   parser.add_argument("--peer-python", default=None,
                       help="an interpreter with recbole==1.2.1 (default: build the peer venv)")
   parser.add_argument("--data", default=os.path.join(ROOT, "data", "movielens-100k"))
+  parser.add_argument("--cached-only", action="store_true",
+                      help="train nothing: the table of what benchmarks/results/peer_runs holds")
   args = parser.parse_args()
   models = [m for m in args.models.split(",") if m]
   unknown = set(models) - set(MODELS)
@@ -256,14 +265,20 @@ def main() -> None:
         flush=True)
 
   runs: dict[tuple[str, str], list[dict]] = {}
+  missing = []
   for model in models:
     for seed in range(args.seeds):
+      found = {}
       if "recbole" in sides:
-        runs.setdefault(("RecBole 1.2.1", model), []).append(
-            run_recbole(model, seed, args.max_epochs, seqs, split_hash, args.peer_python))
+        found["RecBole 1.2.1"] = run_recbole(model, seed, args.max_epochs, seqs, split_hash,
+                                             args.peer_python, args.cached_only)
       if "jaxrec" in sides and "@" not in model:
-        runs.setdefault(("jaxrec", model), []).append(
-            run_jaxrec(model, seed, args.data, split_hash))
+        found["jaxrec"] = run_jaxrec(model, seed, args.data, split_hash, args.cached_only)
+      for impl, result in found.items():
+        if result is None:
+          missing.append(f"{impl} {model} seed {seed}")
+        else:
+          runs.setdefault((impl, model), []).append(result)
 
   rows, summary = [], []
   for protocol, label in PROTOCOLS.items():
@@ -273,19 +288,22 @@ def main() -> None:
                 else "RecBole default" if impl.startswith("RecBole") else "jaxrec config")
       summary.append({"protocol": label, "implementation": impl, "model": model.split("@")[0],
                       "recipe": recipe, **s})
-      status = "complete" if s["complete"] else "capped (resumable)"
+      status = ("complete" if s["complete"] else
+                f"capped at {','.join(str(e) for e in s['epochs_trained'])} epochs (resumable)")
       rows.append([label, impl, model.split("@")[0], recipe, len(s["seeds"]),
                    *(f"{s['mean'][k]:.4f} ± {s['std'][k]:.4f}" for k in KEYS),
                    ",".join(str(b) for b in s["best"]), status])
   print()
   print_table(["protocol", "implementation", "model", "recipe", "seeds",
                *(f"test {k}" for k in KEYS), "best epoch/step", "status"], rows)
+  if missing:
+    print(f"not run yet (--cached-only): {', '.join(missing)}")
   write_result("peer_quality", {
       "dataset": "MovieLens-100K, jaxrec's leave-one-out by time (data/movielens-100k)",
       "split_hash": split_hash, "split_check": check,
       "selection": "best validation NDCG@10 under the row's protocol (RecBole, per protocol); "
                    "jaxrec: its best checkpoint on history-excluded validation for both",
-      "rows": summary, "max_epochs": args.max_epochs,
+      "rows": summary, "max_epochs": args.max_epochs, "missing": missing,
       "runs": {f"{impl}/{model}": [r.get("key") for r in results]
                for (impl, model), results in runs.items()}})
 
