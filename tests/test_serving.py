@@ -475,7 +475,7 @@ def test_overload_answers_503_fast(export_root):
                    reload_interval=3600)
   with Server(app) as server:
     slow = server.service.current.recommend
-    server.service.current.recommend = lambda requests: (time.sleep(1.0), slow(requests))[1]
+    server.service.current.recommend = lambda requests: (time.sleep(2.0), slow(requests))[1]
     results = []
 
     def call():
@@ -490,8 +490,9 @@ def test_overload_answers_503_fast(export_root):
       thread.join()
   statuses = [status for status, _ in results]
   assert statuses.count(200) >= 1 and statuses.count(503) >= 1, statuses
-  # A full queue refuses at once, well before the 1 s the one request being answered takes.
-  assert any(seconds < 0.5 for status, seconds in results if status == 503), results
+  # A full queue refuses at once, well before the 2 s the one request being answered takes (1 s
+  # of slack: the client threads share this process, and the machine, with the server).
+  assert any(seconds < 1.0 for status, seconds in results if status == 503), results
 
 
 def test_rate_limiter_and_issued_requests_by_hand(monkeypatch):
