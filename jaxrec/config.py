@@ -126,7 +126,8 @@ def apply_overrides(config: ml_collections.ConfigDict,
                       f"one by one, e.g. {flag}.{_first_key(parent[name])}=... "
                       f"(keys: {', '.join(sorted(parent[name].keys()))})")
     value = _parse(text, parent[name], parent.get_type(name), flag, _optional(parent, name))
-    _check_value(key, value, flag)
+    _check_value(key, value, flag, warm_start=_warm_start(config) or any(
+        o.partition("=")[0] == "train.init_from" and o.partition("=")[2] for o in overrides))
     try:
       setattr(parent, name, value)
     except (TypeError, ValueError) as e:
@@ -259,7 +260,8 @@ def _literal_or_text(text: str):
 _MINIMUMS = {
     "train.batch_size": (1, "the examples per training step", ""),
     "train.num_steps": (1, "the number of training steps",
-                        "0 would train nothing and report an untrained model's metrics"),
+                        "0 would train nothing and report an untrained model's metrics; only a "
+                        "warm start (train.init_from) may run 0 steps, to evaluate it as is"),
     "train.log_every": (1, "the steps between training-loss logs", ""),
     "train.eval_every": (1, "the steps between validation evaluations", ""),
     "train.keep_checkpoints": (1, "the latest checkpoints kept", ""),
@@ -310,15 +312,24 @@ def check_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
         break
       node = node[part]
     else:
-      _check_value(key, node, f"config.{key}")
+      _check_value(key, node, f"config.{key}", warm_start=_warm_start(config))
   return config
 
 
-def _check_value(key: str, value, flag: str) -> None:
+def _warm_start(config) -> bool:
+  train = config.get("train") if isinstance(config, (ml_collections.ConfigDict, dict)) else None
+  return bool(train and train.get("init_from"))
+
+
+def _check_value(key: str, value, flag: str, warm_start: bool = False) -> None:
+  """Refuses a value below its key's minimum. A warm start may run zero steps: it evaluates the
+  earlier run's model as is on today's data (benchmarks/foundation_incremental.py's "as is")."""
   rule = _MINIMUMS.get(key)
   if rule is None or value is None:
     return
   minimum, what, consequence = rule
+  if key == "train.num_steps" and warm_start:
+    minimum, consequence = 0, ""
   for v in value if isinstance(value, (tuple, list)) else (value,):
     if isinstance(v, bool) or not isinstance(v, (int, float)):
       continue  # a wrong type is ml_collections' (or the model's) to refuse

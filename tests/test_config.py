@@ -271,3 +271,12 @@ def test_diff_configs_names_changed_added_and_removed_keys():
   assert diff_configs(old, new) == {"gone": (1, ABSENT), "model.new": (ABSENT, 2),
                                     "optimizer.learning_rate": (0.002, 0.01)}
   assert diff_configs(old, old) == {}
+
+
+def test_zero_steps_are_accepted_only_for_a_warm_start():
+  """A warm start may run 0 steps (it evaluates the earlier model as is on today's data), in
+  either order of the overrides; a fresh run may not."""
+  for overrides in (["train.init_from=/runs/earlier", "train.num_steps=0"],
+                    ["train.num_steps=0", "train.init_from=/runs/earlier"]):
+    assert apply_overrides(_sasrec_smoke(), overrides).train.num_steps == 0
+  assert "N >= 1" in _error(apply_overrides, _sasrec_smoke(), ["train.num_steps=0"])

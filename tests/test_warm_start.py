@@ -149,7 +149,6 @@ def test_init_from_run_with_frozen_blocks(snapshots, earlier, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="train.num_steps=0 is now refused by config validation (issue 25); this check needs a zero-step warm start path: open")
 def test_zero_steps_on_the_same_data_is_the_earlier_model(snapshots, earlier, tmp_path):
   """A warm start with no training on the earlier run's own dataset evaluates exactly as that run
   did (every row maps to itself; the benchmark's "as is" row relies on zero-step runs)."""
