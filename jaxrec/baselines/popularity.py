@@ -20,35 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxrec.data import pipelines
+from jaxrec.data.trending import DAY, history_pool, request_times
 from jaxrec.data.vocab import FIRST_ID
 
-DAY = 86400.0
 SELECTION_METRIC = "ndcg@10"
-
-
-def request_times(ds, split: str) -> np.ndarray:
-  """[num_users] the request time (Unix seconds) of each user's evaluation on `split`: the split's
-  cut-off on a temporal split, else the user's first held-out interaction (0 where none)."""
-  description = ds.manifest["split"]
-  if description["kind"] == "temporal":
-    return np.full(ds.num_users, float(description["t1" if split == "valid" else "t2"]))
-  lo, hi = pipelines._split_range(ds, split)
-  tokens = ds.user_tokens(np.arange(ds.num_users) + FIRST_ID)
-  return np.array([float(t["timestamp"][lo[r]]) if hi[r] > lo[r] else 0.0
-                   for r, t in enumerate(tokens)])
-
-
-def history_pool(ds, split: str) -> tuple[np.ndarray, np.ndarray]:
-  """(timestamps, items) of every interaction before `split` (each user's tokens before its
-  window), sorted by time."""
-  lo, _ = pipelines._split_range(ds, split)
-  tokens = ds.user_tokens(np.arange(ds.num_users) + FIRST_ID)
-  before = [t[:lo[r]] for r, t in enumerate(tokens)]
-  stamps = np.concatenate([t["timestamp"] for t in before] + [np.zeros(0)]).astype(np.float64)
-  items = np.concatenate([t["item"] for t in before] + [np.zeros(0, np.int64)]).astype(np.int64)
-  order = np.argsort(stamps, kind="stable")
-  return stamps[order], items[order]
 
 
 class _TimedPopularity:

@@ -36,6 +36,9 @@ def sequential_config() -> ml_collections.ConfigDict:
   c.model.num_heads = 2
   c.model.mlp_dim = 256
   c.model.dropout = 0.2
+  # > 0: a trend prior (train/sequential.py): every score adds the item's log counts over the
+  # last W days and over all time before the request, weighted by the query; 0 = off.
+  c.model.trend_window_days = 0.0
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "ce"  # ce | sampled_softmax | bce | gbce

@@ -127,6 +127,9 @@ class FoundationTask(SequentialTask):
 
   def __init__(self, config):
     super().__init__(config)
+    if self.trend is not None:
+      raise UserError("model.trend_window_days is for sasrec and gru4rec (task sequential); the "
+                      "foundation model reads time through model.request_gap: set it to 0.")
     cfg = config.loss
     if cfg.name not in SOFTMAXES:
       raise UserError(f"loss.name {cfg.name!r} is not a foundation objective: use 'ce' (full "
@@ -154,7 +157,7 @@ class FoundationTask(SequentialTask):
   def build_model(self, rngs):
     ds, cfg = self.data, dict(self.config.model)
     cfg.pop("name"), cfg.pop("id_dropout"), cfg.pop("item_metadata", None)
-    cfg.pop("request_gap", None)
+    cfg.pop("request_gap", None), cfg.pop("trend_window_days", None)
     vocab_size = lambda name: len(ds.vocabs[name])
     genres = vocab_size("item_genres") if "genres" in self.metadata else 2
     sizes = field_sizes(vocab_size("device"), vocab_size("locale"))

@@ -48,10 +48,13 @@ def watched_before(seen, ids):
   return found & (ids > 0)
 
 
-def full_softmax_nll(h, targets, items, exclude=None):
+def full_softmax_nll(h, targets, items, exclude=None, bias=None):
   """Per-position negative log-likelihood [B, L] of the target under the full softmax; where
-  exclude [B, L, V] is True that item is left out of the position's softmax (never the target)."""
+  exclude [B, L, V] is True that item is left out of the position's softmax (never the target);
+  `bias` [B, L, V] is added to the logits (a prior such as the items' recent popularity)."""
   logits = jnp.einsum("bld,vd->blv", h, items)
+  if bias is not None:
+    logits = logits + bias
   logits = logits.at[..., :FIRST_ID].set(NEG)
   if exclude is not None:
     keep_target = jnp.arange(items.shape[0]) == targets[..., None]
@@ -60,9 +63,9 @@ def full_softmax_nll(h, targets, items, exclude=None):
   return jax.nn.logsumexp(logits, axis=-1) - target_logit
 
 
-def full_softmax(h, targets, items, excluded=None):
+def full_softmax(h, targets, items, excluded=None, bias=None):
   exclude = None if excluded is None else excluded(None)
-  return _mean(full_softmax_nll(h, targets, items, exclude), targets)
+  return _mean(full_softmax_nll(h, targets, items, exclude, bias), targets)
 
 
 def sampled_softmax_nll(h, targets, items, key, num_negatives, log_q, excluded=None):
@@ -142,11 +145,14 @@ def gbce(h, targets, items, key, num_negatives, t):
 
 
 def next_item_loss(name: str, h, targets, items, *, key=None, num_negatives: int = 256,
-                   log_q=None, gbce_t: float = 0.75, excluded=None):
+                   log_q=None, gbce_t: float = 0.75, excluded=None, bias=None):
   """The loss `name`; excluded(ids [N] or None for every item) -> [B, L, N] or None, where
-  given, names the items each position's softmax leaves out ("ce" and "sampled_softmax" only)."""
+  given, names the items each position's softmax leaves out ("ce" and "sampled_softmax" only);
+  `bias` [B, L, V] is added to every logit ("ce" only)."""
+  if bias is not None and name != "ce":
+    raise UserError(f"a logit prior over the whole catalogue needs loss.name='ce', not {name!r}.")
   if name == "ce":
-    return full_softmax(h, targets, items, excluded)
+    return full_softmax(h, targets, items, excluded, bias)
   if name == "sampled_softmax":
     return sampled_softmax(h, targets, items, key, num_negatives, log_q, excluded)
   if name == "bce":

@@ -15,10 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxrec.data import pipelines
+from jaxrec.data import pipelines, trending
 from jaxrec.data.prepare import open_or_prepare
 from jaxrec.data.tokenize import TOKEN_DTYPE
-from jaxrec.data.vocab import OOV
+from jaxrec.data.vocab import FIRST_ID, OOV
 from jaxrec.errors import UserError
 from jaxrec.eval import protocols
 from jaxrec.eval.metrics import ranking
@@ -29,6 +29,18 @@ from jaxrec.train.losses import next_item_loss, watched_before, watched_so_far
 from jaxrec.train.task import Task
 
 MODELS = {"sasrec": SASRec, "bert4rec": BERT4Rec, "gru4rec": GRU4Rec}
+
+
+def trend_gate(dim: int, rngs: nnx.Rngs) -> nnx.Linear:
+  """The query's weights on the two trend features (recent, all-time log counts); it starts as
+  "rank by recent popularity" and learns per user how far to trust it."""
+  return nnx.Linear(dim, 2, kernel_init=nnx.initializers.zeros_init(),
+                    bias_init=lambda key, shape, dtype: jnp.array([1.0, 0.0], dtype), rngs=rngs)
+
+
+def trend_bias(model, hidden: jax.Array, features: jax.Array) -> jax.Array:
+  """hidden [..., D], features [..., V, 2] -> the logit prior [..., V]."""
+  return jnp.einsum("...k,...vk->...v", model.trend_gate(hidden), features)
 
 
 class SequentialTask(Task):
@@ -54,6 +66,17 @@ class SequentialTask(Task):
       raise UserError("loss.exclude_watched leaves watched items out of a next-item softmax: "
                       "use loss.name ce or sampled_softmax with a next-item model (not "
                       f"{config.model.name} with {config.loss.name}).")
+    self.trend_days = float(config.model.get("trend_window_days", 0) or 0)
+    if self.trend_days < 0 or (self.trend_days and (self.masked or config.loss.name != "ce")):
+      raise UserError("model.trend_window_days adds the items' recent popularity to a next-item "
+                      "model's full softmax: give a positive number of days with loss.name ce and "
+                      f"sasrec or gru4rec (not {config.model.name} with {config.loss.name}, "
+                      f"{self.trend_days} days), or 0 to turn it off.")
+    # Training positions count what happened before their target among the training tokens;
+    # an evaluated split counts everything before it (as the recent-popularity baselines do).
+    self.trend = (trending.TrendTable(*trending.history_pool(self.data, "valid"),
+                                      self.data.num_items, self.trend_days)
+                  if self.trend_days else None)
 
   @property
   def masked(self) -> bool:
@@ -66,8 +89,12 @@ class SequentialTask(Task):
 
   def build_model(self, rngs):
     kwargs = dict(self.config.model)
+    kwargs.pop("trend_window_days", None)
     cls = MODELS[kwargs.pop("name")]
-    return cls(self.data.num_items, rngs=rngs, **kwargs)
+    model = cls(self.data.num_items, rngs=rngs, **kwargs)
+    if self.trend is not None:
+      model.trend_gate = trend_gate(self.config.model.dim, rngs)
+    return model
 
   def train_data(self, seed: int):
     options = pipelines.PipelineOptions(
@@ -77,16 +104,22 @@ class SequentialTask(Task):
         self.data, "train", max_len=self.config.model.max_len,
         objective="masked" if self.masked else "next",
         mask_prob=self.config.loss.get("mask_prob", 0.2), fields=self.FIELDS,
+        target_fields=("timestamp",) if self.trend is not None else (),
         targets_after=self.targets_after, with_seen=self.exclude_watched, options=options)
 
   def loss(self, model, batch, key):
     dropout_key, sample_key = jax.random.split(key)
     hidden = model(batch["inputs"], rngs=nnx.Rngs(dropout=dropout_key))
     cfg = self.config.loss
+    bias = None
+    if self.trend is not None:  # each position's prior: the counts before its target's time
+      features = self.trend.features(batch["target_timestamp"].astype(jnp.float32),
+                                     jnp.asarray(self.trend.cumulative), xp=jnp)
+      bias = trend_bias(model, hidden, features)
     return next_item_loss(cfg.name, hidden, batch["targets"], model.item_vectors(),
                           key=sample_key, num_negatives=cfg.num_negatives,
                           log_q=jnp.asarray(self.log_q), gbce_t=cfg.gbce_t,
-                          excluded=functools.partial(self.excluded, batch))
+                          excluded=functools.partial(self.excluded, batch), bias=bias)
 
   def excluded(self, batch, ids: jax.Array | None = None) -> jax.Array | None:
     """With loss.exclude_watched, what each position's softmax leaves out [B, L, N]: the items
@@ -113,7 +146,25 @@ class SequentialTask(Task):
                                             with_seen=True, options=options):
       if negatives is not None:
         batch["negatives"] = negatives[batch["user"] - 2]
+      if self.trend is not None:
+        table, times = self._eval_trend(split)
+        batch["trend"] = table.features(times[batch["user"] - FIRST_ID]).astype(np.float32)
       yield batch
+
+  @functools.lru_cache(maxsize=2)
+  def _eval_trend(self, split: str) -> tuple[trending.TrendTable, np.ndarray]:
+    """(the table of everything before `split`, each user's request time on it)."""
+    table = trending.TrendTable(*trending.history_pool(self.data, split), self.data.num_items,
+                                self.trend_days, start=self.trend.start)
+    return table, trending.request_times(self.data, split)
+
+  @functools.cached_property
+  def _export_trend(self) -> np.ndarray:
+    """[V, 2] the trend features just after the log's last interaction: what an exported
+    index and the serving job rank by until the next export."""
+    stamps, items = trending.history_pool(self.data, None)
+    table = trending.TrendTable(stamps, items, self.data.num_items, self.trend_days)
+    return table.features(np.array(stamps.max(initial=0.0) + table.bucket)).astype(np.float32)
 
   @functools.lru_cache(maxsize=2)
   def _negatives(self, split: str) -> np.ndarray:
@@ -142,16 +193,31 @@ class SequentialTask(Task):
     return batch
 
   def item_vectors(self, model):
-    return model.item_vectors()
+    """[V, D] (with the trend prior [V, D + 2]: the export time's trend features appended, so
+    an index's inner product is the model's score at that time)."""
+    if self.trend is None:
+      return model.item_vectors()
+    return jnp.concatenate([model.item_vectors(), jnp.asarray(self._export_trend)], axis=-1)
 
   def query_vectors(self, model, batch):
-    return model.query(batch["inputs"])
+    query = model.query(batch["inputs"])
+    if self.trend is None:
+      return query
+    return jnp.concatenate([query, model.trend_gate(query)], axis=-1)
 
   def eval_shared(self, model):
-    return self.item_vectors(model)
+    return model.item_vectors() if self.trend is not None else self.item_vectors(model)
+
+  def scores(self, model, batch, items) -> jax.Array:
+    """[B, V] every item's score for each row of an eval batch; with the trend prior, at each
+    row's request time (`batch["trend"]`)."""
+    if self.trend is None:
+      return self.query_vectors(model, batch) @ items.T
+    query = model.query(batch["inputs"])
+    return query @ items.T + trend_bias(model, query, batch["trend"])
 
   def eval_step(self, model, batch, items):
-    scores = self.query_vectors(model, batch) @ items.T
+    scores = self.scores(model, batch, items)
     scores = ranking.mask_scores(scores, batch["seen"] if self.exclude_seen else None)
     out = ranking.topk_metrics(scores, batch["targets"], self.ks, list_k=ranking.LIST_K)
     out[ranking.HAS_HISTORY] = ranking.has_history(batch["inputs"])
@@ -167,6 +233,9 @@ class SequentialTask(Task):
     out = protocols.ranking_protocol(self.data, split, self.config.eval)
     if self.exclude_watched:
       out["training"] = "loss.exclude_watched: watched items left out of the training softmax"
+    if self.trend is not None:
+      out["trend_prior"] = (f"model.trend_window_days={self.trend_days:g}: item counts over the "
+                            "window and all time before each request, weighted by the query")
     if self.config.eval.sampled_negatives:
       out["sampled_protocol"] = (
           f"{self.config.eval.sampled_negatives} {self.config.eval.sampled_by} negatives per "

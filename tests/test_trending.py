@@ -1,0 +1,97 @@
+"""The trend prior: causal item counts by time bucket and the sequential models that read them."""
+
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxrec.config import apply_overrides, load_config
+from jaxrec.data.trending import DAY, TrendTable, history_pool, request_times
+from jaxrec.data.vocab import FIRST_ID
+from jaxrec.errors import UserError
+from jaxrec.train.trainer import build_task
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOUR = 3600.0
+
+
+def test_counts_cover_the_complete_buckets_of_the_window_before_the_request():
+  # Item 2 twice on day 0, item 3 on day 2 and once on day 9; the table's buckets are hours.
+  stamps = np.array([0.0, 10.0, 2 * DAY, 9 * DAY + 5 * HOUR])
+  items = np.array([2, 2, 3, 3])
+  table = TrendTable(stamps, items, num_items=5, window_days=7)
+  assert table.bucket == HOUR
+
+  def counts(t):
+    return np.expm1(table.features(np.array([t])))[0].round().astype(int)  # [V, 2]
+
+  assert counts(0.0).sum() == 0  # nothing before the first event
+  assert counts(HOUR)[2].tolist() == [2, 2]  # the first hour is complete
+  assert counts(HOUR - 1)[2].tolist() == [0, 0]  # its own bucket is not counted yet
+  # Day 8: item 2's events are older than the 7-day window, item 3's day-2 event is not.
+  assert counts(8 * DAY)[2].tolist() == [0, 2] and counts(8 * DAY)[3].tolist() == [1, 1]
+  assert counts(10 * DAY)[3].tolist() == [1, 2]
+  assert counts(1e12)[3].tolist() == [0, 2]  # far in the future: clipped, nothing recent
+  with pytest.raises(ValueError, match="positive"):
+    TrendTable(stamps, items, 5, window_days=0)
+
+
+def test_a_long_log_gets_coarser_buckets_not_a_larger_table():
+  stamps = np.array([0.0, 50 * 365 * DAY])
+  table = TrendTable(stamps, np.array([2, 3]), num_items=100_000, window_days=14)
+  assert table.cumulative.size <= (1 << 24) + 2 * 100_000 and table.bucket > HOUR
+
+
+def _sasrec(ml100k, *overrides):
+  return build_task(apply_overrides(
+      load_config(os.path.join(ROOT, "configs", "movielens_sasrec.py:smoke")),
+      [f"data.dir={ml100k.path}", *overrides]))
+
+
+def test_untrained_prior_ranks_by_recent_popularity_and_exports_the_same_scores(ml100k):
+  task = _sasrec(ml100k, "model.trend_window_days=14")
+  with nnx.use_eager_sharding(False):
+    model = task.build_model(nnx.Rngs(0))
+  batch = {k: jnp.asarray(v) for k, v in next(iter(task.eval_batches("test"))).items()}
+  # With the query's own scores taken out, an untrained gate adds log1p(recent counts) only.
+  items = model.item_vectors()
+  base = model.query(batch["inputs"]) @ items.T
+  prior = np.asarray(task.scores(model, batch, items) - base)
+  np.testing.assert_allclose(prior, np.asarray(batch["trend"][..., 0]), atol=1e-4)
+  # The features are the recent counts at each user's request time, from events before it.
+  table, times = task._eval_trend("test")
+  stamps, pool = history_pool(ml100k, "test")
+  row, user = 0, int(batch["user"][0]) - FIRST_ID
+  now = request_times(ml100k, "test")[user]
+  assert times[user] == now
+  at, since = table.rows(np.array(now))
+  start, stop = table.start + since * table.bucket, table.start + at * table.bucket
+  chosen = (stamps >= start) & (stamps < stop)
+  expected = np.bincount(pool[chosen], minlength=ml100k.num_items)
+  np.testing.assert_allclose(np.expm1(prior[row]), expected, atol=1e-2)
+  # Exported vectors: the inner product is the model's score at the export time.
+  query, vectors = task.query_vectors(model, batch), task.item_vectors(model)
+  exported = np.asarray(query @ vectors.T)
+  trend = jnp.asarray(task._export_trend)
+  np.testing.assert_allclose(exported, np.asarray(base + trend[None, :, 0]), atol=1e-3)
+
+
+def test_training_positions_read_the_counts_at_their_target_time(ml100k):
+  task = _sasrec(ml100k, "model.trend_window_days=14", "loss.exclude_watched=True")
+  batch = next(iter(task.train_data(0)))
+  assert batch["target_timestamp"].shape == batch["targets"].shape
+  with nnx.use_eager_sharding(False):
+    model = task.build_model(nnx.Rngs(0))
+  loss = float(task.loss(model, {k: jnp.asarray(v) for k, v in batch.items()},
+                         jnp.zeros(2, jnp.uint32)))
+  assert np.isfinite(loss)
+
+
+@pytest.mark.parametrize("overrides", [("model.name=bert4rec",), ("loss.name=sampled_softmax",),
+                                       ("model.trend_window_days=-1",)])
+def test_the_prior_is_refused_where_it_cannot_apply(ml100k, overrides):
+  days = [] if any("trend" in o for o in overrides) else ["model.trend_window_days=14"]
+  with pytest.raises(UserError, match="trend_window_days"):
+    _sasrec(ml100k, *days, *overrides)
