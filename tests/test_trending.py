@@ -95,3 +95,17 @@ def test_the_prior_is_refused_where_it_cannot_apply(ml100k, overrides):
   days = [] if any("trend" in o for o in overrides) else ["model.trend_window_days=14"]
   with pytest.raises(UserError, match="trend_window_days"):
     _sasrec(ml100k, *days, *overrides)
+
+
+def test_the_first_item_is_a_target_of_the_empty_history_before_it(ml100k):
+  from jaxrec.data import pipelines
+  options = pipelines.PipelineOptions(batch_size=16, seed=0, num_epochs=1)
+  plain, first = (next(iter(pipelines.sequence_dataset(
+      ml100k, "train", max_len=1000, empty_history_target=flag, options=options)))
+                  for flag in (False, True))
+  for row in range(16):  # max_len 1000: every training window starts at the user's first token
+    n = int((plain["inputs"][row] > 0).sum())
+    tokens = ml100k.user_tokens(np.array([plain["user"][row]]))[0]
+    assert int(plain["targets"][row, -n - 1]) == 0
+    assert int(first["targets"][row, -n - 1]) == int(tokens["item"][0])  # read from padding
+    np.testing.assert_array_equal(first["targets"][row, -n:], plain["targets"][row, -n:])

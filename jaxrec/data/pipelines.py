@@ -158,6 +158,7 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
                      objective: str = "next", mask_prob: float = 0.2, max_targets: int = 1,
                      fields: tuple[str, ...] = (), target_fields: tuple[str, ...] = (),
                      with_seen: bool = False, targets_after: int | None = None,
+                     empty_history_target: bool = False,
                      options: PipelineOptions = PipelineOptions()) -> grain.IterDataset:
   """Per-user histories, left-padded to `max_len` (0 is padding).
 
@@ -178,6 +179,9 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
   Every batch has `user` [B]; each name in `fields` (token fields such as "event", "hour", "gap")
   adds `<field>` aligned with `inputs`; each name in `target_fields` adds `target_<field>` aligned
   with `targets` (the target token's field, e.g. its event type for weighting the loss).
+  `empty_history_target` (train, "next" only): a window that starts at the user's first token
+    also has it as the target of the padding position before it, predicted from no history, as
+    a new user's first request is (the query of an empty history is otherwise never trained).
   `targets_after` (train, "next" only; Unix seconds): only tokens after that time are targets,
     the earlier ones stay as input (a warm-started run learning from new data only); only users
     with such a token train, and each window ends at or after the user's first of them.
@@ -228,10 +232,12 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
     for row, (record, tokens) in enumerate(zip(indices, decoded)):
       if train:
         seq = tokens[:hi[record]]
+        starts_history = True
         if len(seq) > window:
           # With targets_after, the window's last target is at or after the first new token.
           low = 0 if first_new is None else max(0, int(first_new[record]) - window + 1)
           start = rng.integers(low, len(seq) - window + 1)
+          starts_history = start == 0
           if with_seen:
             before = np.unique(seq[:start]["item"])
             out["seen"][row, before_width - len(before):] = before
@@ -240,6 +246,9 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
           inputs, target = seq[:-1], seq[1:]
         else:
           inputs, target = seq, seq
+        if (empty_history_target and objective == "next" and starts_history
+            and len(target) < max_len and first_new is None):
+          target = seq  # the first token is also a target, read from the padding before it
         targets[row, max_len - len(target):] = target["item"]
         for name in target_fields:
           out[f"target_{name}"][row, max_len - len(target):] = target[name]

@@ -48,6 +48,9 @@ def sequential_config() -> ml_collections.ConfigDict:
   # Leave the items a position has already read out of its softmax (evaluation and serving
   # never rank a watched item): for logs without re-watches; next-item ce / sampled_softmax.
   c.loss.exclude_watched = False
+  # Also train the query of an empty history (each user's first item, predicted from nothing):
+  # what a new user's first request reads; forward in time many test users have no history.
+  c.loss.empty_history_target = False
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.learning_rate = 2e-3

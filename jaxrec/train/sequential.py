@@ -105,6 +105,7 @@ class SequentialTask(Task):
         objective="masked" if self.masked else "next",
         mask_prob=self.config.loss.get("mask_prob", 0.2), fields=self.FIELDS,
         target_fields=("timestamp",) if self.trend is not None else (),
+        empty_history_target=bool(self.config.loss.get("empty_history_target", False)),
         targets_after=self.targets_after, with_seen=self.exclude_watched, options=options)
 
   def loss(self, model, batch, key):
