@@ -18,9 +18,9 @@ recommended: jaxrec's default; RecBole's for BPR; for RecBole's sequential model
 patching its full-sort collate to hand `_full_sort_batch_eval` the history, as its general-model
 path does) and "nothing excluded" (RecBole's sequential protocol: only padding masked). A RecBole
 run trains once per seed; each protocol's best epoch is chosen on its own validation NDCG@10 and
-scored on test (benchmarks/peer/recbole_runner.py). A jaxrec run trains once per seed with its
-config (best checkpoint on history-excluded validation NDCG@10) and is scored under the other
-protocol without retraining (`jaxrec eval ... --config.eval.exclude_seen=False`).
+scored on test (benchmarks/peer/recbole_runner.py). jaxrec trains once per seed and protocol with
+that protocol's recipe (JAXREC_RECIPES: with history excluded, watched items are left out of the
+training softmax too), its best checkpoint chosen on that protocol's validation NDCG@10.
 
 Recipes: RecBole's defaults for each model (its model yaml and overall.yaml: batch 2048, Adam
 1e-3, early stopping after 10 evaluations without improvement, at most --max-epochs epochs;
@@ -176,51 +176,62 @@ def _peer_python() -> str:
   return peer_python()
 
 
-def jaxrec_config(model: str, seed: int, data_dir: str):
+# jaxrec's recipe per protocol, on top of configs/movielens_<model>.py: each protocol trains and
+# selects its checkpoint on its own validation. With history excluded, a next-item softmax leaves
+# watched items out too (loss.exclude_watched: what evaluation can never rank is not what the
+# query spends capacity pushing down); with nothing excluded it must learn to push them down.
+# SASRec's 420 default steps stop with validation still rising: 840, with early stopping.
+JAXREC_RECIPES = {
+    "history_excluded": {"sasrec": ["loss.exclude_watched=True", "train.num_steps=840"],
+                         "gru4rec": ["loss.exclude_watched=True"]},
+    "nothing_excluded": {"sasrec": ["eval.exclude_seen=False", "train.num_steps=840"],
+                         "gru4rec": ["eval.exclude_seen=False"],
+                         "bert4rec": ["eval.exclude_seen=False"],
+                         "bpr": ["eval.exclude_seen=False"]},
+}
+
+
+def jaxrec_config(model: str, seed: int, data_dir: str, protocol: str):
   from jaxrec.config import apply_overrides, load_config
   config = load_config(os.path.join(ROOT, "configs", f"movielens_{model}.py"))
-  return apply_overrides(config, [f"seed={seed}", f"data.dir={data_dir}"])
+  recipe = JAXREC_RECIPES[protocol].get(model, [])
+  return apply_overrides(config, [f"seed={seed}", f"data.dir={data_dir}", *recipe]), recipe
 
 
 def run_jaxrec(model: str, seed: int, data_dir: str, split_hash: str,
                cached_only: bool = False) -> dict | None:
-  """One jaxrec training run (cached by its resolved config), scored under both protocols."""
-  config = jaxrec_config(model, seed, data_dir)
-  resolved = json.loads(config.to_json_best_effort())
-  resolved.get("data", {}).pop("dir", None)
-  key = digest({"side": "jaxrec", "config": resolved, "split": split_hash})
-  cache = os.path.join(RUNS, f"jaxrec-{model}-s{seed}-{key}.json")
-  if os.path.exists(cache):
-    with open(cache) as f:
-      return json.load(f)
-  if cached_only:
-    return None
-  from jaxrec.train.evaluate import evaluate_workdir
+  """jaxrec's runs for one seed (one per protocol, each cached by its resolved config): each
+  protocol's row is its own run, its checkpoint chosen on its own validation."""
   from jaxrec.train.trainer import train
-  workdir = os.path.join(PEER_DATA, "jaxrec", key)
-  print(f"jaxrec {model} seed {seed}: training in {workdir}", flush=True)
-  started = time.perf_counter()
-  results = train(config, workdir)
-  seconds = time.perf_counter() - started
-  nothing = {split: evaluate_workdir(workdir, split, ["eval.exclude_seen=False"])
-             for split in ("valid", "test")}
-  pick = lambda r: {k: float(r[k]) for k in KEYS if k in r}  # noqa: E731
-  result = {
-      "key": key, "side": "jaxrec", "name": model, "seed": seed, "complete": True,
-      "train_seconds": seconds, "best_step": results["best_step"],
-      "protocols": {
-          "history_excluded": {"best_step": results["best_step"], "valid": pick(results["valid"]),
-                               "test": pick(results["test"]),
-                               "protocol": results.get("protocol")},
-          "nothing_excluded": {"best_step": results["best_step"], "valid": pick(nothing["valid"]),
-                               "test": pick(nothing["test"]),
-                               "protocol": nothing["test"].get("protocol"),
-                               "selection": "checkpoint chosen on history-excluded validation"}},
-  }
-  os.makedirs(RUNS, exist_ok=True)
-  with open(cache, "w") as f:
-    json.dump(result, f, indent=1)
-  return result
+  protocols = {}
+  for protocol in PROTOCOLS:
+    config, recipe = jaxrec_config(model, seed, data_dir, protocol)
+    resolved = json.loads(config.to_json_best_effort())
+    resolved.get("data", {}).pop("dir", None)
+    key = digest({"side": "jaxrec", "config": resolved, "split": split_hash})
+    cache = os.path.join(RUNS, f"jaxrec-{model}-s{seed}-{key}.json")
+    if os.path.exists(cache):
+      with open(cache) as f:
+        protocols[protocol] = json.load(f)
+      continue
+    if cached_only:
+      return None
+    workdir = os.path.join(PEER_DATA, "jaxrec", key)
+    print(f"jaxrec {model} seed {seed} ({PROTOCOLS[protocol]}): training in {workdir}",
+          flush=True)
+    started = time.perf_counter()
+    results = train(config, workdir)
+    pick = lambda r: {k: float(r[k]) for k in KEYS if k in r}  # noqa: E731
+    protocols[protocol] = {
+        "key": key, "recipe": recipe, "best_step": results["best_step"],
+        "train_seconds": time.perf_counter() - started, "valid": pick(results["valid"]),
+        "test": pick(results["test"]), "protocol": results.get("protocol")}
+    os.makedirs(RUNS, exist_ok=True)
+    with open(cache, "w") as f:
+      json.dump(protocols[protocol], f, indent=1)
+  return {"key": [p["key"] for p in protocols.values()], "side": "jaxrec", "name": model,
+          "seed": seed, "complete": True, "protocols": protocols,
+          "train_seconds": sum(p["train_seconds"] for p in protocols.values())}
 
 
 def summarise(runs: list[dict], protocol: str) -> dict:
@@ -285,7 +296,8 @@ def main() -> None:
     for (impl, model), results in runs.items():
       s = summarise(results, protocol)
       recipe = ("jaxrec's input length/dropout" if "@" in model
-                else "RecBole default" if impl.startswith("RecBole") else "jaxrec config")
+                else "RecBole default" if impl.startswith("RecBole")
+                else " ".join(["jaxrec config", *JAXREC_RECIPES[protocol].get(model, [])]))
       summary.append({"protocol": label, "implementation": impl, "model": model.split("@")[0],
                       "recipe": recipe, **s})
       status = ("complete" if s["complete"] else
@@ -301,8 +313,8 @@ def main() -> None:
   write_result("peer_quality", {
       "dataset": "MovieLens-100K, jaxrec's leave-one-out by time (data/movielens-100k)",
       "split_hash": split_hash, "split_check": check,
-      "selection": "best validation NDCG@10 under the row's protocol (RecBole, per protocol); "
-                   "jaxrec: its best checkpoint on history-excluded validation for both",
+      "selection": "best validation NDCG@10 under the row's protocol, for both sides",
+      "jaxrec_recipes": JAXREC_RECIPES,
       "rows": summary, "max_epochs": args.max_epochs, "missing": missing,
       "runs": {f"{impl}/{model}": [r.get("key") for r in results]
                for (impl, model), results in runs.items()}})

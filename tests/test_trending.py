@@ -89,6 +89,35 @@ def test_training_positions_read_the_counts_at_their_target_time(ml100k):
   assert np.isfinite(loss)
 
 
+def test_the_gate_reads_the_same_request_gap_in_training_evaluation_and_serving(ml100k):
+  from jaxrec.data import pipelines
+  from jaxrec.train.sequential import gap_features
+  task = _sasrec(ml100k, "model.trend_window_days=14")
+  # Training: each position's gap is its target's time after its own input's.
+  train = next(iter(task.train_data(0)))
+  row, col = np.argwhere(train["inputs"] > 0)[0]
+  hours = (train["target_timestamp"][row, col] - train["timestamp"][row, col]) / 3600.0
+  np.testing.assert_allclose(gap_features(np.array(hours * 3600.0), np.array(True)),
+                             [np.log1p(hours), 0.0], rtol=1e-5)
+  # Evaluation: the request time after the history's last event, laid out as serving lays it out.
+  batch = next(iter(task.eval_batches("test")))
+  _, times = task._eval_trend("test")
+  users = batch["user"][:4]
+  lo, _ = pipelines._split_range(ml100k, "test")
+  histories = [t[:lo[u - FIRST_ID]] for t, u in zip(ml100k.user_tokens(users), users)]
+  now = times[users - FIRST_ID]
+  served = task.history_batch(histories, users, 4, now)
+  np.testing.assert_array_equal(served["inputs"], batch["inputs"][:4])
+  np.testing.assert_allclose(served["request_gap"], batch["request_gap"][:4], rtol=1e-6)
+  expected = np.log1p((now[0] - histories[0]["timestamp"][-1]) / 3600.0)
+  np.testing.assert_allclose(batch["request_gap"][0], [expected, 0.0], rtol=1e-5)
+  # No history: gap 0 and the flag set; serving without the request time is refused.
+  empty = task.history_batch([histories[0][:0]], [users[0]], 1, now[:1])
+  assert empty["request_gap"].tolist() == [[0.0, 1.0]]
+  with pytest.raises(ValueError, match="request's time"):
+    task.history_batch(histories, users)
+
+
 @pytest.mark.parametrize("overrides", [("model.name=bert4rec",), ("loss.name=sampled_softmax",),
                                        ("model.trend_window_days=-1",)])
 def test_the_prior_is_refused_where_it_cannot_apply(ml100k, overrides):

@@ -31,16 +31,31 @@ from jaxrec.train.task import Task
 MODELS = {"sasrec": SASRec, "bert4rec": BERT4Rec, "gru4rec": GRU4Rec}
 
 
+GAP_FEATURES = 2  # gap_features' width
+
+
 def trend_gate(dim: int, rngs: nnx.Rngs) -> nnx.Linear:
-  """The query's weights on the two trend features (recent, all-time log counts); it starts as
-  "rank by recent popularity" and learns per user how far to trust it."""
-  return nnx.Linear(dim, 2, kernel_init=nnx.initializers.zeros_init(),
-                    bias_init=lambda key, shape, dtype: jnp.array([1.0, 0.0], dtype), rngs=rngs)
+  """From the query and the request gap (`gap_features`): (the personal score's scale - 1, the
+  weights of the two trend features: recent and all-time log counts). It starts as "the personal
+  score plus recent popularity" and learns how far to trust each, per user and per gap: a user
+  back after weeks is served by what is popular now more than by the last session."""
+  return nnx.Linear(dim + GAP_FEATURES, 3, kernel_init=nnx.initializers.zeros_init(),
+                    bias_init=lambda key, shape, dtype: jnp.array([0.0, 1.0, 0.0], dtype),
+                    rngs=rngs)
 
 
-def trend_bias(model, hidden: jax.Array, features: jax.Array) -> jax.Array:
-  """hidden [..., D], features [..., V, 2] -> the logit prior [..., V]."""
-  return jnp.einsum("...k,...vk->...v", model.trend_gate(hidden), features)
+def gap_features(seconds, has_history, xp=np):
+  """[..., 2]: log1p(hours from the user's last event to the request), and 1 where the user has
+  no event yet (the gap is then 0)."""
+  hours = xp.maximum(seconds, 0) / 3600.0
+  return xp.stack([xp.where(has_history, xp.log1p(hours), 0.0),
+                   1.0 - has_history.astype(hours.dtype)], axis=-1).astype(xp.float32)
+
+
+def trend_weights(model, hidden: jax.Array, gap: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """hidden [..., D], gap [..., 2] -> (personal scale [..., 1], trend weights [..., 2])."""
+  out = model.trend_gate(jnp.concatenate([hidden, gap.astype(hidden.dtype)], axis=-1))
+  return 1.0 + out[..., :1], out[..., 1:]
 
 
 class SequentialTask(Task):
@@ -79,6 +94,12 @@ class SequentialTask(Task):
                   if self.trend_days else None)
 
   @property
+  def input_fields(self) -> tuple[str, ...]:
+    """Token fields laid out beside the inputs: the model's, and with the trend prior the
+    timestamps its gate reads the request gap from."""
+    return self.FIELDS + (("timestamp",) if self.trend is not None else ())
+
+  @property
   def masked(self) -> bool:
     return self.config.model.name == "bert4rec"
 
@@ -103,7 +124,7 @@ class SequentialTask(Task):
     return pipelines.sequence_dataset(
         self.data, "train", max_len=self.config.model.max_len,
         objective="masked" if self.masked else "next",
-        mask_prob=self.config.loss.get("mask_prob", 0.2), fields=self.FIELDS,
+        mask_prob=self.config.loss.get("mask_prob", 0.2), fields=self.input_fields,
         target_fields=("timestamp",) if self.trend is not None else (),
         empty_history_target=bool(self.config.loss.get("empty_history_target", False)),
         targets_after=self.targets_after, with_seen=self.exclude_watched, options=options)
@@ -116,7 +137,11 @@ class SequentialTask(Task):
     if self.trend is not None:  # each position's prior: the counts before its target's time
       features = self.trend.features(batch["target_timestamp"].astype(jnp.float32),
                                      jnp.asarray(self.trend.cumulative), xp=jnp)
-      bias = trend_bias(model, hidden, features)
+      gap = gap_features(batch["target_timestamp"] - batch["timestamp"], batch["inputs"] != 0,
+                         xp=jnp)
+      scale, weights = trend_weights(model, hidden, gap)
+      hidden = hidden * scale
+      bias = jnp.einsum("...k,...vk->...v", weights, features)
     return next_item_loss(cfg.name, hidden, batch["targets"], model.item_vectors(),
                           key=sample_key, num_negatives=cfg.num_negatives,
                           log_q=jnp.asarray(self.log_q), gbce_t=cfg.gbce_t,
@@ -142,15 +167,24 @@ class SequentialTask(Task):
     negatives = self._negatives(split) if self.config.eval.sampled_negatives else None
     for batch in pipelines.sequence_dataset(self.data, split, max_len=self.config.model.max_len,
                                             max_targets=self.config.eval.max_targets,
-                                            fields=self.FIELDS,
+                                            fields=self.input_fields,
                                             target_fields=self.eval_target_fields,
                                             with_seen=True, options=options):
       if negatives is not None:
         batch["negatives"] = negatives[batch["user"] - 2]
       if self.trend is not None:
         table, times = self._eval_trend(split)
-        batch["trend"] = table.features(times[batch["user"] - FIRST_ID]).astype(np.float32)
+        now = times[batch["user"] - FIRST_ID]
+        batch["trend"] = table.features(now).astype(np.float32)
+        self._add_request_gap(batch, now)
       yield batch
+
+  def _add_request_gap(self, batch: dict, now) -> None:
+    """`request_gap` [B, 2] (gap_features) from each row's request time and its window's last
+    input; the timestamps are not needed beyond it."""
+    last = batch.pop("timestamp")[:, -1].astype(np.float64)
+    batch["request_gap"] = gap_features(np.asarray(now, np.float64) - last,
+                                        batch["inputs"][:, -1] != 0)
 
   @functools.lru_cache(maxsize=2)
   def _eval_trend(self, split: str) -> tuple[trending.TrendTable, np.ndarray]:
@@ -184,13 +218,18 @@ class SequentialTask(Task):
     each one's most recent window, laid out as the evaluation pipeline lays it out (the same
     function): how serving turns a user's history into the query of a sequence model. `size`
     pads the batch to that many rows (one compiled shape) with unknown users without history.
-    `now` [B] (Unix seconds): each request's time, for a model that reads it (the foundation
-    model with model.request_gap)."""
+    `now` [B] (Unix seconds): each request's time, for a model that reads it (the trend prior's
+    gate; the foundation model with model.request_gap)."""
     size = len(histories) if size is None else size
     padding = size - len(histories)
     histories = list(histories) + [np.zeros(0, TOKEN_DTYPE)] * padding
-    batch = pipelines.window_batch(histories, self.config.model.max_len, self.FIELDS)
+    batch = pipelines.window_batch(histories, self.config.model.max_len, self.input_fields)
     batch["user"] = np.pad(np.asarray(users, np.int32), (0, padding), constant_values=OOV)
+    if self.trend is not None:
+      if now is None:
+        raise ValueError("a sequential model with the trend prior reads the request's time: "
+                         "pass now (Unix seconds per history)")
+      self._add_request_gap(batch, np.pad(np.asarray(now, np.float64), (0, padding)))
     return batch
 
   def item_vectors(self, model):
@@ -204,7 +243,8 @@ class SequentialTask(Task):
     query = model.query(batch["inputs"])
     if self.trend is None:
       return query
-    return jnp.concatenate([query, model.trend_gate(query)], axis=-1)
+    scale, weights = trend_weights(model, query, batch["request_gap"])
+    return jnp.concatenate([query * scale, weights], axis=-1)
 
   def eval_shared(self, model):
     return model.item_vectors() if self.trend is not None else self.item_vectors(model)
@@ -215,7 +255,8 @@ class SequentialTask(Task):
     if self.trend is None:
       return self.query_vectors(model, batch) @ items.T
     query = model.query(batch["inputs"])
-    return query @ items.T + trend_bias(model, query, batch["trend"])
+    scale, weights = trend_weights(model, query, batch["request_gap"])
+    return (query * scale) @ items.T + jnp.einsum("bk,bvk->bv", weights, batch["trend"])
 
   def eval_step(self, model, batch, items):
     scores = self.scores(model, batch, items)
