@@ -24,16 +24,23 @@ def test_counts_cover_the_complete_buckets_of_the_window_before_the_request():
   table = TrendTable(stamps, items, num_items=5, window_days=7)
   assert table.bucket == HOUR
 
-  def counts(t):
-    return np.expm1(table.features(np.array([t])))[0].round().astype(int)  # [V, 2]
+  def counts(t):  # [V, 3]: the window's, all time's and the last day's counts
+    return np.expm1(table.features(np.array([t])))[0, :, :3].round().astype(int)
 
-  assert counts(0.0).sum() == 0  # nothing before the first event
-  assert counts(HOUR)[2].tolist() == [2, 2]  # the first hour is complete
-  assert counts(HOUR - 1)[2].tolist() == [0, 0]  # its own bucket is not counted yet
+  def age_days(t):
+    return np.expm1(table.features(np.array([t])))[0, :, 3]
+
+  assert counts(0.0).sum() == 0 and age_days(0.0).sum() == 0  # nothing before the first event
+  assert counts(HOUR)[2].tolist() == [2, 2, 2]  # the first hour is complete
+  assert counts(HOUR - 1)[2].tolist() == [0, 0, 0]  # its own bucket is not counted yet
   # Day 8: item 2's events are older than the 7-day window, item 3's day-2 event is not.
-  assert counts(8 * DAY)[2].tolist() == [0, 2] and counts(8 * DAY)[3].tolist() == [1, 1]
-  assert counts(10 * DAY)[3].tolist() == [1, 2]
-  assert counts(1e12)[3].tolist() == [0, 2]  # far in the future: clipped, nothing recent
+  assert counts(8 * DAY)[2].tolist() == [0, 2, 0] and counts(8 * DAY)[3].tolist() == [1, 1, 0]
+  # Day 10: item 3's day-9 event is in the last day too.
+  assert counts(10 * DAY)[3].tolist() == [1, 2, 1]
+  # Age: days since the item's first event's bucket; an item not seen yet has none.
+  np.testing.assert_allclose(age_days(8 * DAY)[[2, 3, 4]], [8.0, 6.0, 0.0], rtol=1e-6)
+  assert age_days(DAY)[3] == 0.0
+  assert counts(1e12)[3].tolist() == [0, 2, 0]  # far in the future: clipped, nothing recent
   with pytest.raises(ValueError, match="positive"):
     TrendTable(stamps, items, 5, window_days=0)
 
@@ -44,20 +51,21 @@ def test_a_long_log_gets_coarser_buckets_not_a_larger_table():
   assert table.cumulative.size <= (1 << 24) + 2 * 100_000 and table.bucket > HOUR
 
 
-def _sasrec(ml100k, *overrides):
+def _sasrec(ml100k, *overrides, model="sasrec"):
   return build_task(apply_overrides(
-      load_config(os.path.join(ROOT, "configs", "movielens_sasrec.py:smoke")),
+      load_config(os.path.join(ROOT, "configs", f"movielens_{model}.py:smoke")),
       [f"data.dir={ml100k.path}", *overrides]))
 
 
-def test_untrained_prior_ranks_by_recent_popularity_and_exports_the_same_scores(ml100k):
-  task = _sasrec(ml100k, "model.trend_window_days=14")
+@pytest.mark.parametrize("name", ["sasrec", "foundation"])
+def test_untrained_prior_ranks_by_recent_popularity_and_exports_the_same_scores(ml100k, name):
+  task = _sasrec(ml100k, "model.trend_window_days=14", model=name)
   with nnx.use_eager_sharding(False):
     model = task.build_model(nnx.Rngs(0))
   batch = {k: jnp.asarray(v) for k, v in next(iter(task.eval_batches("test"))).items()}
   # With the query's own scores taken out, an untrained gate adds log1p(recent counts) only.
-  items = model.item_vectors()
-  base = model.query(batch["inputs"]) @ items.T
+  items = task.personal_items(model)
+  base = task.personal_query(model, batch, items) @ items.T
   prior = np.asarray(task.scores(model, batch, items) - base)
   np.testing.assert_allclose(prior, np.asarray(batch["trend"][..., 0]), atol=1e-4)
   # The features are the recent counts at each user's request time, from events before it.
@@ -78,8 +86,9 @@ def test_untrained_prior_ranks_by_recent_popularity_and_exports_the_same_scores(
   np.testing.assert_allclose(exported, np.asarray(base + trend[None, :, 0]), atol=1e-3)
 
 
-def test_training_positions_read_the_counts_at_their_target_time(ml100k):
-  task = _sasrec(ml100k, "model.trend_window_days=14", "loss.exclude_watched=True")
+@pytest.mark.parametrize("name", ["sasrec", "foundation"])
+def test_training_positions_read_the_counts_at_their_target_time(ml100k, name):
+  task = _sasrec(ml100k, "model.trend_window_days=14", "loss.exclude_watched=True", model=name)
   batch = next(iter(task.train_data(0)))
   assert batch["target_timestamp"].shape == batch["targets"].shape
   with nnx.use_eager_sharding(False):

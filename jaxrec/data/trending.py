@@ -7,9 +7,10 @@ the recent-popularity baselines (baselines/popularity.py) and the sequential mod
 
   request_times   each user's request time on a split (the cut-off, or the held-out item's time);
   history_pool    every interaction a split may count (each user's tokens before its window);
-  TrendTable      item counts over [t - W, t) and over [.., t) for any t, from cumulative counts
-                  per time bucket: a table small enough to sit on the accelerator, so a training
-                  step reads every position's counts at its own target time.
+  TrendTable      item counts over [t - W, t), over the last day and over [.., t), and each
+                  item's age at t, from cumulative counts per time bucket: a table small enough
+                  to sit on the accelerator, so a training step reads every position's
+                  features at its own target time.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ DAY = 86400.0
 # span times the catalogue, never below an hour.
 MAX_TABLE_ENTRIES = 1 << 24
 MIN_BUCKET_SECONDS = 3600.0
+# What is trending this very day, beside the window's slower trend (never shorter than a bucket).
+SHORT_WINDOW_SECONDS = DAY
+NUM_FEATURES = 4  # TrendTable.features' width
 
 
 def request_times(ds, split: str) -> np.ndarray:
@@ -71,21 +75,36 @@ class TrendTable:
     buckets = np.clip(((stamps - self.start) // self.bucket).astype(np.int64), 0, last)
     np.add.at(counts, (buckets + 1, items), 1.0)
     self.cumulative = np.cumsum(counts, axis=0)  # row k: every bucket before k
+    # Each item's first bucket's start (its release, as far as the log knows); never seen: inf.
+    seen = self.cumulative[-1] > 0
+    first = np.argmax(self.cumulative > 0, axis=0) - 1
+    self.first_seen = np.where(seen, self.start + first * self.bucket, np.inf).astype(np.float32)
 
-  def rows(self, times, xp=np):
-    """(row of t's bucket, row of (t - W)'s bucket) for times of any shape, clipped to the
-    table; `xp` is numpy or jax.numpy (a training step computes them on the device)."""
+  def rows(self, times, xp=np, window=None):
+    """(row of t's bucket, row of (t - window)'s bucket; window: W) for times of any shape,
+    clipped to the table; `xp` is numpy or jax.numpy (a training step computes them on the
+    device)."""
     last = self.cumulative.shape[0] - 1
+    window = self.window if window is None else window
     at = xp.clip(xp.floor((times - self.start) / self.bucket), 0, last).astype(xp.int32)
-    since = xp.clip(xp.floor((times - self.window - self.start) / self.bucket), 0,
+    since = xp.clip(xp.floor((times - window - self.start) / self.bucket), 0,
                     last).astype(xp.int32)
     return at, since
 
-  def features(self, times, cumulative=None, xp=np):
-    """log1p of (interactions in the window before t, every interaction before t) per item:
-    times [...] -> [..., V, 2]. `cumulative` is the table as the caller holds it (a device
-    array inside a jitted step)."""
-    table = self.cumulative if cumulative is None else cumulative
+  def features(self, times, tables=None, xp=np):
+    """Per item, log1p of (interactions in the window before t, every interaction before t,
+    interactions in the last day before t, days since the item's first interaction before t):
+    times [...] -> [..., V, NUM_FEATURES]. `tables` are (cumulative, first_seen) as the caller
+    holds them (device arrays inside a jitted step)."""
+    table, first_seen = (self.cumulative, self.first_seen) if tables is None else tables
     at, since = self.rows(times, xp)
+    _, since_short = self.rows(times, xp, max(SHORT_WINDOW_SECONDS, self.bucket))
     total = table[at]
-    return xp.log1p(xp.stack([total - table[since], total], axis=-1))
+    known = total > 0  # first_seen is before t exactly where the item has counts before t
+    age = xp.where(known, (times[..., None] - xp.where(known, first_seen, 0.0)) / DAY, 0.0)
+    return xp.log1p(xp.stack([total - table[since], total, total - table[since_short],
+                              xp.maximum(age, 0.0)], axis=-1))
+
+  def device_tables(self, xp):
+    """(cumulative, first_seen) as `features` reads them, on the device for xp=jax.numpy."""
+    return xp.asarray(self.cumulative), xp.asarray(self.first_seen)

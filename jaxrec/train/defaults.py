@@ -37,7 +37,8 @@ def sequential_config() -> ml_collections.ConfigDict:
   c.model.mlp_dim = 256
   c.model.dropout = 0.2
   # > 0: a trend prior (train/sequential.py): every score adds the item's log counts over the
-  # last W days and over all time before the request, weighted by the query; 0 = off.
+  # last W days and over all time before the request, weighted by a gate that reads the query
+  # and the time since the user's last event; 0 = off.
   c.model.trend_window_days = 0.0
 
   c.loss = ml_collections.ConfigDict()
@@ -143,6 +144,7 @@ def foundation_config() -> ml_collections.ConfigDict:
       # long-run taste that a window of recent tokens misses (on synthetic-long cold start it
       # did not raise Recall@50 among new items: benchmarks/cold_start.py).
       "history_summary": False,
+      "trend_window_days": 0.0,  # as in sequential_config
   })
   config.loss = ml_collections.ConfigDict({
       "name": "ce",  # ce (full softmax) | sampled_softmax (logQ-corrected)

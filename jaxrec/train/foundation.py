@@ -127,9 +127,6 @@ class FoundationTask(SequentialTask):
 
   def __init__(self, config):
     super().__init__(config)
-    if self.trend is not None:
-      raise UserError("model.trend_window_days is for sasrec and gru4rec (task sequential); the "
-                      "foundation model reads time through model.request_gap: set it to 0.")
     cfg = config.loss
     if cfg.name not in SOFTMAXES:
       raise UserError(f"loss.name {cfg.name!r} is not a foundation objective: use 'ce' (full "
@@ -163,17 +160,19 @@ class FoundationTask(SequentialTask):
     sizes = field_sizes(vocab_size("device"), vocab_size("locale"))
     if self.request_gap:
       sizes["request_gap"] = NUM_GAP_BUCKETS
-    return FoundationModel(
+    return self.with_trend_gate(FoundationModel(
         ds.num_items, {k: vocab_size(f"item_{k}") for k in self.metadata}, sizes, genres,
-        horizon=self.config.loss.horizon, rngs=rngs, **cfg)
+        horizon=self.config.loss.horizon, rngs=rngs, **cfg), rngs)
 
   def train_data(self, seed: int):
     options = pipelines.PipelineOptions(
         batch_size=pipelines.process_batch_size(self.config.train.batch_size), seed=seed,
         num_epochs=None)
     return pipelines.sequence_dataset(
-        self.data, "train", max_len=self.config.model.max_len, fields=self.FIELDS,
-        target_fields=TARGET_FIELDS + ("gap",) * self.request_gap, targets_after=self.targets_after,
+        self.data, "train", max_len=self.config.model.max_len, fields=self.input_fields,
+        target_fields=(TARGET_FIELDS + ("gap",) * self.request_gap
+                       + ("timestamp",) * (self.trend is not None)),
+        targets_after=self.targets_after,
         with_seen=self.exclude_watched or self.history_summary, options=options)
 
   def _metadata(self) -> dict[str, jax.Array]:
@@ -200,7 +199,7 @@ class FoundationTask(SequentialTask):
     """As the sequential task's; with model.request_gap, `now` [B] (Unix seconds) is each
     request's time, whose gap after the history's last event the last position reads; with
     model.history_summary, `seen` holds each whole history, as in an evaluation batch."""
-    batch = super().history_batch(histories, users, size)
+    batch = super().history_batch(histories, users, size, now)
     if self.history_summary:  # the whole history, as evaluation's `seen` holds it
       seen = pipelines.history_items(histories)
       batch["seen"] = np.pad(seen, ((0, len(batch["user"]) - len(seen)), (0, 0)))
@@ -237,7 +236,7 @@ class FoundationTask(SequentialTask):
     hidden = model(inputs, self._fields(batch), None, rngs=rngs, input_vectors=input_vectors,
                    summary=summary)
     log_q = jnp.asarray(self.log_q)
-    nll = lambda query, step, step_targets: sampled_softmax_nll_of(
+    nll = lambda query, step, step_targets, times: sampled_softmax_nll_of(
         query, step_targets, shift_ahead(target_vectors, step), negatives[step],
         negative_vectors[step], log_q, self.excluded(batch, negatives[step]))
     return self.weighted_objective(model, hidden, batch, nll, sample_key)
@@ -265,31 +264,41 @@ class FoundationTask(SequentialTask):
     every item's vector items [V, D] at hand (the full softmax needs them all)."""
     if self.config.loss.name == "ce":
       exclude = self.excluded(batch)
-      nll = lambda query, step, step_targets: full_softmax_nll(query, step_targets, items, exclude)
+
+      def nll(query, step, step_targets, times):
+        bias = None
+        if self.trend is not None:  # the prior at each target's time
+          query, bias = self.trend_terms(model, query, batch, times)
+        return full_softmax_nll(query, step_targets, items, exclude, bias)
     else:
       negatives = self.sample_negatives(key)
-      nll = lambda query, step, step_targets: sampled_softmax_nll_of(
+      nll = lambda query, step, step_targets, times: sampled_softmax_nll_of(
           query, step_targets, items[step_targets], negatives[step], items[negatives[step]],
           jnp.asarray(self.log_q), self.excluded(batch, negatives[step]))
     return self.weighted_objective(model, hidden, batch, nll, key)
 
   def weighted_objective(self, model, hidden, batch, nll, key) -> jax.Array:
-    """The weighted sum of every objective; nll(query, step, targets) is the next-item loss
-    [B, L] of the queries for the items `step` tokens ahead; `key` draws the future-window
-    targets (loss.future_weight)."""
+    """The weighted sum of every objective; nll(query, step, targets, times) is the next-item
+    loss [B, L] of the queries for the items `step` tokens ahead, at those items' times (None
+    without the trend prior); `key` draws the future-window targets (loss.future_weight)."""
     cfg = self.config.loss
     targets = batch["targets"]
+    times = batch.get("target_timestamp") if self.trend is not None else None
+    at = lambda where: None if times is None else where(times)  # noqa: E731
     weights = token_weights(targets, batch["target_event"], batch["target_value"],
                             jnp.asarray(self.event_weights), cfg.value_weight)
     total = 0.0
     for step, query in enumerate(model.horizon_queries(hidden)):
-      step_nll = nll(query, step, shift_ahead(targets, step))
+      step_nll = nll(query, step, shift_ahead(targets, step),
+                     at(lambda t: shift_ahead(t, step)))
       total = total + cfg.horizon_decay ** step * weighted_mean(step_nll, shift_ahead(weights, step))
     if cfg.get("future_weight", 0.0):
       ahead = future_positions(targets.shape, cfg.future_window, key)
       future = jnp.take_along_axis(targets, ahead, axis=1)
       future_weights = jnp.take_along_axis(weights, ahead, axis=1) * (targets > 0)
-      total = total + cfg.future_weight * weighted_mean(nll(hidden, 0, future), future_weights)
+      future_times = at(lambda t: jnp.take_along_axis(t, ahead, axis=1))
+      total = total + cfg.future_weight * weighted_mean(nll(hidden, 0, future, future_times),
+                                                        future_weights)
     has_target = (targets > 0).astype(hidden.dtype)
     if cfg.genre_weight and "genres" in self.metadata:
       genres = jnp.asarray(self.metadata["genres"])[targets]
@@ -300,7 +309,7 @@ class FoundationTask(SequentialTask):
           event_nll(model.event_logits(hidden), batch["target_event"]), has_target)
     return total
 
-  def item_vectors(self, model):
+  def personal_items(self, model):
     """Every item's vector [V, D]; items unseen in training from their metadata alone."""
     return model.item_vectors(self._metadata(), jnp.asarray(self.trained))
 
@@ -319,8 +328,7 @@ class FoundationTask(SequentialTask):
     total = jnp.einsum("bs,bsd->bd", weights, vectors_of(seen))
     return total / jnp.maximum(weights.sum(1), 1.0)[:, None]
 
-  def query_vectors(self, model, batch):
+  def personal_query(self, model, batch, items):
     """The state after each row's last token [B, D]: the query for its next item."""
-    items = self.item_vectors(model)
     summary = self.summary(batch, lambda ids: items[ids], training=False)
     return model(batch["inputs"], self._fields(batch), items, summary=summary)[:, -1]

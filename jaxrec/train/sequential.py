@@ -36,12 +36,13 @@ GAP_FEATURES = 2  # gap_features' width
 
 def trend_gate(dim: int, rngs: nnx.Rngs) -> nnx.Linear:
   """From the query and the request gap (`gap_features`): (the personal score's scale - 1, the
-  weights of the two trend features: recent and all-time log counts). It starts as "the personal
-  score plus recent popularity" and learns how far to trust each, per user and per gap: a user
-  back after weeks is served by what is popular now more than by the last session."""
-  return nnx.Linear(dim + GAP_FEATURES, 3, kernel_init=nnx.initializers.zeros_init(),
-                    bias_init=lambda key, shape, dtype: jnp.array([0.0, 1.0, 0.0], dtype),
-                    rngs=rngs)
+  weights of the trend features: TrendTable.features). It starts as "the personal score plus
+  recent popularity" and learns how far to trust each, per user and per gap: a user back after
+  weeks is served by what is popular now more than by the last session."""
+  bias = np.zeros(1 + trending.NUM_FEATURES, np.float32)
+  bias[1] = 1.0  # the window's counts
+  return nnx.Linear(dim + GAP_FEATURES, len(bias), kernel_init=nnx.initializers.zeros_init(),
+                    bias_init=lambda key, shape, dtype: jnp.asarray(bias, dtype), rngs=rngs)
 
 
 def gap_features(seconds, has_history, xp=np):
@@ -53,7 +54,7 @@ def gap_features(seconds, has_history, xp=np):
 
 
 def trend_weights(model, hidden: jax.Array, gap: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """hidden [..., D], gap [..., 2] -> (personal scale [..., 1], trend weights [..., 2])."""
+  """hidden [..., D], gap [..., 2] -> (personal scale [..., 1], trend weights [..., K])."""
   out = model.trend_gate(jnp.concatenate([hidden, gap.astype(hidden.dtype)], axis=-1))
   return 1.0 + out[..., :1], out[..., 1:]
 
@@ -85,8 +86,8 @@ class SequentialTask(Task):
     if self.trend_days < 0 or (self.trend_days and (self.masked or config.loss.name != "ce")):
       raise UserError("model.trend_window_days adds the items' recent popularity to a next-item "
                       "model's full softmax: give a positive number of days with loss.name ce and "
-                      f"sasrec or gru4rec (not {config.model.name} with {config.loss.name}, "
-                      f"{self.trend_days} days), or 0 to turn it off.")
+                      f"sasrec, gru4rec or foundation (not {config.model.name} with "
+                      f"{config.loss.name}, {self.trend_days} days), or 0 to turn it off.")
     # Training positions count what happened before their target among the training tokens;
     # an evaluated split counts everything before it (as the recent-popularity baselines do).
     self.trend = (trending.TrendTable(*trending.history_pool(self.data, "valid"),
@@ -98,6 +99,11 @@ class SequentialTask(Task):
     """Token fields laid out beside the inputs: the model's, and with the trend prior the
     timestamps its gate reads the request gap from."""
     return self.FIELDS + (("timestamp",) if self.trend is not None else ())
+
+  def with_trend_gate(self, model, rngs):
+    if self.trend is not None:
+      model.trend_gate = trend_gate(self.config.model.dim, rngs)
+    return model
 
   @property
   def masked(self) -> bool:
@@ -112,10 +118,7 @@ class SequentialTask(Task):
     kwargs = dict(self.config.model)
     kwargs.pop("trend_window_days", None)
     cls = MODELS[kwargs.pop("name")]
-    model = cls(self.data.num_items, rngs=rngs, **kwargs)
-    if self.trend is not None:
-      model.trend_gate = trend_gate(self.config.model.dim, rngs)
-    return model
+    return self.with_trend_gate(cls(self.data.num_items, rngs=rngs, **kwargs), rngs)
 
   def train_data(self, seed: int):
     options = pipelines.PipelineOptions(
@@ -134,18 +137,22 @@ class SequentialTask(Task):
     hidden = model(batch["inputs"], rngs=nnx.Rngs(dropout=dropout_key))
     cfg = self.config.loss
     bias = None
-    if self.trend is not None:  # each position's prior: the counts before its target's time
-      features = self.trend.features(batch["target_timestamp"].astype(jnp.float32),
-                                     jnp.asarray(self.trend.cumulative), xp=jnp)
-      gap = gap_features(batch["target_timestamp"] - batch["timestamp"], batch["inputs"] != 0,
-                         xp=jnp)
-      scale, weights = trend_weights(model, hidden, gap)
-      hidden = hidden * scale
-      bias = jnp.einsum("...k,...vk->...v", weights, features)
+    if self.trend is not None:
+      hidden, bias = self.trend_terms(model, hidden, batch, batch["target_timestamp"])
     return next_item_loss(cfg.name, hidden, batch["targets"], model.item_vectors(),
                           key=sample_key, num_negatives=cfg.num_negatives,
                           log_q=jnp.asarray(self.log_q), gbce_t=cfg.gbce_t,
                           excluded=functools.partial(self.excluded, batch), bias=bias)
+
+  def trend_terms(self, model, hidden, batch, times) -> tuple[jax.Array, jax.Array]:
+    """Training positions' hidden states [B, L, D] whose targets fall at `times` [B, L] -> (the
+    states with the personal scale applied, the prior [B, L, V]): the counts before each
+    target's time, weighted by the gate from the state and the gap after its own input."""
+    features = self.trend.features(times.astype(jnp.float32), self.trend.device_tables(jnp),
+                                   xp=jnp)
+    gap = gap_features(times - batch["timestamp"], batch["inputs"] != 0, xp=jnp)
+    scale, weights = trend_weights(model, hidden, gap)
+    return hidden * scale, jnp.einsum("...k,...vk->...v", weights, features)
 
   def excluded(self, batch, ids: jax.Array | None = None) -> jax.Array | None:
     """With loss.exclude_watched, what each position's softmax leaves out [B, L, N]: the items
@@ -195,7 +202,7 @@ class SequentialTask(Task):
 
   @functools.cached_property
   def _export_trend(self) -> np.ndarray:
-    """[V, 2] the trend features just after the log's last interaction: what an exported
+    """[V, K] the trend features just after the log's last interaction: what an exported
     index and the serving job rank by until the next export."""
     stamps, items = trending.history_pool(self.data, None)
     table = trending.TrendTable(stamps, items, self.data.num_items, self.trend_days)
@@ -232,29 +239,38 @@ class SequentialTask(Task):
       self._add_request_gap(batch, np.pad(np.asarray(now, np.float64), (0, padding)))
     return batch
 
+  def personal_items(self, model) -> jax.Array:
+    """[V, D] every item's vector in the model's own space (no trend features)."""
+    return model.item_vectors()
+
+  def personal_query(self, model, batch, items) -> jax.Array:
+    """[B, D] the model's query after each row's last token (`items`: personal_items)."""
+    return model.query(batch["inputs"])
+
   def item_vectors(self, model):
-    """[V, D] (with the trend prior [V, D + 2]: the export time's trend features appended, so
+    """[V, D] (with the trend prior [V, D + K]: the export time's trend features appended, so
     an index's inner product is the model's score at that time)."""
+    items = self.personal_items(model)
     if self.trend is None:
-      return model.item_vectors()
-    return jnp.concatenate([model.item_vectors(), jnp.asarray(self._export_trend)], axis=-1)
+      return items
+    return jnp.concatenate([items, jnp.asarray(self._export_trend)], axis=-1)
 
   def query_vectors(self, model, batch):
-    query = model.query(batch["inputs"])
+    query = self.personal_query(model, batch, self.personal_items(model))
     if self.trend is None:
       return query
     scale, weights = trend_weights(model, query, batch["request_gap"])
     return jnp.concatenate([query * scale, weights], axis=-1)
 
   def eval_shared(self, model):
-    return model.item_vectors() if self.trend is not None else self.item_vectors(model)
+    return self.personal_items(model) if self.trend is not None else self.item_vectors(model)
 
   def scores(self, model, batch, items) -> jax.Array:
     """[B, V] every item's score for each row of an eval batch; with the trend prior, at each
     row's request time (`batch["trend"]`)."""
     if self.trend is None:
       return self.query_vectors(model, batch) @ items.T
-    query = model.query(batch["inputs"])
+    query = self.personal_query(model, batch, items)
     scale, weights = trend_weights(model, query, batch["request_gap"])
     return (query * scale) @ items.T + jnp.einsum("bk,bvk->bv", weights, batch["trend"])
 
