@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/data_pipeline.py
 	$(PY) benchmarks/sasrec_time_to_quality.py
 	$(PY) benchmarks/sequential_quality.py
+	$(PY) benchmarks/forward_in_time.py
 	$(PY) benchmarks/retrieval_quality.py
 	$(PY) benchmarks/cold_start.py
 	$(PY) benchmarks/ranking_quality.py
