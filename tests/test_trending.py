@@ -147,3 +147,45 @@ def test_the_first_item_is_a_target_of_the_empty_history_before_it(ml100k):
     assert int(plain["targets"][row, -n - 1]) == 0
     assert int(first["targets"][row, -n - 1]) == int(tokens["item"][0])  # read from padding
     np.testing.assert_array_equal(first["targets"][row, -n:], plain["targets"][row, -n:])
+
+
+@pytest.mark.slow
+def test_a_served_bundle_ranks_by_the_models_score_at_the_request_time(ml100k, tmp_path):
+  """Exported and served, a trend-prior SASRec gives each request the workdir's own top-k: the
+  gate reads the request's gap from `now`, the index the export time's trend features."""
+  import jax
+
+  from jaxrec.rerank.config import RerankConfig
+  from jaxrec.rerank.posteriors import BetaPosteriors
+  from jaxrec.serve.recommender import Recommender, Request, ServingConfig
+  from jaxrec.train.export import export_workdir
+  from jaxrec.train.restore import restore_model
+  from jaxrec.train.trainer import train
+  config = apply_overrides(load_config(os.path.join(ROOT, "configs", "movielens_sasrec.py:smoke")),
+                           [f"data.dir={ml100k.path}", "model.trend_window_days=14",
+                            "train.num_steps=20", "train.eval_every=20"])
+  workdir = str(tmp_path / "run")
+  train(config, workdir)
+  bundle, _ = export_workdir(workdir, str(tmp_path / "export"), exact=True)
+  served = Recommender(bundle, ServingConfig(candidates=100, rerank=RerankConfig(mmr_lambda=1.0)),
+                       BetaPosteriors(0))
+  run = restore_model(workdir)
+  model = nnx.merge(run.graphdef, run.state)
+  items = np.asarray(run.task.item_vectors(model))
+  query = jax.jit(run.task.query_vectors)
+  user = 17
+  tokens = ml100k.user_tokens([user])[0]
+  raw_user = str(ml100k.vocabs["user"].raw(np.array([user]))[0])
+  queries = []
+  for days_later in (0.01, 60.0):  # a gap of minutes, and one of two months
+    now = int(tokens["timestamp"][-1] + days_later * DAY)
+    answer = served.recommend([Request(user_id=raw_user, k=10, now=now)])[0]
+    queries.append(np.asarray(query(model, run.task.history_batch([tokens], [user], 1, [now]))))
+    scores = queries[-1][0] @ items.T
+    scores[:FIRST_ID] = -np.inf
+    scores[tokens["item"]] = -np.inf
+    want = np.argsort(-scores, kind="stable")[:10]
+    assert [x["item_id"] for x in answer["items"]] == \
+        list(ml100k.vocabs["item"].raw(want).astype(str))
+  # The trained gate reads the gap: the same history gets another query two months later.
+  assert np.abs(queries[0] - queries[1]).max() > 1e-4
