@@ -202,7 +202,6 @@ def run_jaxrec(model: str, seed: int, data_dir: str, split_hash: str,
                cached_only: bool = False) -> dict | None:
   """jaxrec's runs for one seed (one per protocol, each cached by its resolved config): each
   protocol's row is its own run, its checkpoint chosen on its own validation."""
-  from jaxrec.train.trainer import train
   protocols = {}
   for protocol in PROTOCOLS:
     config, recipe = jaxrec_config(model, seed, data_dir, protocol)
@@ -216,6 +215,7 @@ def run_jaxrec(model: str, seed: int, data_dir: str, split_hash: str,
       continue
     if cached_only:
       return None
+    from jaxrec.train.trainer import train
     workdir = os.path.join(PEER_DATA, "jaxrec", key)
     print(f"jaxrec {model} seed {seed} ({PROTOCOLS[protocol]}): training in {workdir}",
           flush=True)

@@ -328,7 +328,8 @@ class FoundationTask(SequentialTask):
     total = jnp.einsum("bs,bsd->bd", weights, vectors_of(seen))
     return total / jnp.maximum(weights.sum(1), 1.0)[:, None]
 
-  def personal_query(self, model, batch, items):
+  def personal_query(self, model, batch, items=None):
     """The state after each row's last token [B, D]: the query for its next item."""
+    items = self.personal_items(model) if items is None else items
     summary = self.summary(batch, lambda ids: items[ids], training=False)
     return model(batch["inputs"], self._fields(batch), items, summary=summary)[:, -1]

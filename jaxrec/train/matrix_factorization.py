@@ -83,9 +83,9 @@ class BPRTask(SequentialTask):
       yield batch
 
   # The item bias folds into the inner product: [u, 1] . [v, b] = u.v + b.
-  def item_vectors(self, model):
+  def personal_items(self, model):
     return jnp.concatenate([model.item_vectors(), model.item_bias[...][:, None]], -1)
 
-  def query_vectors(self, model, batch):
+  def personal_query(self, model, batch, items=None):
     user = model.user_embedding(batch["user"])
     return jnp.concatenate([user, jnp.ones_like(user[:, :1])], -1)

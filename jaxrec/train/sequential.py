@@ -243,8 +243,9 @@ class SequentialTask(Task):
     """[V, D] every item's vector in the model's own space (no trend features)."""
     return model.item_vectors()
 
-  def personal_query(self, model, batch, items) -> jax.Array:
-    """[B, D] the model's query after each row's last token (`items`: personal_items)."""
+  def personal_query(self, model, batch, items=None) -> jax.Array:
+    """[B, D] the model's query after each row's last token (`items`: personal_items, for a
+    model that reads them; computed when not given)."""
     return model.query(batch["inputs"])
 
   def item_vectors(self, model):
@@ -256,21 +257,21 @@ class SequentialTask(Task):
     return jnp.concatenate([items, jnp.asarray(self._export_trend)], axis=-1)
 
   def query_vectors(self, model, batch):
-    query = self.personal_query(model, batch, self.personal_items(model))
+    query = self.personal_query(model, batch)
     if self.trend is None:
       return query
     scale, weights = trend_weights(model, query, batch["request_gap"])
     return jnp.concatenate([query * scale, weights], axis=-1)
 
   def eval_shared(self, model):
-    return self.personal_items(model) if self.trend is not None else self.item_vectors(model)
+    return self.personal_items(model)
 
   def scores(self, model, batch, items) -> jax.Array:
     """[B, V] every item's score for each row of an eval batch; with the trend prior, at each
     row's request time (`batch["trend"]`)."""
-    if self.trend is None:
-      return self.query_vectors(model, batch) @ items.T
     query = self.personal_query(model, batch, items)
+    if self.trend is None:
+      return query @ items.T
     scale, weights = trend_weights(model, query, batch["request_gap"])
     return (query * scale) @ items.T + jnp.einsum("bk,bvk->bv", weights, batch["trend"])
 

@@ -92,7 +92,7 @@ class TwoTowerTask(SequentialTask):
     return model.user_tower.pooled_history(history, now[:, None] - timestamps,
                                            self.config.model.half_life_seconds)
 
-  def query_vectors(self, model, batch) -> jax.Array:
+  def personal_query(self, model, batch, items=None) -> jax.Array:
     """The query for each row's next item, from its whole history [B, D]."""
     if model.user_tower.encoder == "sasrec":
       summary = model.user_tower.sequence_states(batch["inputs"])[:, -1]
@@ -100,7 +100,7 @@ class TwoTowerTask(SequentialTask):
       summary = self._pooled(model, batch["inputs"], batch["timestamp"], batch["timestamp"][:, -1])
     return self._query(model, batch, summary)
 
-  def item_vectors(self, model) -> jax.Array:
+  def personal_items(self, model) -> jax.Array:
     """Every item's embedding [V, D]; items unseen in training from metadata only."""
     items = jnp.arange(self.data.num_items)
     return model.item_tower(items, self._features(self.item_features, items),
