@@ -57,7 +57,7 @@ def test_exclude_seen_decides_whether_a_users_history_can_be_ranked(name, exclud
   query = np.zeros((len(seen), num_items), np.float32)
   query[rows, seen] = 1.0 + np.arange(seen.shape[1])[None, :]  # the latest items highest
   query[:, :2] = 0.0
-  task.query_vectors = lambda model, b: jnp.asarray(query)
+  task.personal_query = lambda model, b, items=None: jnp.asarray(query)  # the scoring hook
   out = task.eval_step(None, batch, jnp.eye(num_items, dtype=jnp.float32))
   top = np.asarray(out[ranking.TOP_ITEMS])
   real = batch["weight"] > 0
