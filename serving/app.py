@@ -322,7 +322,9 @@ def create_app(export_root: str, config: ServingConfig | None = None, *, max_bat
     if decisions is not None:
       decisions.decision(response["request_id"], body.user_id, response, time.time())
     metrics.requests.labels(endpoint, "200").inc()
-    return response
+    # Already plain JSON types: JSONResponse skips FastAPI's jsonable_encoder walk of every item
+    # (about a millisecond a request of the event loop's time at k = 20).
+    return JSONResponse(response)
 
   @app.post("/v1/similar")
   async def similar(body: SimilarBody):

@@ -36,7 +36,9 @@ __all__ = ["EXACT_BELOW", "Retriever", "ScannParams", "RecallNotMet", "build_ind
 TARGET_RECALL = 0.95
 RECALL_K = 100
 MAX_QUERIES = 1000  # tuning queries, and held-out queries, at most (each)
-MARGIN = 0.005  # tuning asks this much above the target: held-out recall wobbles around it
+# Tuning asks the recall on its queries to clear the target by two standard errors (at least
+# MARGIN): the held-out queries' recall wobbles around the tuning queries' by about that much.
+MARGIN = 0.005
 # Leaves searched, as shares of the tree's leaves, and candidates re-scored, as multiples of k
 # (of RECALL_K when k is smaller):
 # the ladders tuning climbs. Beyond half the leaves an index saves too little over exact search.
@@ -65,11 +67,17 @@ class Trial:
   leaves: int
   reorder: int
   recall: float
+  se: float = 0.0  # standard error of `recall` over the queries
   latency_ms: float | None = None
+
+  def meets(self, target: float) -> bool:
+    """The recall clears `target` with its margin (two standard errors, at least MARGIN), or is
+    exact."""
+    return self.recall >= 1.0 or self.recall - max(MARGIN, 2 * self.se) >= target
 
   def to_json(self) -> dict:
     out = {"structure": self.structure, "num_leaves_to_search": self.leaves,
-           "reorder": self.reorder, "recall": round(self.recall, 4)}
+           "reorder": self.reorder, "recall": round(self.recall, 4), "se": round(self.se, 4)}
     if self.latency_ms is not None:
       out["latency_ms"] = round(self.latency_ms, 4)
     return out
@@ -120,7 +128,6 @@ def build_index(items: np.ndarray, params: ScannParams | None = None, *,
   exact_ms = (time.process_time() - cpu_started) * 1000 / len(exact_ids)
   tuning_ids, held_out_ids = exact_ids[:len(tuning)], exact_ids[len(tuning):]
   cap_ms = max_latency_ms or max(SHARE_OF_EXACT * exact_ms, FLOOR_MS)
-  need = min(target_recall + MARGIN, 1.0)
 
   best, trials = None, []  # best: (Trial, Retriever) meeting the target, fastest
   fallback = None  # the highest-recall trial within the cap, for accept_recall
@@ -128,17 +135,17 @@ def build_index(items: np.ndarray, params: ScannParams | None = None, *,
     if best is not None and best[0].latency_ms <= GOOD_ENOUGH_SHARE * exact_ms:
       break
     retriever = build_tree(items, structure)
-    found = _climb(retriever, name, tuning, tuning_ids, k, need, cap_ms, trials)
+    found = _climb(retriever, name, tuning, tuning_ids, k, target_recall, trials)
     for trial in found:
       if trial.latency_ms > cap_ms:
         continue
-      if trial.recall >= need and (best is None or trial.latency_ms < best[0].latency_ms):
+      if trial.meets(target_recall) and (best is None or trial.latency_ms < best[0].latency_ms):
         best = (trial, retriever)
       if fallback is None or trial.recall > fallback[0].recall:
         fallback = (trial, retriever)
     del retriever  # the losers' searchers (each a copy of the items) are freed as we go
   if autopilot:
-    best = _autopilot(items, tuning, tuning_ids, k, need, cap_ms, trials, best)
+    best = _autopilot(items, tuning, tuning_ids, k, target_recall, cap_ms, trials, best)
 
   if best is None:
     floor = accept_recall if accept_recall is not None else None
@@ -192,8 +199,8 @@ def _structures(items: np.ndarray):
 
 
 def _climb(retriever: Retriever, name: str, queries: np.ndarray, exact_ids: np.ndarray, k: int,
-           need: float, cap_ms: float, trials: list[Trial]) -> list[Trial]:
-  """For each reorder (ascending), the fewest leaves that reach `need` on `queries`, found by
+           target: float, trials: list[Trial]) -> list[Trial]:
+  """For each reorder (ascending), the fewest leaves that meet `target` on `queries`, found by
   bisection (recall grows with leaves), each timed; appended to `trials` and returned."""
   num_leaves = retriever.params.num_leaves
   ladder = sorted({min(num_leaves, max(1, round(s * num_leaves))) for s in LEAF_SHARES})
@@ -202,14 +209,14 @@ def _climb(retriever: Retriever, name: str, queries: np.ndarray, exact_ids: np.n
   for reorder in reorders:
     def recall(i):
       rows, _ = retriever.approximate(queries, k, ladder[i], reorder)
-      trial = Trial(name, ladder[i], reorder, recall_at_k(rows, exact_ids, k))
+      trial = Trial(name, ladder[i], reorder, *_recall(rows, exact_ids, k))
       trials.append(trial)
       return trial
     lo, hi, hit = 0, top, None
     while lo <= hi:
       mid = (lo + hi) // 2
       trial = recall(mid)
-      if trial.recall >= need:
+      if trial.meets(target):
         hit, hi = trial, mid - 1
       else:
         lo = mid + 1
@@ -219,18 +226,24 @@ def _climb(retriever: Retriever, name: str, queries: np.ndarray, exact_ids: np.n
     else:
       top = ladder.index(hit.leaves)  # more candidates re-scored never needs more leaves
       if top > 0 and ladder[top] - ladder[top - 1] > 1:  # halfway down the last ladder step
-        halfway = Trial(name, (ladder[top - 1] + ladder[top]) // 2, reorder, 0.0)
-        rows, _ = retriever.approximate(queries, k, halfway.leaves, reorder)
-        halfway.recall = recall_at_k(rows, exact_ids, k)
+        leaves = (ladder[top - 1] + ladder[top]) // 2
+        rows, _ = retriever.approximate(queries, k, leaves, reorder)
+        halfway = Trial(name, leaves, reorder, *_recall(rows, exact_ids, k))
         trials.append(halfway)
-        if halfway.recall >= need:
+        if halfway.meets(target):
           hit = halfway
     hit.latency_ms = _latency_ms(retriever, queries[:TIMED_QUERIES], k, hit.leaves, hit.reorder)
     found.append(hit)  # no early stop: more re-scored can need far fewer leaves, and be faster
   return found
 
 
-def _autopilot(items, queries, exact_ids, k, need, cap_ms, trials, best):
+def _recall(rows: np.ndarray, exact_ids: np.ndarray, k: int) -> tuple[float, float]:
+  """(recall@k, its standard error over the queries)."""
+  per_query = (exact_ids[:, :k, None] == np.asarray(rows)[:, None, :k]).any(2).mean(1)
+  return float(per_query.mean()), float(per_query.std() / math.sqrt(max(len(per_query), 1)))
+
+
+def _autopilot(items, queries, exact_ids, k, target, cap_ms, trials, best):
   """ScaNN's autopilot() with its own search settings: it replaces `best` where it reaches the
   target at least as fast."""
   params = autopilot_params(*items.shape)
@@ -239,11 +252,11 @@ def _autopilot(items, queries, exact_ids, k, need, cap_ms, trials, best):
   retriever = build_tree(items, params)
   rows, _ = retriever.approximate(queries, k, params.num_leaves_to_search, params.reorder)
   trial = Trial("autopilot", params.num_leaves_to_search, params.reorder,
-                recall_at_k(rows, exact_ids, k),
+                *_recall(rows, exact_ids, k),
                 _latency_ms(retriever, queries[:TIMED_QUERIES], k, params.num_leaves_to_search,
                             params.reorder))
   trials.append(trial)
-  if trial.recall >= need and trial.latency_ms <= cap_ms and (
+  if trial.meets(target) and trial.latency_ms <= cap_ms and (
       best is None or trial.latency_ms <= best[0].latency_ms):
     return trial, retriever
   return best

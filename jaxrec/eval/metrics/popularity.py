@@ -17,8 +17,10 @@ def evaluate_popularity(task, split: str, ks=ranking.KS, row_weight=None, counts
   scores = jnp.log1p(jnp.asarray(counts, jnp.float32))
   exclude_seen = getattr(task, "exclude_seen", True)
 
+  # scores is an argument, not a closure: with nothing excluded the tiled scores would be a
+  # compile-time constant, and XLA constant-folds the top_k sort over it (minutes per shape).
   @jax.jit
-  def step(batch):
+  def step(scores, batch):
     tiled = jnp.broadcast_to(scores, (batch["inputs"].shape[0], scores.shape[0]))
     out = ranking.topk_metrics(ranking.mask_scores(tiled, batch["seen"] if exclude_seen else None),
                                batch["targets"], ks)
@@ -30,6 +32,6 @@ def evaluate_popularity(task, split: str, ks=ranking.KS, row_weight=None, counts
     weight = batch.pop("weight")
     if row_weight is not None:
       weight = weight * row_weight(batch)
-    accumulator.add(jax.device_get(step({k: np.asarray(v) for k, v in batch.items()
+    accumulator.add(jax.device_get(step(scores, {k: np.asarray(v) for k, v in batch.items()
                                          if k in ("inputs", "seen", "targets")})), weight)
   return accumulator.result()
