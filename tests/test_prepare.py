@@ -175,3 +175,95 @@ def test_keeping_only_some_event_types(tmp_path):
   assert engaged.stats["items"] == 200  # the catalogue stays whole for cold start
   with pytest.raises(UserError, match="unknown event type.*'clicks'"):
     prepare(raw, str(tmp_path / "x"), PrepareOptions(events=("clicks",)))
+
+
+# --- replacing a dataset, and reading one that was damaged (issue 23) ---
+
+def _scratch(folder) -> list[str]:
+  return sorted(n for n in os.listdir(folder) if n.startswith("."))
+
+
+def test_an_overwrite_killed_while_deleting_the_old_copy_leaves_the_new_one(tmp_path, monkeypatch):
+  prepare(_tiny(n=6), str(tmp_path / "d"))
+  real_rmtree = storage.shutil.rmtree
+
+  def killed(path, *args, **kwargs):
+    if ".replaced-" in os.path.basename(path):
+      raise KeyboardInterrupt  # the old copy is aside and the new one already renamed in
+    real_rmtree(path, *args, **kwargs)
+  monkeypatch.setattr(storage.shutil, "rmtree", killed)
+  with pytest.raises(KeyboardInterrupt):
+    prepare(_tiny(n=9), str(tmp_path / "d"), overwrite=True)
+  monkeypatch.setattr(storage.shutil, "rmtree", real_rmtree)
+  ds = storage.PreparedDataset(str(tmp_path / "d"))
+  assert ds.stats["interactions"] == 9 and set(ds.vocabs) >= {"user", "item"}
+  assert [n.split("-")[0] for n in _scratch(tmp_path)] == [".d.replaced"]
+  monkeypatch.setattr(storage, "_alive", lambda pid: False)  # as if that process were killed
+  prepare(_tiny(n=6), str(tmp_path / "d"), overwrite=True)
+  assert _scratch(tmp_path) == []
+
+
+def test_a_failed_rename_keeps_the_old_dataset(tmp_path, monkeypatch):
+  prepare(_tiny(n=6), str(tmp_path / "d"))
+  real_rename = os.rename
+
+  def rename(src, dst):
+    if ".incomplete-" in src:
+      raise OSError("disk gone")
+    real_rename(src, dst)
+  monkeypatch.setattr(storage.os, "rename", rename)
+  with pytest.raises(OSError):
+    prepare(_tiny(n=9), str(tmp_path / "d"), overwrite=True)
+  assert storage.PreparedDataset(str(tmp_path / "d")).stats["interactions"] == 6
+  assert _scratch(tmp_path) == []
+
+
+def test_the_next_prepare_removes_what_killed_runs_left(tmp_path):
+  import socket
+  import subprocess
+  import sys
+  finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                            capture_output=True, text=True)
+  dead, host = int(finished.stdout), socket.gethostname()
+  left = [f".d.incomplete-{host}-{dead}-0a1b", f".d.replaced-{host}-{dead}-2c3d",
+          ".d.incomplete-k3x_9q2w"]  # the last from an older jaxrec (mkdtemp)
+  kept = [f".d.incomplete-{host}-{os.getpid()}-4e5f",  # a run still going
+          ".d.incomplete-another-host-123-6a7b", ".other.incomplete-x"]
+  for name in left + kept:
+    (tmp_path / name).mkdir()
+  prepare(_tiny(), str(tmp_path / "d"))
+  assert _scratch(tmp_path) == sorted(kept)
+
+
+def test_prepared_directories_follow_the_umask(tmp_path):
+  previous = os.umask(0o022)
+  try:
+    prepare(_tiny(), str(tmp_path / "d"))
+  finally:
+    os.umask(previous)
+  assert os.stat(tmp_path / "d").st_mode & 0o777 == 0o755
+  assert os.stat(tmp_path / "d" / "vocab").st_mode & 0o777 == 0o755
+
+
+def test_a_directory_missing_a_file_is_refused_by_the_reader(tmp_path):
+  import shutil
+  ds = prepare(_tiny(), str(tmp_path / "d"))
+  assert "vocab/item.npz" in ds.manifest["files"]
+  shutil.rmtree(tmp_path / "d" / "vocab")
+  with pytest.raises(UserError, match=r"damaged: vocab/device.npz is missing.*--overwrite"):
+    storage.PreparedDataset(ds.path)
+
+  ds = prepare(_tiny(), str(tmp_path / "t"))
+  with open(os.path.join(ds.path, "splits.npz"), "r+b") as f:
+    f.truncate(10)
+  with pytest.raises(UserError, match="splits.npz has 10 bytes, not"):
+    storage.PreparedDataset(ds.path)
+
+  ds = prepare(_tiny(), str(tmp_path / "old"))  # a manifest from before the list of files
+  manifest = dict(ds.manifest)
+  del manifest["files"]
+  with open(os.path.join(ds.path, "manifest.json"), "w") as f:
+    json.dump(manifest, f)
+  os.remove(os.path.join(ds.path, "vocab", "item.npz"))
+  with pytest.raises(UserError, match="vocab/item.npz is missing"):
+    storage.PreparedDataset(ds.path)

@@ -161,6 +161,7 @@ def prepare(raw: RawDataset, out: str, options: PrepareOptions = PrepareOptions(
               **{f"user_{k}": v for k, v in user_feature_vocabs.items()}}
     for name, vocab in vocabs.items():
       vocab.save(os.path.join(tmp, "vocab", f"{name}.npz"))
+    manifest["files"] = storage.file_sizes(tmp)  # the reader checks they are all still there
     with open(os.path.join(tmp, storage.MANIFEST), "w") as f:  # written last: marks completion
       json.dump(manifest, f, indent=2)
   return storage.PreparedDataset(out)

@@ -8,7 +8,8 @@
     item_features.npz     side features indexed by item id; user_features.npz likewise
 
 A directory is written under a temporary name and renamed only when complete, so an interrupted
-run never leaves something that looks like a finished dataset.
+run never leaves something that looks like a finished dataset. The manifest lists every other file
+with its size, and the reader refuses a directory where one is missing or has another size.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import contextlib
 import functools
 import json
 import os
+import logging
+import secrets
 import shutil
-import tempfile
+import socket
 
 import numpy as np
 from array_record.python import array_record_module
@@ -31,22 +34,92 @@ from jaxrec.errors import UserError
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 TOKENS = "tokens.array_record"
+# What every prepared directory holds; checked when a manifest predates its `files` list.
+CORE_FILES = (TOKENS, "splits.npz", "item_counts.npz", "item_features.npz", "user_features.npz",
+              "vocab/user.npz", "vocab/item.npz")
+
+logger = logging.getLogger(__name__)
+
+
+# Temporary names beside the output: `.NAME.incomplete-HOST-PID-RANDOM` while writing,
+# `.NAME.replaced-HOST-PID-RANDOM` for the old copy during an --overwrite. The owner in the name
+# lets the next prepare delete what a killed run left without touching a run still going.
+_SCRATCH = ("incomplete", "replaced")
+
+
+def _scratch_name(out: str, kind: str) -> str:
+  return os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.{kind}-"
+                      f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def remove_stale(out: str) -> None:
+  """Deletes scratch directories of `out` left by runs that were killed; logs, but keeps, those
+  of runs on other hosts, which may still be writing."""
+  parent, base = os.path.split(out)
+  for name in os.listdir(parent):
+    kind = next((k for k in _SCRATCH if name.startswith(f".{base}.{k}-")), None)
+    if kind is None:
+      continue
+    owner = name[len(f".{base}.{kind}-"):]
+    host, pid = _owner(owner)
+    if host == socket.gethostname() and _alive(pid):
+      continue  # another prepare of the same output, still running
+    if host is not None and host != socket.gethostname():
+      logger.warning("%s: left by a prepare on host %s; delete it if nothing is preparing %s "
+                     "there.", os.path.join(parent, name), host, out)
+      continue
+    logger.warning("removing %s, left by an interrupted prepare", os.path.join(parent, name))
+    shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+def _owner(owner: str) -> tuple[str | None, int | None]:
+  """(host, pid) of a HOST-PID-RANDOM suffix; (None, None) for an older jaxrec's mkdtemp suffix,
+  which recorded no owner: such a run is long gone."""
+  parts = owner.rsplit("-", 2)
+  if len(parts) != 3 or not parts[1].isdigit():
+    return None, None
+  return parts[0], int(parts[1])
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True  # another user's process
+  return True
 
 
 @contextlib.contextmanager
 def atomic_directory(out: str, overwrite: bool = False):
-  """Yields a temporary directory beside `out`, renamed to `out` only if the block succeeds."""
+  """Yields a temporary directory beside `out`, renamed to `out` only if the block succeeds.
+
+  An existing `out` is renamed aside before the new one is renamed in, and deleted after: a run
+  killed at any point leaves either the old dataset or the new one at `out`, never half of one
+  (deleting it in place left a manifest without vocab/ when killed). Created with os.mkdir, so
+  the directory follows the umask like any other (mkdtemp's is 0700)."""
   out = os.path.abspath(out)
-  if os.path.exists(out) and not overwrite:
-    raise UserError(f"{out} already exists. Choose another --out, or pass --overwrite to replace it.")
   parent = os.path.dirname(out)
   os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.incomplete-", dir=parent)
+  remove_stale(out)
+  if os.path.exists(out) and not overwrite:
+    raise UserError(f"{out} already exists. Choose another --out, or pass --overwrite to replace it.")
+  tmp = _scratch_name(out, "incomplete")
+  os.mkdir(tmp)
   try:
     yield tmp
     if os.path.exists(out):
-      shutil.rmtree(out)
-    os.rename(tmp, out)
+      old = _scratch_name(out, "replaced")
+      os.rename(out, old)
+      try:
+        os.rename(tmp, out)
+      except BaseException:
+        os.rename(old, out)  # keep the old dataset rather than none
+        raise
+      shutil.rmtree(old)  # if killed here, the next prepare removes what is left
+    else:
+      os.rename(tmp, out)
   finally:
     if os.path.exists(tmp):
       shutil.rmtree(tmp)
@@ -68,6 +141,16 @@ def save_arrays(path: str, arrays: dict[str, np.ndarray]) -> None:
     np.savez(f, **arrays)
 
 
+def file_sizes(folder: str) -> dict[str, int]:
+  """Size of every file under `folder` by '/'-separated relative path: the manifest's `files`."""
+  sizes = {}
+  for root, _, names in os.walk(folder):
+    for name in names:
+      path = os.path.join(root, name)
+      sizes[os.path.relpath(path, folder).replace(os.sep, "/")] = os.path.getsize(path)
+  return dict(sorted(sizes.items()))
+
+
 class PreparedDataset:
   """Read access to a prepared directory; checks it is complete before anything else."""
 
@@ -85,6 +168,24 @@ class PreparedDataset:
     if self.manifest.get("format_version") != FORMAT_VERSION:
       raise UserError(f"{path} was prepared in format {self.manifest.get('format_version')}, this "
                       f"jaxrec reads format {FORMAT_VERSION}. Run `jaxrec data prepare` again.")
+    self._check_files()
+
+  def _check_files(self) -> None:
+    """Refuses a directory that lost a file after it was written (a partial copy, a deletion, an
+    --overwrite killed under an older jaxrec): found here, not as a crash in the middle of train."""
+    expected = self.manifest.get("files") or {name: None for name in CORE_FILES}
+    wrong = []
+    for name, size in expected.items():
+      path = os.path.join(self.path, *name.split("/"))
+      if not os.path.isfile(path):
+        wrong.append(f"{name} is missing")
+      elif size is not None and os.path.getsize(path) != size:
+        wrong.append(f"{name} has {os.path.getsize(path)} bytes, not {size}")
+    if wrong:
+      shown = "; ".join(wrong[:5]) + (f"; and {len(wrong) - 5} more" if len(wrong) > 5 else "")
+      raise UserError(f"{self.path} is damaged: {shown} (its {MANIFEST} lists every file). "
+                      "Prepare it again with `jaxrec data prepare ... --overwrite` (or copy it "
+                      "again whole).")
 
   @property
   def stats(self) -> dict:
