@@ -267,3 +267,52 @@ def test_a_directory_missing_a_file_is_refused_by_the_reader(tmp_path):
   os.remove(os.path.join(ds.path, "vocab", "item.npz"))
   with pytest.raises(UserError, match="vocab/item.npz is missing"):
     storage.PreparedDataset(ds.path)
+
+
+# --- several processes, one data.dir (issue 23) ---
+
+def _csv_config(tmp_path):
+  import ml_collections
+  rows = ["uid,movie,ts"] + [f"u{u},m{k},{1000 * k + u}" for u in range(4) for k in range(5)]
+  (tmp_path / "log.csv").write_text("\n".join(rows) + "\n")
+  return ml_collections.ConfigDict({
+      "dataset": "csv", "dir": str(tmp_path / "prepared"), "path": str(tmp_path / "log.csv"),
+      "columns": "user=uid,item=movie,timestamp=ts", "split": "loo"})
+
+
+def _as_process(monkeypatch, index, barrier):
+  import jax
+  from jax.experimental import multihost_utils
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(jax, "process_index", lambda: index)
+  monkeypatch.setattr(multihost_utils, "sync_global_devices", barrier)
+
+
+def test_only_process_0_prepares_and_the_others_read_after_the_barrier(tmp_path, monkeypatch):
+  from jaxrec.data import prepare as prepare_lib, sources
+  cfg = _csv_config(tmp_path)
+  manifest = os.path.join(cfg.dir, "manifest.json")
+  seen = []
+  _as_process(monkeypatch, 0, lambda name: seen.append(os.path.exists(manifest)))
+  assert prepare_lib.open_or_prepare(cfg).stats["users"] == 4
+  assert seen == [True]  # the barrier comes after the dataset is complete
+
+  def no_prepare(*args, **kwargs):
+    raise AssertionError("process 1 must not prepare")
+  monkeypatch.setattr(sources, "load_raw", no_prepare)
+  _as_process(monkeypatch, 1, lambda name: None)
+  assert prepare_lib.open_or_prepare(cfg).stats["users"] == 4
+
+
+def test_process_0_failing_still_reaches_the_barrier(tmp_path, monkeypatch):
+  from jaxrec.data.prepare import open_or_prepare
+  cfg = _csv_config(tmp_path)
+  cfg.path = str(tmp_path / "absent.csv")
+  barrier = []
+  _as_process(monkeypatch, 0, barrier.append)
+  with pytest.raises(UserError, match="absent.csv"):
+    open_or_prepare(cfg)
+  assert len(barrier) == 1
+  _as_process(monkeypatch, 1, barrier.append)  # what the other hosts see then
+  with pytest.raises(UserError, match="process 1: .*shared storage"):
+    open_or_prepare(cfg)

@@ -176,7 +176,34 @@ def open_or_prepare(cfg) -> storage.PreparedDataset:
 
   cfg: a config's `data` section: dataset, dir, data_dir, split, split_times, kcore, merge_gap,
   for your own logs path and columns ("user=uid,item=movie,timestamp=ts"), and for synthetic
-  data `synthetic` (SyntheticConfig fields, e.g. num_items)."""
+  data `synthetic` (SyntheticConfig fields, e.g. num_items).
+
+  In a multi-process run only process 0 prepares; the others wait for it at a barrier and then
+  read. Every host preparing the same shared directory raced: one found it "already exists",
+  the others waited in a collective until Gloo timed out."""
+  import jax
+  if jax.process_count() == 1:
+    return _open_or_prepare(cfg)
+  from jax.experimental import multihost_utils
+  failure = None
+  if jax.process_index() == 0:
+    try:
+      _open_or_prepare(cfg)
+    except Exception as e:  # reach the barrier anyway, so the others stop waiting and say why
+      failure = e
+  multihost_utils.sync_global_devices(f"jaxrec data {cfg.dir}")
+  if failure is not None:
+    raise failure
+  if not os.path.exists(os.path.join(cfg.dir, storage.MANIFEST)):
+    raise UserError(
+        f"process {jax.process_index()}: after process 0 prepared data.dir, {cfg.dir} holds no "
+        "prepared dataset on this host: process 0 failed (its log says why), or data.dir is not "
+        "on storage every host shares. Put it on shared storage, or prepare it on every host "
+        "first with `jaxrec data prepare --out DIR`.")
+  return storage.PreparedDataset(cfg.dir)
+
+
+def _open_or_prepare(cfg) -> storage.PreparedDataset:
   if os.path.exists(os.path.join(cfg.dir, storage.MANIFEST)):
     return storage.PreparedDataset(cfg.dir)
   from jaxrec.data.sources import load_raw
