@@ -47,6 +47,11 @@ def _data_parser(sub) -> None:
   mine.add_argument("--columns", help="mapping of our fields to your columns, e.g. "
                                       "user=uid,item=movie,timestamp=ts,event=action,value=rating")
   mine.add_argument("--delimiter", default=",", help="CSV field separator")
+  mine.add_argument("--time-unit", choices=("s", "ms", "us", "ns"),
+                    help="what epoch-number timestamps count since 1970 (default: detected from "
+                         "their size, and said)")
+  mine.add_argument("--block-size-mb", type=float,
+                    help="CSV reader block in MB; must exceed the longest line (default 1)")
   mine.add_argument("--items", help="optional item side table (CSV or Parquet)")
   mine.add_argument("--users", help="optional user side table (CSV or Parquet)")
   synth = prep.add_argument_group("synthetic data (--dataset synthetic)")
@@ -76,7 +81,8 @@ def _run_data(args) -> None:
                  if getattr(args, k) is not None}
     raw = sources.load_raw(args.dataset, data_dir=args.data_dir, path=args.path, columns=columns,
                            delimiter=args.delimiter, items_path=args.items,
-                           users_path=args.users, synthetic=synthetic)
+                           users_path=args.users, time_unit=args.time_unit,
+                           block_size_mb=args.block_size_mb, synthetic=synthetic)
     options = PrepareOptions(split=args.split, split_times=args.split_times, kcore=args.kcore,
                              merge_gap=None if args.no_merge else args.merge_gap,
                              events=tuple(e for e in args.events.split(",") if e))

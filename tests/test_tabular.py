@@ -238,3 +238,131 @@ def test_non_numeric_value(tmp_path):
   message = error(load_tabular, path)
   assert "log.csv, line 4" in message and "'four'" in message and "not a number" in message
   assert "--columns value=" in message
+
+
+# --- timestamp units, and data that must not be dropped or invented silently (issue 23) ---
+
+@pytest.mark.parametrize("unit, scale", [("milliseconds", 10**3), ("microseconds", 10**6),
+                                         ("nanoseconds", 10**9)])
+def test_epoch_units_are_detected_and_said(tmp_path, unit, scale):
+  path = write(tmp_path, "log.csv",
+               f"user,item,timestamp\n1,2,{T * scale}\n1,3,{(T + 5) * scale + scale // 2}\n")
+  raw = load_tabular(path)
+  assert raw.events.timestamp.tolist() == [T, T + 5]
+  assert any(f"read as {unit} since 1970, from their size" in n for n in raw.notes)
+  parquet = str(tmp_path / "log.parquet")
+  pq.write_table(pa.table({"user": [1, 1], "item": [2, 3],
+                           "timestamp": [T * scale, (T + 5) * scale]}), parquet)
+  assert load_tabular(parquet).events.timestamp.tolist() == [T, T + 5]
+
+
+def test_the_time_unit_can_be_given(tmp_path):
+  relative = write(tmp_path, "rel.csv", "user,item,timestamp\n1,2,0\n1,3,90500.5\n")
+  assert load_tabular(relative).events.timestamp.tolist() == [0, 90500]  # small: seconds
+  raw = load_tabular(relative, time_unit="ms")
+  assert raw.events.timestamp.tolist() == [0, 90]
+  assert "read as milliseconds since 1970 (--time-unit ms)" in raw.notes[0]
+  millis = write(tmp_path, "ms.csv", f"user,item,timestamp\n1,2,{T}\n1,3,{T * 1000}\n")
+  message = error(load_tabular, millis, time_unit="s")
+  assert "ms.csv, line 3" in message and "after the year 9999 read as seconds" in message
+  assert "--time-unit" in message
+  assert "unknown time unit 'sec'" in error(load_tabular, millis, time_unit="sec")
+
+
+def test_negative_timestamps_are_refused_with_a_count(tmp_path):
+  path = write(tmp_path, "log.csv",
+               f"user,item,timestamp\n1,2,{T}\n1,3,-1\n1,4,1969-07-20T20:17:00Z\n")
+  message = error(load_tabular, path)
+  assert "log.csv, line 3: timestamp '-1'" in message and "before 1970 (2 row(s) are)" in message
+
+
+def test_mixed_epoch_and_iso_timestamps_are_said(tmp_path):
+  path = write(tmp_path, "log.csv",
+               f"user,item,timestamp\n1,2,2023-11-14T22:13:20Z\n1,3,{T}\n1,4,{T}\n")
+  raw = load_tabular(path)
+  assert raw.events.timestamp.tolist() == [T, T, T]
+  assert any("mixes timestamp forms: 2 epoch number(s) (first at line 3) and 1 ISO-8601" in n
+             for n in raw.notes)
+
+
+def test_exact_duplicate_rows_count_once(tmp_path):
+  from jaxrec.data.prepare import prepare
+  path = write(tmp_path, "log.csv",
+               f"user,item,timestamp,event,value\n1,2,{T},rating,4\n1,3,{T},rating,5\n\n"
+               f"1,2,{T},rating,4\n1,3,{T + 60},rating,5\n1,2,{T},rating,4\n")
+  raw = load_tabular(path)
+  assert len(raw.events) == 3 and raw.events.value.tolist() == [4, 5, 5]
+  assert any("dropped 2 exact duplicate row(s)" in n and "line 5 repeats line 2" in n
+             for n in raw.notes)
+  ds = prepare(raw, str(tmp_path / "d"))  # the rating stays a 4, not 8 (nor 12)
+  tokens = ds.user_tokens([2])[0]
+  item2 = int(ds.vocabs["item"].lookup(np.array([2]))[0])
+  assert tokens["value"][tokens["item"] == item2].tolist() == [4.0]
+  assert any("exact duplicate" in n for n in ds.manifest["notes"])
+
+
+def test_side_table_ids_without_events(tmp_path):
+  events = write(tmp_path, "log.csv", f"user,item,timestamp\n1,a,{T}\n2,b,{T}\n")
+  items = write(tmp_path, "items.csv", "item,genre\na,x\nb,y\nz,w\n")
+  users = write(tmp_path, "users.csv", "user,age\n1,30\n7,40\n")
+  raw = load_tabular(events, items_path=items, users_path=users)
+  assert any("items.csv: 1 of 3 item id(s) have no event (the first, 'z', at line 4); kept in "
+             "the catalogue" in n for n in raw.notes)
+  assert any("users.csv: 1 of 2 user id(s) have no event" in n and "not used" in n
+             for n in raw.notes)
+  wrong = write(tmp_path, "wrong.csv", "item,genre\nA,x\nB,y\n")
+  message = error(load_tabular, events, items_path=wrong)
+  assert "wrong.csv: none of its 2 item id(s) is a item of the events" in message
+  assert "'A'" in message and "'a'" in message
+
+
+# --- files pyarrow reports badly (issue 23) ---
+
+def test_compressed_and_binary_files_passed_as_csv(tmp_path):
+  import gzip
+  import zipfile
+  path = tmp_path / "log.csv"
+  path.write_bytes(gzip.compress(f"user,item,timestamp\n1,2,{T}\n".encode()))
+  message = error(load_tabular, str(path))
+  assert "log.csv is gzip-compressed, not CSV text" in message and "gzip -dk" in message
+  with zipfile.ZipFile(path, "w") as z:
+    z.writestr("log.csv", "user,item,timestamp\n")
+  assert "is a zip archive" in error(load_tabular, str(path))
+  pq.write_table(pa.table({"user": [1]}), str(path))
+  assert "is a Parquet file" in error(load_tabular, str(path))
+
+
+def test_bytes_that_are_not_utf8_are_named_by_line_and_column(tmp_path):
+  path = tmp_path / "log.csv"
+  path.write_bytes(f"user,title,item,timestamp\n1,ok,a,{T}\n1,caf\xe9,b,{T}\n2,x,b\xe9,{T}\n"
+                   .encode("latin-1"))  # the unread column 'title' does not count
+  message = error(load_tabular, str(path))
+  assert "log.csv, line 4, column 'item': b'b\\xe9' is not UTF-8" in message
+  assert "iconv" in message and "#" not in message
+
+
+def test_a_line_longer_than_the_block(tmp_path):
+  rows = [f"{u},{u % 7},{T + u},-" for u in range(100)]
+  rows[60] = f"1,2,{T},{'x' * 50_000}"
+  path = write(tmp_path, "log.csv", "user,item,timestamp,note\n" + "\n".join(rows) + "\n")
+  message = error(load_tabular, path, block_size_mb=0.01)
+  assert "log.csv, line 62: 49 KB on one line" in message and "block of 10 KB" in message
+  assert "--block-size-mb 2" in message and "line breaks" in message
+  assert len(load_tabular(path, block_size_mb=0.1).events) == 100
+
+
+def test_a_file_without_line_breaks(tmp_path):
+  """A one-line file: the csv module said 'field larger than field limit' with a traceback."""
+  path = write(tmp_path, "log.csv", "user;item;timestamp;" + "1;2;3;" * 5000)
+  message = error(load_tabular, path, block_size_mb=0.01)
+  assert "log.csv, line 1: 29 KB on one line" in message and "line breaks" in message
+  message = error(load_tabular, write(tmp_path, "one.csv", "x" * 200_000))  # under one block
+  assert "no column for the user" in message and len(message) < 1000
+  message = error(load_tabular, write(tmp_path, "quote.csv", f'user,"item,timestamp\n1,2,{T}\n'))
+  assert "quote.csv, line 1: a quote" in message
+
+
+def test_a_long_malformed_line_is_shortened_in_the_message(tmp_path):
+  path = write(tmp_path, "log.csv", f"user,item,timestamp\n1,2,{T}\n{'y' * 100_000}\n")
+  message = error(load_tabular, path)
+  assert "log.csv, line 3" in message and "(100000 chars)" in message and len(message) < 800

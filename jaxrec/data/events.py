@@ -135,3 +135,6 @@ class RawDataset:
   # How a generated dataset was made (the synthetic generator's config), recorded in the prepared
   # manifest so a simulator can rebuild the same world; None for real logs.
   source_config: dict | None = None
+  # What reading the source assumed or dropped (a timestamp unit, exact duplicate rows), one
+  # sentence each: logged by prepare and kept in the manifest.
+  notes: list[str] = dataclasses.field(default_factory=list)

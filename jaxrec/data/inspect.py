@@ -27,6 +27,7 @@ def format_stats(ds: PreparedDataset) -> str:
            "events         " + ", ".join(f"{k} {v}" for k, v in s["events_by_type"].items()),
            f"item features  {', '.join(s['item_features'])}",
            f"user features  {', '.join(s['user_features']) or '-'}"]
+  lines += [f"note           {note}" for note in ds.manifest.get("notes", [])]
   return "\n".join(lines)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import logging
 import os
 import time
 
@@ -18,6 +19,8 @@ from jaxrec.data.filtering import kcore_mask
 from jaxrec.data.tokenize import MERGE_GAP, TOKEN_DTYPE, tokenize
 from jaxrec.data.vocab import FIRST_ID, Vocabulary
 from jaxrec.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -144,6 +147,10 @@ def prepare(raw: RawDataset, out: str, options: PrepareOptions = PrepareOptions(
       "stats": stats,
       "seconds": round(time.time() - started, 2),
   }
+  for note in raw.notes:  # what reading assumed or dropped: said now, and kept in the manifest
+    logger.warning("%s", note)
+  if raw.notes:
+    manifest["notes"] = list(raw.notes)
   if raw.source_config is not None:
     manifest["source_config"] = raw.source_config  # jaxrec/eval/simulation/world.py rebuilds the world
   with storage.atomic_directory(out, overwrite) as tmp:
@@ -175,8 +182,8 @@ def open_or_prepare(cfg) -> storage.PreparedDataset:
   """The prepared dataset at cfg.dir, preparing it from cfg.dataset first when it is not there.
 
   cfg: a config's `data` section: dataset, dir, data_dir, split, split_times, kcore, merge_gap,
-  for your own logs path and columns ("user=uid,item=movie,timestamp=ts"), and for synthetic
-  data `synthetic` (SyntheticConfig fields, e.g. num_items).
+  for your own logs path, columns ("user=uid,item=movie,timestamp=ts"), time_unit ("ms") and
+  block_size_mb, and for synthetic data `synthetic` (SyntheticConfig fields, e.g. num_items).
 
   In a multi-process run only process 0 prepares; the others wait for it at a barrier and then
   read. Every host preparing the same shared directory raced: one found it "already exists",
@@ -213,7 +220,9 @@ def _open_or_prepare(cfg) -> storage.PreparedDataset:
     columns = parse_column_mapping(cfg.columns)
   synthetic = cfg.get("synthetic")
   raw = load_raw(cfg.dataset, data_dir=cfg.get("data_dir") or None, path=cfg.get("path") or None,
-                 columns=columns, synthetic=dict(synthetic) if synthetic else None)
+                 columns=columns, time_unit=cfg.get("time_unit") or None,
+                 block_size_mb=cfg.get("block_size_mb") or None,
+                 synthetic=dict(synthetic) if synthetic else None)
   options = PrepareOptions(split=cfg.split, split_times=tuple(cfg.get("split_times", (0.8, 0.9))),
                            kcore=cfg.get("kcore", 0), merge_gap=cfg.get("merge_gap", MERGE_GAP),
                            events=tuple(e for e in cfg.get("events", "").split(",") if e))

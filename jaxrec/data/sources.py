@@ -12,9 +12,11 @@ DATASETS = ("movielens-100k", "movielens-1m", "movielens-20m", "movielens-25m", 
 def load_raw(name: str, *, data_dir: str | None = None, path: str | None = None,
              columns: dict[str, str] | None = None, delimiter: str = ",",
              items_path: str | None = None, users_path: str | None = None,
+             time_unit: str | None = None, block_size_mb: float | None = None,
              synthetic: dict | None = None) -> RawDataset:
-  """Loads a named source. `path`/`columns`/... apply to csv and parquet, `synthetic` holds
-  SyntheticConfig (or, for synthetic-long, LongHistoryConfig) fields."""
+  """Loads a named source. `path`/`columns`/`time_unit`/... apply to csv and parquet (see
+  load_tabular), `synthetic` holds SyntheticConfig (or, for synthetic-long, LongHistoryConfig)
+  fields."""
   if name not in DATASETS:
     raise UserError(f"unknown dataset {name!r}. Choose one of: {', '.join(DATASETS)}.")
   if name == "movielens-100k":
@@ -37,4 +39,4 @@ def load_raw(name: str, *, data_dir: str | None = None, path: str | None = None,
                     f"{path}. Use --dataset {'csv' if name == 'parquet' else 'parquet'} instead?")
   from jaxrec.data.tabular import load_tabular
   return load_tabular(path, columns, delimiter=delimiter, items_path=items_path,
-                      users_path=users_path)
+                      users_path=users_path, time_unit=time_unit, block_size_mb=block_size_mb)

@@ -11,8 +11,8 @@ integer) and a bad value can be reported with its line instead of as a failed co
 
 from __future__ import annotations
 
-import csv
 import os
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from jaxrec.data import csv_problems, time_units
+from jaxrec.data.duplicates import exact_duplicates
 from jaxrec.data.events import EventLog, EventType, RawDataset, SideTable, parse_event_types
 from jaxrec.errors import UserError
 
@@ -28,14 +30,16 @@ REQUIRED = ("user", "item", "timestamp")
 CSV_EXTENSIONS = (".csv", ".tsv", ".txt")
 PARQUET_EXTENSIONS = (".parquet", ".pq")
 MAPPING_SYNTAX = "--columns user=uid,item=movie,timestamp=ts"
+MAX_ID_LENGTH = 1024
 
 _INTEGER_ID = r"^-?(0|[1-9][0-9]*)$"  # ids that survive a round trip through int64 unchanged
 _INTEGER = r"^[+-]?[0-9]+$"
 _NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 # A time of day followed by a zone ("Z", "+02:00", "-0500"): such strings parse only as zoned.
 _ZONED = r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]*)?)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$"
-_TIMESTAMP_FORMS = ("Unix seconds (1700000000 or 1700000000.5) or an ISO-8601 date-time "
-                    "(2023-11-14, 2023-11-14T22:13:20 or 2023-11-14T22:13:20+01:00)")
+_TIMESTAMP_FORMS = ("Unix seconds (1700000000 or 1700000000.5; milliseconds, microseconds or "
+                    "nanoseconds with --time-unit) or an ISO-8601 date-time (2023-11-14, "
+                    "2023-11-14T22:13:20 or 2023-11-14T22:13:20+01:00)")
 
 
 def parse_column_mapping(text: str) -> dict[str, str]:
@@ -63,12 +67,18 @@ def parse_column_mapping(text: str) -> dict[str, str]:
 
 
 def load_tabular(path: str, columns: dict[str, str] | None = None, *, delimiter: str = ",",
-                 items_path: str | None = None, users_path: str | None = None) -> RawDataset:
+                 items_path: str | None = None, users_path: str | None = None,
+                 time_unit: str | None = None, block_size_mb: float | None = None) -> RawDataset:
   """Reads an event log. `columns` maps our field names to the file's column names; a field it
   leaves out is looked for under its own name. user, item and timestamp are required; without an
-  event column every row is an INTERACTION, without a value column every value is 1.0."""
+  event column every row is an INTERACTION, without a value column every value is 1.0.
+
+  `time_unit` ("s", "ms", "us", "ns") says what epoch numbers count; None detects it from their
+  size. `block_size_mb` is the CSV reader's block, which must hold the longest line (default 1).
+  What was assumed or dropped is in the result's `notes` (exact duplicate rows are dropped)."""
   mapping = _check_mapping(columns or {})
-  log = _File(path, "events file", delimiter)
+  time_units.check_unit(time_unit)
+  log = _File(path, "events file", delimiter, block_size_mb)
   names = log.column_names()
   if not names:
     raise UserError(f"{path} is empty: it contains no events. Give a file with a header line "
@@ -80,18 +90,20 @@ def load_tabular(path: str, columns: dict[str, str] | None = None, *, delimiter:
     raise UserError(
         f"{path}: no column for the {' and '.join(missing)} field(s) (looked for "
         f"{', '.join(repr(mapping.get(f, f)) for f in missing)}). The file's columns are: "
-        f"{', '.join(map(repr, names))}. Say which column holds each field with --columns "
+        f"{_some(names)}. Say which column holds each field with --columns "
         f"(columns={{...}} in Python), e.g. --columns {example}")
   table = log.read(list(dict.fromkeys(used.values())))
   if table.num_rows == 0:
     raise UserError(f"{path} has a header but contains no events: add one event per line.")
 
+  notes = []
   user = _ids(log, table.column(used["user"]), "user", used["user"])
   item = _ids(log, table.column(used["item"]), "item", used["item"])
   events = EventLog(
       user=user,
       item=item,
-      timestamp=_timestamps(log, table.column(used["timestamp"]), used["timestamp"]),
+      timestamp=_timestamps(log, table.column(used["timestamp"]), used["timestamp"], time_unit,
+                            notes),
       event_type=(_event_types(log, table.column(used["event"]), used["event"])
                   if "event" in used else
                   np.full(table.num_rows, EventType.INTERACTION, np.int8)),
@@ -99,12 +111,27 @@ def load_tabular(path: str, columns: dict[str, str] | None = None, *, delimiter:
              else np.ones(table.num_rows, np.float32)),
       device=_strings(table.column(used["device"])) if "device" in used else None,
       locale=_strings(table.column(used["locale"])) if "locale" in used else None)
-  items = (_side_table(items_path, "item", used["item"], item.dtype, delimiter) if items_path
-           else SideTable.empty())
-  users = (_side_table(users_path, "user", used["user"], user.dtype, delimiter) if users_path
-           else SideTable.empty())
+  repeats, firsts = exact_duplicates(table)
+  if len(repeats):
+    events = events.take(np.setdiff1d(np.arange(len(events)), repeats))
+    first_line, repeat_line = log.lines([int(firsts[0]), int(repeats[0])])
+    notes.append(
+        f"{log.role} {path}: dropped {len(repeats)} exact duplicate row(s), each identical in "
+        f"every column read to an earlier row (the first: {repeat_line} repeats {first_line}), "
+        "so that each event counts once. If repeated rows are real repeated events, give each "
+        "its own timestamp.")
+  items = (_side_table(items_path, "item", used["item"], events.item, delimiter, notes)
+           if items_path else SideTable.empty())
+  users = (_side_table(users_path, "user", used["user"], events.user, delimiter, notes)
+           if users_path else SideTable.empty())
   name = os.path.basename(path)
-  return RawDataset(name[:name.rfind(".")], events, items, users)
+  return RawDataset(name[:name.rfind(".")], events, items, users, notes=notes)
+
+
+def _some(names: list[str], most: int = 30, width: int = 60) -> str:
+  """Column names for a message: a header that is really a whole file must not fill the screen."""
+  shown = [repr(n) if len(n) <= width else repr(n[:width]) + "..." for n in names[:most]]
+  return ", ".join(shown) + (f", ... ({len(names)} columns)" if len(names) > most else "")
 
 
 def _check_mapping(columns: dict[str, str]) -> dict[str, str]:
@@ -122,8 +149,13 @@ def _check_mapping(columns: dict[str, str]) -> dict[str, str]:
 class _File:
   """One input file: its format, its columns, and where its data rows are, for messages."""
 
-  def __init__(self, path: str, role: str, delimiter: str = ","):
+  def __init__(self, path: str, role: str, delimiter: str = ",",
+               block_size_mb: float | None = None):
     self.path, self.role = path, role
+    block_size_mb = csv_problems.DEFAULT_BLOCK_MB if block_size_mb is None else block_size_mb
+    if not block_size_mb > 0:
+      raise UserError(f"--block-size-mb must be a positive number of MB, got {block_size_mb}.")
+    self.block_size = int(block_size_mb * csv_problems.MB)
     if not os.path.isfile(path):
       problem = "is a directory, not a file" if os.path.isdir(path) else "not found"
       raise UserError(f"{role} {path} {problem}. Check the path (relative paths start from "
@@ -145,6 +177,8 @@ class _File:
     if len(delimiter) != 1:
       raise UserError(f"--delimiter must be one character, got {delimiter!r}.")
     self.delimiter = delimiter
+    if self.csv:
+      csv_problems.check_signature(path, role)
 
   def column_names(self) -> list[str]:
     if not self.csv:
@@ -153,12 +187,7 @@ class _File:
       except (pa.ArrowInvalid, OSError) as e:
         raise UserError(f"{self.role} {self.path} is not a readable Parquet file ({e}). "
                         "Check that it was written completely, or export it again.")
-    # The header line, read with the same quoting rules as pyarrow; empty lines are skipped.
-    with open(self.path, newline="", encoding="utf-8-sig", errors="replace") as f:
-      for row in csv.reader(f, delimiter=self.delimiter):
-        if row:
-          return row
-    return []
+    return csv_problems.header(self.path, self.role, self.delimiter, self.block_size)
 
   def read(self, names: list[str], threads: bool = True) -> pa.Table:
     if not self.csv:
@@ -176,7 +205,7 @@ class _File:
     try:
       return pacsv.read_csv(
           self.path,
-          read_options=pacsv.ReadOptions(use_threads=threads),
+          read_options=pacsv.ReadOptions(use_threads=threads, block_size=self.block_size),
           parse_options=pacsv.ParseOptions(delimiter=self.delimiter,
                                            invalid_row_handler=on_invalid),
           convert_options=pacsv.ConvertOptions(
@@ -184,17 +213,31 @@ class _File:
               include_columns=names))
     except pa.ArrowException as e:
       if not invalid:
-        raise UserError(f"{self.role} {self.path} cannot be read as CSV: {e}. If it is not "
-                        "UTF-8 text, save it as UTF-8; if it uses another field separator, "
-                        f"pass --delimiter (now {self.delimiter!r}).")
+        self._explain(e)
       row = invalid[0]
       if row.number is None:  # parallel parsing doesn't know row numbers: find it on one thread
         return self.read(names, threads=False)
+      text = row.text if len(row.text) <= 200 else f"{row.text[:200]}... ({len(row.text)} chars)"
       raise UserError(
           f"{self.role} {self.path}, line {self._physical_line(row.number)}: "
           f"{row.actual_columns} field(s) where the header has {row.expected_columns}: "
-          f"{row.text!r}. Fix or delete that line (quote a value that contains "
+          f"{text!r}. Fix or delete that line (quote a value that contains "
           f"{self.delimiter!r}); if the file uses another separator, pass --delimiter.")
+
+  def _explain(self, error: Exception) -> None:
+    """Raises a UserError naming the line and the fix for what pyarrow reported as `error`."""
+    message = str(error)
+    if "straddle" in message:  # a line longer than the block
+      line, length = csv_problems.first_long_line(self.path, self.block_size)
+      if line:
+        csv_problems.too_long(self.path, self.role, line, length, self.block_size)
+    if "UTF8" in message or "UTF-8" in message:
+      column = re.search(r"column #(\d+)", message)  # counted from 0
+      csv_problems.bad_utf8(self.path, self.role, self.column_names(), self.delimiter,
+                            int(column.group(1)) if column else None)
+    raise UserError(f"{self.role} {self.path} cannot be read as CSV: {message}. If it is not "
+                    "UTF-8 text, save it as UTF-8; if it uses another field separator, "
+                    f"pass --delimiter (now {self.delimiter!r}).")
 
   def where(self, row: int) -> str:
     """'events file FILE, line N' for the 0-based data row `row`."""
@@ -202,19 +245,30 @@ class _File:
 
   def line(self, row: int) -> str:
     """'line N' (CSV, the header is line 1) or 'row N' (Parquet) for the 0-based data row."""
-    return f"line {self._physical_line(row + 2)}" if self.csv else f"row {row + 1}"
+    return self.lines([row])[0]
+
+  def lines(self, rows: list[int]) -> list[str]:
+    """line() of several rows, in one scan of the file."""
+    if not self.csv:
+      return [f"row {row + 1}" for row in rows]
+    return [f"line {n}" for n in self._physical_lines([row + 2 for row in rows])]
 
   def _physical_line(self, number: int) -> int:
+    return self._physical_lines([number])[0]
+
+  def _physical_lines(self, numbers: list[int]) -> list[int]:
     """pyarrow numbers rows skipping empty lines (header = 1); a message wants the line number
-    an editor shows. Only called on the error path, so a scan of the file is fine."""
-    seen = 0
+    an editor shows. Only called to word a message, so a scan of the file is fine."""
+    wanted, found, seen = set(numbers), {}, 0
     with open(self.path, "rb") as f:
       for line_number, line in enumerate(f, start=1):
         if line.strip(b"\r\n"):
           seen += 1
-          if seen == number:
-            return line_number
-    return number
+          if seen in wanted:
+            found[seen] = line_number
+            if len(found) == len(wanted):
+              break
+    return [found.get(n, n) for n in numbers]
 
 
 def _first(mask) -> int | None:
@@ -247,6 +301,13 @@ def _ids(file: _File, column: pa.ChunkedArray, field: str, name: str) -> np.ndar
   if row is not None:
     raise UserError(f"{file.where(row)}: empty {field} id in column {name!r}. Every event "
                     f"needs a {field}; fill it in or delete the line.")
+  if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+    row = _first(pc.greater(pc.utf8_length(column), MAX_ID_LENGTH))
+    if row is not None:  # as a numpy str array, one such id would make every id that long
+      raise UserError(f"{file.where(row)}: the {field} id in column {name!r} is "
+                      f"{len(column[row].as_py())} characters long. Ids are short keys (at most "
+                      f"{MAX_ID_LENGTH}): map the column that holds them with --columns "
+                      f"{field}=<column>, or fix that line.")
   if pa.types.is_integer(kind):
     return column.cast(pa.int64()).to_numpy()
   if pa.types.is_floating(kind):
@@ -288,8 +349,10 @@ def _iso_seconds(zone: str | None):
   return convert
 
 
-def _timestamps(file: _File, column: pa.ChunkedArray, name: str) -> np.ndarray:
-  """Unix seconds (int64) from integers, floats, timestamps, dates or text of any of these."""
+def _timestamps(file: _File, column: pa.ChunkedArray, name: str, unit: str | None,
+                notes: list[str]) -> np.ndarray:
+  """Unix seconds (int64) from epoch numbers (in `unit`; detected from their size when None),
+  timestamps, dates, or text of any of these."""
   kind = column.type
   if pa.types.is_dictionary(kind):
     column, kind = column.cast(kind.value_type), kind.value_type
@@ -299,15 +362,16 @@ def _timestamps(file: _File, column: pa.ChunkedArray, name: str) -> np.ndarray:
     if row is not None:
       raise UserError(f"{file.where(row)}: empty timestamp in column {name!r}. Every event needs "
                       "a time; fill it in or delete the line.")
-    if pa.types.is_integer(kind):
-      return column.cast(pa.int64()).to_numpy()
-    if pa.types.is_floating(kind):
-      return np.floor(column.to_numpy()).astype(np.int64)
+    if numeric:
+      epoch = column.cast(pa.int64() if pa.types.is_integer(kind) else pa.float64()).to_numpy()
+      unit = _epoch_unit(file, name, unit, [epoch], notes)
+      return _checked(file, column, name, time_units.to_seconds(epoch, unit), unit)
     if pa.types.is_date(kind):
       column = column.cast(pa.timestamp("s"))
     # A timestamp column stores UTC instants whatever its zone: its int64 value is what we want.
-    return column.cast(pa.timestamp("s", tz=column.type.tz), safe=False).cast(
+    seconds = column.cast(pa.timestamp("s", tz=column.type.tz), safe=False).cast(
         pa.int64()).to_numpy()
+    return _checked(file, column, name, seconds, None)
 
   text = pc.utf8_trim_whitespace(_text(column))
   row = _first(_blank(text))
@@ -320,19 +384,16 @@ def _timestamps(file: _File, column: pa.ChunkedArray, name: str) -> np.ndarray:
   iso = ~integer & ~number
   # Each value is parsed by its own form; a value that fits none fails its group's conversion.
   groups = ((integer, lambda t: t.cast(pa.int64()).to_numpy()),
-            (number, lambda t: np.floor(t.cast(pa.float64()).to_numpy()).astype(np.int64)),
+            (number, lambda t: t.cast(pa.float64()).to_numpy()),
             (iso & zoned, _iso_seconds("UTC")),
             (iso & ~zoned, _iso_seconds(None)))
-  seconds = np.empty(len(text), np.int64)
-  failures = []
+  parsed, failures = [], []
   for mask, convert in groups:
     rows = np.flatnonzero(mask)
-    if not len(rows):
-      continue
     subset = text.take(pa.array(rows))
-    bad = _first_failure(subset, convert)
+    bad = _first_failure(subset, convert) if len(rows) else None
     if bad is None:
-      seconds[rows] = convert(subset)
+      parsed.append((rows, convert(subset) if len(rows) else np.zeros(0, np.int64)))
     else:
       failures.append(int(rows[bad]))
   if failures:
@@ -340,7 +401,51 @@ def _timestamps(file: _File, column: pa.ChunkedArray, name: str) -> np.ndarray:
     raise UserError(
         f"{file.where(row)}: cannot read the timestamp {text[row].as_py()!r} in column "
         f"{name!r}. Write {_TIMESTAMP_FORMS}.")
-  return seconds
+  epoch = integer | number
+  if epoch.any() and iso.any():  # two exports pasted together? Say so rather than guess quietly
+    notes.append(
+        f"{file.role} {file.path}: column {name!r} mixes timestamp forms: {int(epoch.sum())} "
+        f"epoch number(s) (first at {file.line(int(np.argmax(epoch)))}) and {int(iso.sum())} "
+        f"ISO-8601 date-time(s) (first at {file.line(int(np.argmax(iso)))}); each was read by "
+        "its own form.")
+  seconds = np.empty(len(text), np.float64)  # exact for every second up to the year 9999
+  unit = _epoch_unit(file, name, unit, [values for _, values in parsed[:2]], notes) if (
+      epoch.any()) else None
+  for k, (rows, values) in enumerate(parsed):
+    seconds[rows] = time_units.to_seconds(values, unit) if k < 2 else values
+  return _checked(file, text, name, seconds, unit)
+
+
+def _epoch_unit(file: _File, name: str, unit: str | None, epochs: list[np.ndarray],
+                notes: list[str]) -> str:
+  """The given unit, else the one the largest value implies; either way, a note says which."""
+  read_as = f"{file.role} {file.path}: timestamps in column {name!r} read as"
+  if unit:
+    notes.append(f"{read_as} {time_units.NAMES[unit]} since 1970 (--time-unit {unit}).")
+    return unit
+  largest = max(float(np.abs(e).max()) for e in epochs if len(e))
+  unit = time_units.detect(largest)
+  notes.append(f"{read_as} {time_units.NAMES[unit]} since 1970, from their size (the largest is "
+               f"{largest:.0f}); if that is wrong, pass --time-unit s, ms, us or ns.")
+  return unit
+
+
+def _checked(file: _File, column: pa.ChunkedArray, name: str, seconds: np.ndarray,
+             unit: str | None) -> np.ndarray:
+  """`seconds` as int64, after refusing times before 1970 and after the year 9999."""
+  negative, too_late, count = time_units.first_out_of_range(seconds)
+  if negative is not None:
+    raise UserError(
+        f"{file.where(negative)}: timestamp {column[negative].as_py()!r} in column {name!r} is "
+        f"before 1970 ({count} row(s) are). A negative time is usually a placeholder for a "
+        "missing one: fix or delete those lines.")
+  if too_late is not None:
+    read_as = f" read as {time_units.NAMES[unit]}" if unit else ""
+    raise UserError(
+        f"{file.where(too_late)}: timestamp {column[too_late].as_py()!r} in column {name!r} is "
+        f"after the year 9999{read_as}. Pass --time-unit with the column's unit (s, ms, us or "
+        "ns since 1970).")
+  return seconds.astype(np.int64)
 
 
 def _values(file: _File, column: pa.ChunkedArray, name: str) -> np.ndarray:
@@ -382,8 +487,8 @@ def _strings(column: pa.ChunkedArray) -> np.ndarray:
   return pc.fill_null(_text(column), "").to_numpy(zero_copy_only=False).astype(str)
 
 
-def _side_table(path: str, key: str, mapped: str, id_dtype: np.dtype,
-                delimiter: str) -> SideTable:
+def _side_table(path: str, key: str, mapped: str, event_ids: np.ndarray, delimiter: str,
+                notes: list[str]) -> SideTable:
   """Side features keyed by the first column, or by a column named `key` or `mapped` (the events
   file's column for the same ids). Every other column is a string feature; 'genres' is
   '|'-separated."""
@@ -395,6 +500,7 @@ def _side_table(path: str, key: str, mapped: str, id_dtype: np.dtype,
                     f"line, or leave out --{key}s.")
   id_name = key if key in names else mapped if mapped in names else names[0]
   ids = _ids(file, table.column(id_name), key, id_name)
+  id_dtype = event_ids.dtype
   if id_dtype == np.int64 and ids.dtype != np.int64:
     row = _first(pc.invert(pc.match_substring_regex(_text(table.column(id_name)), _INTEGER_ID)))
     raise UserError(
@@ -410,6 +516,28 @@ def _side_table(path: str, key: str, mapped: str, id_dtype: np.dtype,
     raise UserError(
         f"{file.where(second)}: {key} id {ids[second].item()!r} appears again (first at "
         f"{file.line(first)}). Give each {key} one line.")
+  _check_ids_match(file, ids, event_ids, key, id_name, notes)
   columns = {n: _strings(table.column(n)) for n in names if n != id_name}
   return SideTable(ids=ids, columns=columns,
                    multi_valued=("genres",) if "genres" in columns else ())
+
+
+def _check_ids_match(file: _File, ids: np.ndarray, event_ids: np.ndarray, key: str, id_name: str,
+                     notes: list[str]) -> None:
+  """Refuses a side table none of whose ids is in the events (keyed by something else); counts
+  the ids that are not, in a note: items stay as catalogue items without interactions (cold
+  start), users without events are not used."""
+  unmatched = np.flatnonzero(~np.isin(ids, event_ids))
+  if len(unmatched) == len(ids):
+    raise UserError(
+        f"{file.role} {file.path}: none of its {len(ids)} {key} id(s) is a {key} of the events "
+        f"(its first, {ids[0].item()!r} in column {id_name!r}; the events have e.g. "
+        f"{event_ids[0].item()!r}). A side table must be keyed by the same ids as the events: "
+        f"check its id column (named {key!r} or as in the events, else its first) and how the "
+        "ids are spelt.")
+  if len(unmatched):
+    fate = ("kept in the catalogue as items without interactions (cold start)" if key == "item"
+            else "their rows are not used")
+    notes.append(
+        f"{file.role} {file.path}: {len(unmatched)} of {len(ids)} {key} id(s) have no event "
+        f"(the first, {ids[unmatched[0]].item()!r}, at {file.line(int(unmatched[0]))}); {fate}.")
