@@ -366,3 +366,20 @@ def test_a_long_malformed_line_is_shortened_in_the_message(tmp_path):
   path = write(tmp_path, "log.csv", f"user,item,timestamp\n1,2,{T}\n{'y' * 100_000}\n")
   message = error(load_tabular, path)
   assert "log.csv, line 3" in message and "(100000 chars)" in message and len(message) < 800
+
+
+def test_exact_duplicates_with_and_without_hints():
+  from jaxrec.data.duplicates import exact_duplicates
+  rng = np.random.default_rng(0)
+  users, times = rng.integers(0, 5, 400), rng.integers(0, 8, 400)
+  notes = rng.choice(["a", "b", None], 400)
+  table = pa.table({"user": users.astype(str), "timestamp": times, "note": notes})
+  seen, truth = {}, ([], [])
+  for row, key in enumerate(zip(users.tolist(), times.tolist(), notes.tolist())):
+    if key in seen:
+      truth[0].append(row)
+      truth[1].append(seen[key])
+    seen.setdefault(key, row)
+  for hints in ([], [times], [times, users]):
+    rows, firsts = exact_duplicates(table, hints)
+    assert rows.tolist() == truth[0] and firsts.tolist() == truth[1]

@@ -111,7 +111,8 @@ def load_tabular(path: str, columns: dict[str, str] | None = None, *, delimiter:
              else np.ones(table.num_rows, np.float32)),
       device=_strings(table.column(used["device"])) if "device" in used else None,
       locale=_strings(table.column(used["locale"])) if "locale" in used else None)
-  repeats, firsts = exact_duplicates(table)
+  repeats, firsts = exact_duplicates(table, [events.timestamp, events.event_type, events.value] +
+                                     [ids for ids in (user, item) if ids.dtype == np.int64])
   if len(repeats):
     events = events.take(np.setdiff1d(np.arange(len(events)), repeats))
     first_line, repeat_line = log.lines([int(firsts[0]), int(repeats[0])])
