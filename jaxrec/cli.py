@@ -42,6 +42,9 @@ def _data_parser(sub) -> None:
   prep.add_argument("--no-merge", action="store_true", help="one token per event")
   prep.add_argument("--events", default="",
                     help="keep only these event types, e.g. click,play,like (default: all)")
+  prep.add_argument("--shards", type=int,
+                    help="token files, split by user; each of N training hosts reads every N-th "
+                         "(default: one per ~250k events, a power of two)")
   mine = prep.add_argument_group("your own logs (--dataset csv|parquet)")
   mine.add_argument("--path", help="the events file")
   mine.add_argument("--columns", help="mapping of our fields to your columns, e.g. "
@@ -85,7 +88,8 @@ def _run_data(args) -> None:
                            block_size_mb=args.block_size_mb, synthetic=synthetic)
     options = PrepareOptions(split=args.split, split_times=args.split_times, kcore=args.kcore,
                              merge_gap=None if args.no_merge else args.merge_gap,
-                             events=tuple(e for e in args.events.split(",") if e))
+                             events=tuple(e for e in args.events.split(",") if e),
+                             shards=args.shards)
     ds = prepare(raw, args.out, options, overwrite=args.overwrite)
     print(f"prepared {ds.path} in {ds.manifest['seconds']} s")
     print(inspect.format_stats(ds))
@@ -173,6 +177,9 @@ def _train_parsers(sub) -> None:
                      help="keep the exploration state (posterior counts, answers feedback may "
                      "quote) in this Redis, shared by every replica naming it and kept across "
                      "restarts (default: in the process)")
+  serve.add_argument("--compilation-cache", metavar="DIR",
+                     help="keep compiled models here, so reloads and restarts skip compiling "
+                     "(default: $JAX_COMPILATION_CACHE_DIR, else ~/.cache/jaxrec/xla; '' for none)")
 
 
 def _simulation_parsers(sub) -> None:
@@ -352,6 +359,14 @@ def _run_serve(args) -> None:
   from jaxrec.rerank.pipeline import RerankConfig
   from jaxrec.retrieval.bundle import latest_version
   from jaxrec.serve.recommender import ServingConfig
+  from jaxrec.serve import compilation_cache
+  if args.compilation_cache is None:  # the default: a read-only home only costs the speed-up
+    try:
+      compilation_cache.enable(compilation_cache.default_dir())
+    except UserError as e:
+      print(f"warning: no compilation cache: {e}", file=sys.stderr)
+  elif args.compilation_cache:
+    compilation_cache.enable(args.compilation_cache)
   latest_version(args.export)  # no bundle: say so before starting a server
   if args.candidates < 1:
     raise UserError(f"--candidates must be at least 1, got {args.candidates}.")
