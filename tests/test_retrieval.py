@@ -161,8 +161,13 @@ def test_unknown_format_version_is_refused(tmp_path):
   manifest = json.loads(manifest_path.read_text())
   manifest["format_version"] = 99
   manifest_path.write_text(json.dumps(manifest))
-  with pytest.raises(UserError, match="bundle in format 99; this jaxrec reads format 1"):
+  with pytest.raises(UserError, match=r"bundle in format 99; this jaxrec reads formats 1, 2 "
+                                      r"\(it was written by a newer jaxrec\)"):
     load_bundle(str(tmp_path / "b"))
+  # Format 1 (index parameters without `avq`) still reads.
+  manifest["format_version"] = 1
+  manifest_path.write_text(json.dumps(manifest))
+  assert load_bundle(str(tmp_path / "b")).manifest["format_version"] == 1
 
 
 def test_interrupted_write_leaves_no_bundle(tmp_path, monkeypatch):

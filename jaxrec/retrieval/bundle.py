@@ -35,7 +35,11 @@ from jaxrec.retrieval.exact import exact_topk, recall_at_k
 from jaxrec.retrieval.index import (RECALL_K, TARGET_RECALL, Retriever, ScannParams,
                                     build_index)
 
-FORMAT_VERSION = 1
+# 2: index parameters gained `avq` (AVQ leaf centres). A format-1 bundle still reads (its
+# parameters lack the field: mean centres); a jaxrec that reads only format 1 refuses a format-2
+# bundle by this number, before it would trip over the unknown field.
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 MANIFEST = "manifest.json"
 ITEMS = "items.npy"
 ITEM_IDS = "item_ids.npy"
@@ -175,10 +179,12 @@ def load_bundle(path: str) -> Bundle:
     raise UserError(f"{manifest_path} cannot be read ({e}): the bundle is damaged. "
                     "Export it again.") from e
   version = manifest.get("format_version")
-  if version != FORMAT_VERSION:
-    raise UserError(f"{path} is a bundle in format {version}; this jaxrec reads format "
-                    f"{FORMAT_VERSION}. Export it again with this jaxrec, or serve it with the "
-                    "jaxrec that wrote it.")
+  if version not in READABLE_FORMATS:
+    newer = isinstance(version, int) and version > FORMAT_VERSION
+    raise UserError(f"{path} is a bundle in format {version}; this jaxrec reads formats "
+                    f"{', '.join(map(str, READABLE_FORMATS))}"
+                    f"{' (it was written by a newer jaxrec)' if newer else ''}. Export it "
+                    "again with this jaxrec, or serve it with the jaxrec that wrote it.")
   if not isinstance(manifest.get("sha256"), dict):
     raise UserError(f"{manifest_path} has no file checksums: the bundle is damaged. "
                     "Export it again.")

@@ -7,8 +7,9 @@ against exact search on *tuning* queries, and keeps the fastest setting that rea
 in the choice, with the per-query latency on one thread (`Retriever.tuning`).
 
 Trees are tried cheapest to build first, the next while the best found is slower than 1/20 of
-exact search: a plain tree, then one with SOAR spilling (each item in a second leaf). Unit
-vectors get spherical leaves. Un-normalised item vectors (sequential models, BPR) rank by true
+exact search: a plain tree, then one with SOAR spilling (each item in a second leaf). Both have
+~2 sqrt(N) leaves with AVQ centres (see _structures for the measurements). Unit vectors get
+spherical leaves. Un-normalised item vectors (sequential models, BPR) rank by true
 inner product, where a query's top k holds long items from many leaves: the anisotropic
 quantization threshold is scaled to the items' median norm, and SOAR is what recovers those
 items (the MIPS -> cosine augmentation measured worse; see _structures). ScaNN's own
@@ -54,6 +55,15 @@ FLOOR_MS = 1.0
 # than this share of exact search (1/20: the issue's "20x exact").
 GOOD_ENOUGH_SHARE = 0.05
 SOAR_LAMBDA = 1.5  # ScaNN's default spilling strength
+# The trees' shape, measured on 1M x 128 log-normal-norm items (benchmarks/scann_vs_exact.py
+# --families; 300 held-out queries, recall@100 at equal single-thread speed): 2 sqrt(N) leaves
+# trained on 250k items beat sqrt(N) and 4 sqrt(N) (4000 leaves: 0.89 searching 280 of them);
+# AVQ leaf centres (ScannParams.avq) with SOAR raised recall at 20 of 2000 leaves and 300
+# re-scored from 0.89 (mean centres) to 0.93 (eta 2.5) and 0.94 (eta 8), at the same speed.
+LEAVES_PER_SQRT = 2
+MIN_LEAF_ITEMS = 200
+TRAINING_SAMPLE = 250_000
+AVQ_ETA = 8.0
 TIMED_QUERIES = 200  # single-query latency is timed on this many tuning queries per setting
 
 
@@ -176,17 +186,17 @@ def _structures(items: np.ndarray):
   """(name, ScannParams) trees to tune, cheapest to build first; their search settings are
   placeholders."""
   n, dim = items.shape
-  leaves = max(1, round(math.sqrt(n)))
-  base = ScannParams(num_leaves=leaves, num_leaves_to_search=max(1, leaves // 20),
-                     training_sample_size=min(n, 100_000), dims_per_block=min(2, dim),
-                     reorder=RECALL_K)
+  base = ScannParams(num_leaves=_num_leaves(n), num_leaves_to_search=1,
+                     training_sample_size=min(n, TRAINING_SAMPLE),
+                     dims_per_block=min(2, dim), reorder=RECALL_K, avq=AVQ_ETA)
   if is_unit_norm(items):
     base = dataclasses.replace(base, spherical=True)
     yield "spherical tree", base
     yield "spherical tree + SOAR", dataclasses.replace(base, soar_lambda=SOAR_LAMBDA)
     return
   # The threshold is in the items' units (ScaNN's eta = (d-1) T^2/|x|^2 / (1 - T^2/|x|^2)):
-  # 0.2 suits unit vectors, so it scales with the typical norm.
+  # 0.2 suits unit vectors, so it scales with the typical norm. (0.35 and 0.5 x the median norm
+  # measured no better at 1M x 128: the leaves, not the codes, limited recall there.)
   median = float(np.median(np.linalg.norm(items[:100_000], axis=1)))
   base = dataclasses.replace(base, anisotropic_quantization_threshold=round(0.2 * median, 6))
   yield "anisotropic tree", base
@@ -196,6 +206,13 @@ def _structures(items: np.ndarray):
   # leaves of 1000 searched, 500 re-scored: recall@100 0.60 against 0.82 for this tree without
   # SOAR and 0.91 with it, so tuning does not try it.
   yield "anisotropic tree + SOAR", dataclasses.replace(base, soar_lambda=SOAR_LAMBDA)
+
+
+def _num_leaves(n: int) -> int:
+  """~2 sqrt(n) leaves, but at least ~MIN_LEAF_ITEMS items each (and never fewer than sqrt(n)):
+  a leaf's AVQ centre and its share of the quantizer's training need items."""
+  return max(1, round(math.sqrt(n)), min(round(LEAVES_PER_SQRT * math.sqrt(n)),
+                                         n // MIN_LEAF_ITEMS))
 
 
 def _climb(retriever: Retriever, name: str, queries: np.ndarray, exact_ids: np.ndarray, k: int,

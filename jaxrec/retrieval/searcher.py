@@ -63,6 +63,11 @@ class ScannParams:
   # errors are near-orthogonal; a query that misses an item's first leaf often finds its second.
   # Costs about twice the items scanned per leaf, and a longer build.
   soar_lambda: float | None = None
+  # AVQ leaves (ScaNN's tree(avq=eta)): each leaf centre is moved to where its items' inner
+  # products with queries are least distorted (anisotropic weight eta on the error along each
+  # item), instead of their mean. A query then ranks the leaves by a better estimate of its best
+  # scores in them, and with SOAR the second leaves are chosen against that (see index.py).
+  avq: float | None = None
   builder: str = "tree_ah"  # or "autopilot": ScaNN chose the tree (fields record its choice)
   exact: bool = False
 
@@ -95,6 +100,8 @@ class ScannParams:
                       f"num_leaves={self.num_leaves}")
     if not 1 <= self.dims_per_block <= dim:
       problems.append(f"dims_per_block={self.dims_per_block} must be between 1 and dim={dim}")
+    if self.avq is not None and not self.avq > 0:
+      problems.append(f"avq={self.avq} must be positive (or None: mean leaf centres)")
     if self.augment and not self.augment_norm > 0:
       problems.append(f"augment_norm={self.augment_norm} must be positive with augment=True")
     if self.builder not in ("tree_ah", "autopilot"):
@@ -258,7 +265,8 @@ def build_tree(items: np.ndarray, params: ScannParams) -> Retriever:
               .tree(num_leaves=params.num_leaves,
                     num_leaves_to_search=params.num_leaves_to_search,
                     training_sample_size=params.training_sample_size,
-                    spherical=params.spherical, soar_lambda=params.soar_lambda)
+                    spherical=params.spherical, soar_lambda=params.soar_lambda,
+                    avq=params.avq)
               .score_ah(params.dims_per_block,
                         anisotropic_quantization_threshold=params.anisotropic_quantization_threshold)
               .reorder(params.reorder)
