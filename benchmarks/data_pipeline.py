@@ -46,7 +46,10 @@ def sequences_per_second(iterator, batches: int) -> float:
 
 def reference_pipeline(ds, seed: int = 0) -> grain.IterDataset:
   """The per-element Grain pipeline: one record, one shuffle lookup, one pad per sequence."""
-  train_end = ds.splits.train_end
+  part = ds.host_part(0, 1)
+  # The source reads the shards one after another: position -> that record's training end.
+  train_end = np.empty(len(part.records), np.int64)
+  train_end[part.positions] = ds.splits.train_end[part.records]
 
   def pad(record_and_index):
     index, record = record_and_index
@@ -55,7 +58,7 @@ def reference_pipeline(ds, seed: int = 0) -> grain.IterDataset:
     out[LENGTH + 1 - len(tokens):] = tokens["item"]
     return {"inputs": out[:-1], "targets": out[1:]}
 
-  source = grain.sources.ArrayRecordDataSource([ds.tokens_path])
+  source = grain.sources.ArrayRecordDataSource(part.paths)
   data = (grain.MapDataset.source(source).map_with_index(lambda i, r: (i, r))
           .shuffle(seed=seed).repeat(None).map(pad).batch(BATCH, drop_remainder=True))
   return data.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))

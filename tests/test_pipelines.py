@@ -121,16 +121,6 @@ def test_evaluation_covers_every_user_once_with_the_held_out_item(ml100k, split)
       assert inputs[-1] == tokens[index[user - 2] - 1]  # the history ends just before it
 
 
-def test_shards_partition_the_users(ml100k):
-  users = []
-  for shard in range(3):
-    data = P.sequence_dataset(ml100k, "test", max_len=5, options=P.PipelineOptions(
-        batch_size=50, shard_index=shard, shard_count=3))
-    users.append({int(u) for b in data for u, w in zip(b["user"], b["weight"]) if w})
-  assert set.union(*users) == set(range(2, 945))
-  assert sum(len(u) for u in users) == 943
-
-
 def test_pairs_carry_log_q_and_user_features(ml100k):
   batch = _take(BUILDERS["pairs"](ml100k), 1)[0]
   counts = ml100k.item_counts

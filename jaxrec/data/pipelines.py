@@ -1,9 +1,13 @@
 """Grain pipelines over a prepared dataset: sequence windows, retrieval pairs, ranking examples.
 
 All three are built the same way, which is what makes them fast and exactly resumable:
-a MapDataset of integer indices (users or tokens) -> shard by process -> shuffle per epoch -> repeat
+a MapDataset of integer indices (this process's users or tokens) -> shuffle per epoch -> repeat
 -> batch the indices -> one vectorised numpy function turns a batch of indices into a batch of
-arrays, reading the users' records from tokens.array_record. Randomness (window offsets, masks)
+arrays, reading the users' records from the process's own token shards (storage.host_part: shards
+i with i % processes == process index), so no process opens or indexes another's data. Indices
+count within the process's share, in user id order: with one process, exactly as before the
+data was sharded. Per-user arrays (split boundaries, ids) stay whole on every process, as the
+user vocabulary does; token-sized ones are the process's own. Randomness (window offsets, masks)
 comes from Grain's per-element seeded rng, so an iterator restored from `get_state()` yields exactly
 what an uninterrupted one would.
 """
@@ -18,6 +22,7 @@ import numpy as np
 
 from jaxrec.data import events as ev
 from jaxrec.data import ranking_negatives as negatives
+from jaxrec.data.shards import HostPart
 from jaxrec.data.storage import PreparedDataset, decode
 from jaxrec.data.tokenize import NUM_GAP_BUCKETS, TOKEN_DTYPE
 from jaxrec.data.vocab import FIRST_ID
@@ -48,19 +53,28 @@ def process_batch_size(global_batch_size: int) -> int:
 
 
 class _Records:
-  """Reads users' token records; opened lazily so the pipeline can be pickled to workers."""
+  """Reads this process's users' token records by their index in its share (HostPart.records);
+  opened lazily so the pipeline can be pickled to workers."""
 
-  def __init__(self, path: str):
-    self.path = path
+  def __init__(self, part: HostPart):
+    self.paths, self.positions = part.paths, part.positions
     self._source = None
 
-  def __call__(self, record_indices) -> list[np.ndarray]:
+  def __call__(self, local_indices) -> list[np.ndarray]:
     if self._source is None:
-      self._source = grain.sources.ArrayRecordDataSource([self.path])
-    return [decode(r) for r in self._source.__getitems__([int(i) for i in record_indices])]
+      self._source = grain.sources.ArrayRecordDataSource(self.paths)
+    positions = self.positions[np.asarray(local_indices, np.int64)]
+    return [decode(r) for r in self._source.__getitems__(positions.tolist())]
 
   def __getstate__(self):
-    return {"path": self.path, "_source": None}
+    return {"paths": self.paths, "positions": self.positions, "_source": None}
+
+
+def _host_part(ds: PreparedDataset, options: PipelineOptions) -> HostPart:
+  import jax  # only for the process layout; the pipeline itself never touches devices
+  index = jax.process_index() if options.shard_index is None else options.shard_index
+  count = jax.process_count() if options.shard_count is None else options.shard_count
+  return ds.host_part(index, count)
 
 
 def _check_split(split: str) -> None:
@@ -78,22 +92,19 @@ def _split_range(ds: PreparedDataset, split: str) -> tuple[np.ndarray, np.ndarra
   return s.valid_end, s.length
 
 
-def _index_dataset(indices: np.ndarray, options: PipelineOptions, train: bool) -> grain.MapDataset:
-  """Batches of indices: this process's shard, reshuffled every epoch when training.
+def _index_dataset(indices: np.ndarray, largest: int, options: PipelineOptions,
+                   train: bool) -> grain.MapDataset:
+  """Batches of this process's indices, reshuffled every epoch when training. `largest`: the
+  number of examples of the process with the most (sized from per-user arrays, not read).
 
   Shuffling and batching happen here, once per batch, rather than through Grain's per-element
   shuffle: its per-element index bookkeeping cost more than building the batches themselves.
   """
-  import jax  # only for the process layout; the pipeline itself never touches devices
-  shard_index = jax.process_index() if options.shard_index is None else options.shard_index
-  shard_count = jax.process_count() if options.shard_count is None else options.shard_count
-  all_indices = np.asarray(indices)
-  indices = all_indices[shard_index::shard_count]
+  indices = np.asarray(indices)
   size = options.batch_size
   if not train:
-    # Every process makes the same number of batches (the largest shard's), padding the rest,
+    # Every process makes the same number of batches (the largest share's), padding the rest,
     # so no process waits at a collective for a batch another never sends.
-    largest = -(-len(all_indices) // shard_count)
     return grain.MapDataset.range((largest + size - 1) // size).map(
         lambda j: indices[j * size:(j + 1) * size])
   per_epoch = len(indices) // size
@@ -191,19 +202,11 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
     raise UserError(f"unknown sequence objective {objective!r}: use 'next' or 'masked'.")
   lo, hi = _split_range(ds, split)
   train = split == "train"
-  eligible = np.flatnonzero(hi >= 2 if train else hi > lo)
   if max_targets < 0:
     raise UserError(f"max_targets must be >= 0 (0 = every item of the window), got {max_targets}.")
+  # Shapes come from every user's lengths, so that every process builds the same ones.
   if max_targets == 0 and not train:  # every interaction in the window is a target
     max_targets = max(1, int((hi - lo).max(initial=1)))
-  first_new = None
-  if targets_after is not None and train:
-    if objective != "next":
-      raise UserError("training on new data only (targets_after) needs the next-item objective; "
-                      "masked-item training has no per-token targets to restrict.")
-    first_new = _first_target_after(ds, hi, targets_after)
-    eligible = np.flatnonzero(first_new < hi)
-  records = _Records(ds.tokens_path)
   mask_id = ds.num_items
   window = max_len + 1 if objective == "next" else max_len
   batch_size = options.batch_size
@@ -212,6 +215,19 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
       raise UserError("the items watched before the window (with_seen) are defined for "
                       "next-item training windows only.")
     before_width = 1 << int(max(1, hi.max(initial=1) - window)).bit_length()
+  part = _host_part(ds, options)
+  has_targets = hi >= 2 if train else hi > lo
+  largest = int(part.share_sizes(has_targets).max())
+  users, lo, hi = part.records, lo[part.records], hi[part.records]  # this process's, by index
+  eligible = np.flatnonzero(has_targets[users])
+  records = _Records(part)
+  first_new = None
+  if targets_after is not None and train:
+    if objective != "next":
+      raise UserError("training on new data only (targets_after) needs the next-item objective; "
+                      "masked-item training has no per-token targets to restrict.")
+    first_new = _first_target_after(records, hi, targets_after)
+    eligible = np.flatnonzero(first_new < hi)
 
   def build(indices: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
     weight = None
@@ -271,24 +287,24 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
       targets = np.where(masked, out["inputs"], 0)
       out["inputs"] = np.where(masked, mask_id, out["inputs"])
     out["targets"] = targets
-    out["user"] = (np.asarray(indices) + FIRST_ID).astype(np.int32)
+    out["user"] = (users[np.asarray(indices)] + FIRST_ID).astype(np.int32)
     if weight is not None:
       out["weight"] = weight
     return out
 
-  data = _index_dataset(eligible, options, train)
+  data = _index_dataset(eligible, largest, options, train)
   data = data.random_map(build, seed=options.seed)
   return _finish(data, options)
 
 
-def _first_target_after(ds: PreparedDataset, hi: np.ndarray, after: int,
+def _first_target_after(records: _Records, hi: np.ndarray, after: int,
                         chunk: int = 4096) -> np.ndarray:
-  """Per user, the position of the first training token (at position >= 1, so it has a history)
-  later than `after`; hi[user] when there is none."""
+  """Per user of this process (by index), the position of the first training token (at
+  position >= 1, so it has a history) later than `after`; hi[user] when there is none."""
   first = np.array(hi, np.int64, copy=True)
-  for begin in range(0, ds.num_users, chunk):
-    users = np.arange(begin, min(begin + chunk, ds.num_users))
-    for record, tokens in zip(users, ds.user_tokens(users + FIRST_ID)):
+  for begin in range(0, len(hi), chunk):
+    users = np.arange(begin, min(begin + chunk, len(hi)))
+    for record, tokens in zip(users, records(users)):
       later = np.flatnonzero(tokens["timestamp"][1:hi[record]] > after)
       if len(later):
         first[record] = later[0] + 1
@@ -298,20 +314,38 @@ def _first_target_after(ds: PreparedDataset, hi: np.ndarray, after: int,
 # ----------------------------------------------------------------------------- token examples
 
 
-def _token_index(ds: PreparedDataset, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """A flat index over a split's tokens: example i is token lo[r] + (i - start[r]) of record r."""
+@dataclasses.dataclass(frozen=True)
+class _TokenIndex:
+  """A flat index over this process's tokens of a split: example i is token
+  lo[r] + (i - start[r]) of its user r (by index in the process's share; `users[r]` is the
+  record). `first` [r]: the flat index of user r's first example over every process's users in
+  id order, so an example keeps one global number however the users are spread (negatives drawn
+  for evaluation are keyed by it). Token-sized arrays here are the process's own."""
+  users: np.ndarray
+  lo: np.ndarray
+  start: np.ndarray
+  first: np.ndarray
+  largest: int
+
+  def global_index(self, indices: np.ndarray, user: np.ndarray) -> np.ndarray:
+    return self.first[user] + (indices - self.start[user])
+
+
+def _token_index(ds: PreparedDataset, split: str, part: HostPart) -> _TokenIndex:
   lo, hi = _split_range(ds, split)
   count = (hi - lo).astype(np.int64)
-  start = np.concatenate([[0], np.cumsum(count)])
-  return start, lo, count
+  first = np.concatenate([[0], np.cumsum(count)])[:-1][part.records]
+  largest = int(part.share_sizes(weights=count).max())
+  users, lo, count = part.records, lo[part.records], count[part.records]
+  return _TokenIndex(users, lo, np.concatenate([[0], np.cumsum(count)]), first, largest)
 
 
-def _gather_tokens(records: _Records, start: np.ndarray, lo: np.ndarray,
+def _gather_tokens(records: _Records, index: _TokenIndex,
                    indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
-  """Rows for flat token indices, reading each record once; also returns each row's record and
-  the records' decoded tokens (for per-user features)."""
-  record = np.searchsorted(start, indices, side="right") - 1
-  position = lo[record] + (indices - start[record])
+  """Rows for flat token indices, reading each record once; also returns each row's user (by
+  index in the process's share) and the users' decoded tokens (for per-user features)."""
+  record = np.searchsorted(index.start, indices, side="right") - 1
+  position = index.lo[record] + (indices - index.start[record])
   unique, inverse = np.unique(record, return_inverse=True)
   decoded = records(unique)
   rows = np.concatenate([decoded[k][position[inverse == k]] for k in range(len(unique))])
@@ -337,8 +371,9 @@ def pair_dataset(ds: PreparedDataset, split: str = "train", *,
   as `user_<name>`.
   """
   _check_split(split)
-  start, lo, count = _token_index(ds, split)
-  records = _Records(ds.tokens_path)
+  part = _host_part(ds, options)
+  index = _token_index(ds, split, part)
+  records = _Records(part)
   counts = ds.item_counts.astype(np.float64)
   log_q = np.log(np.maximum(counts, 1) / max(counts.sum(), 1)).astype(np.float32)
   user_features = ds.user_features
@@ -349,8 +384,8 @@ def pair_dataset(ds: PreparedDataset, split: str = "train", *,
     weight = None
     if not train:
       indices, weight = _pad_batch(indices, batch_size)
-    tokens, record, _ = _gather_tokens(records, start, lo, indices)
-    out = _context(tokens, record)
+    tokens, user, _ = _gather_tokens(records, index, indices)
+    out = _context(tokens, index.users[user])
     out["item_log_q"] = log_q[tokens["item"]]
     for name, table in user_features.items():
       out[f"user_{name}"] = table[out["user"]]
@@ -358,7 +393,8 @@ def pair_dataset(ds: PreparedDataset, split: str = "train", *,
       out["weight"] = weight
     return out
 
-  return _finish(_index_dataset(np.arange(start[-1]), options, train).map(build), options)
+  examples = np.arange(index.start[-1])  # this process's tokens only
+  return _finish(_index_dataset(examples, index.largest, options, train).map(build), options)
 
 
 _ENGAGED = sum(1 << int(t) for t in (ev.EventType.CLICK, ev.EventType.PLAY, ev.EventType.PAUSE,
@@ -453,8 +489,9 @@ def ranking_dataset(ds: PreparedDataset, split: str = "train", *,
   features = RankingFeatures(ds)
   sampler = negatives.NegativeSampler(ds.num_items, negative_sampling, ds.item_counts,
                                       ds.item_features["first_seen"])
-  start, lo, count = _token_index(ds, split)
-  records = _Records(ds.tokens_path)
+  part = _host_part(ds, options)
+  index = _token_index(ds, split, part)
+  records = _Records(part)
   train = split == "train"
   batch_size = options.batch_size // (1 + n_neg)
   # Evaluation keys: the seed and split only, so a token's negatives never change between runs.
@@ -464,13 +501,15 @@ def ranking_dataset(ds: PreparedDataset, split: str = "train", *,
     weight = None
     if not train:
       indices, weight = _pad_batch(indices, batch_size)
-    tokens, record, decoded = _gather_tokens(records, start, lo, indices)
+    tokens, user, decoded = _gather_tokens(records, index, indices)
+    record = index.users[user]
     if n_neg:
       base = int(rng.integers(2**63)) if train else eval_base
       # _gather_tokens decoded each record once, in np.unique order: the whole history, all splits.
-      owner = np.unique(record, return_inverse=True)[1]
-      drawn = sampler.sample([d["item"] for d in decoded], owner,
-                             negatives.example_keys(base, indices), n_neg, tokens["timestamp"])
+      owner = np.unique(user, return_inverse=True)[1]
+      keys = negatives.example_keys(base, index.global_index(indices, user))
+      drawn = sampler.sample([d["item"] for d in decoded], owner, keys, n_neg,
+                             tokens["timestamp"])
       tokens = negatives.with_negatives(tokens, drawn)
       record = np.repeat(record, 1 + n_neg)
       weight = None if weight is None else np.repeat(weight, 1 + n_neg)
@@ -483,8 +522,9 @@ def ranking_dataset(ds: PreparedDataset, split: str = "train", *,
       out["weight"] = weight
     return out
 
-  data = _index_dataset(np.arange(start[-1]), dataclasses.replace(options, batch_size=batch_size),
-                        train)
+  examples = np.arange(index.start[-1])  # this process's tokens only
+  data = _index_dataset(examples, index.largest,
+                        dataclasses.replace(options, batch_size=batch_size), train)
   # Only training negatives need Grain's per-batch rng (fresh each epoch, restorable).
   data = data.random_map(build, seed=options.seed) if n_neg and train else data.map(build)
   return _finish(data, options)

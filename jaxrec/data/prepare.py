@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jaxrec.data import features, splits as splits_lib, storage
+from jaxrec.data import features, shards, splits as splits_lib, storage
 from jaxrec.data.events import EventType, RawDataset
 from jaxrec.data.filtering import kcore_mask
 from jaxrec.data.tokenize import MERGE_GAP, TOKEN_DTYPE, tokenize
@@ -32,6 +32,9 @@ class PrepareOptions:
   # Event types to keep, e.g. ("click", "play", "like"): a model of what users engage with
   # rather than of what they were shown. Empty keeps every event.
   events: tuple[str, ...] = ()
+  # Token files, by a hash of the user; each host of a multi-host job reads shards i with
+  # i % processes == its index. None: one per ~250k events, a power of two (shards.py).
+  shards: int | None = None
 
   def validate(self) -> None:
     known = [e.name.lower() for e in EventType]
@@ -46,6 +49,8 @@ class PrepareOptions:
       raise UserError(f"--kcore must be >= 0, got {self.kcore}.")
     if self.merge_gap is not None and self.merge_gap < 0:
       raise UserError(f"--merge-gap must be >= 0 seconds, got {self.merge_gap}.")
+    if self.shards is not None and (not isinstance(self.shards, int) or self.shards < 1):
+      raise UserError(f"--shards must be a whole number >= 1, got {self.shards!r}.")
 
 
 def _dense_ids(values: np.ndarray) -> np.ndarray:
@@ -154,7 +159,8 @@ def prepare(raw: RawDataset, out: str, options: PrepareOptions = PrepareOptions(
   if raw.source_config is not None:
     manifest["source_config"] = raw.source_config  # jaxrec/eval/simulation/world.py rebuilds the world
   with storage.atomic_directory(out, overwrite) as tmp:
-    storage.write_tokens(os.path.join(tmp, storage.TOKENS), tokens, offsets)
+    num_shards = options.shards or shards.default_num_shards(len(events))
+    manifest["shards"] = shards.write_shards(tmp, tokens, offsets, num_shards)
     storage.save_arrays(os.path.join(tmp, "splits.npz"), {
         "train_end": splits.train_end, "valid_end": splits.valid_end, "length": splits.length})
     storage.save_arrays(os.path.join(tmp, "item_counts.npz"),
@@ -225,5 +231,6 @@ def _open_or_prepare(cfg) -> storage.PreparedDataset:
                  synthetic=dict(synthetic) if synthetic else None)
   options = PrepareOptions(split=cfg.split, split_times=tuple(cfg.get("split_times", (0.8, 0.9))),
                            kcore=cfg.get("kcore", 0), merge_gap=cfg.get("merge_gap", MERGE_GAP),
-                           events=tuple(e for e in cfg.get("events", "").split(",") if e))
+                           events=tuple(e for e in cfg.get("events", "").split(",") if e),
+                           shards=cfg.get("shards") or None)
   return prepare(raw, cfg.dir, options)

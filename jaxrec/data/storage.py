@@ -1,8 +1,10 @@
 """The prepared-dataset directory: what `jaxrec data prepare` writes and every pipeline reads.
 
-    manifest.json         format version, options, statistics, token layout
-    tokens.array_record   one record per user (record r is user id r + 2): that user's
-                          time-sorted tokens as raw TOKEN_DTYPE structs, read by Grain natively
+    manifest.json         format version, options, statistics, token layout, the token shards
+    tokens-00000-of-000NN.array_record
+                          one record per user: that user's time-sorted tokens as raw TOKEN_DTYPE
+                          structs, read by Grain natively. User id u (record u - 2) lives in shard
+                          shard_of(u, NN), in increasing id order within its shard (see shards.py)
     splits.npz            per-user split boundaries (see splits.py)
     vocab/*.npz           vocabularies: user, item, device, locale, and one per side feature
     item_features.npz     side features indexed by item id; user_features.npz likewise
@@ -24,15 +26,16 @@ import shutil
 import socket
 
 import numpy as np
-from array_record.python import array_record_module
 
+from jaxrec.data import shards as shards_lib
+from jaxrec.data.shards import decode  # noqa: F401  (re-exported: readers import it from here)
 from jaxrec.data.splits import Splits
-from jaxrec.data.tokenize import TOKEN_DTYPE
 from jaxrec.data.vocab import FIRST_ID, Vocabulary
 from jaxrec.errors import UserError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+# The single token file of directories prepared before the sharded layout (read as one shard).
 TOKENS = "tokens.array_record"
 # What every prepared directory holds; checked when a manifest predates its `files` list.
 CORE_FILES = (TOKENS, "splits.npz", "item_counts.npz", "item_features.npz", "user_features.npz",
@@ -125,17 +128,6 @@ def atomic_directory(out: str, overwrite: bool = False):
       shutil.rmtree(tmp)
 
 
-def write_tokens(path: str, tokens: np.ndarray, offsets: np.ndarray) -> None:
-  writer = array_record_module.ArrayRecordWriter(path, "group_size:1")
-  for start, end in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
-    writer.write(tokens[start:end].tobytes())
-  writer.close()
-
-
-def decode(record: bytes) -> np.ndarray:
-  return np.frombuffer(record, TOKEN_DTYPE)
-
-
 def save_arrays(path: str, arrays: dict[str, np.ndarray]) -> None:
   with open(path, "wb") as f:
     np.savez(f, **arrays)
@@ -192,12 +184,24 @@ class PreparedDataset:
     return self.manifest["stats"]
 
   @property
-  def tokens_path(self) -> str:
-    return os.path.join(self.path, TOKENS)
+  def shard_paths(self) -> list[str]:
+    """The token shards, in shard order (one file for a directory of the older layout)."""
+    return [os.path.join(self.path, s["file"]) for s in self.manifest.get("shards")
+            or [{"file": TOKENS}]]
+
+  @functools.cached_property
+  def layout(self) -> shards_lib.Layout:
+    """Where each user's record lives: (shard, index within the shard) by record."""
+    return shards_lib.Layout.of(self)
+
+  def host_part(self, index: int, count: int) -> shards_lib.HostPart:
+    """The users that process `index` of `count` reads: those of shards i with i % count ==
+    index. The files it opens are only those shards."""
+    return self.layout.host_part(index, count)
 
   @property
   def num_users(self) -> int:
-    """Records in tokens.array_record: one per known user."""
+    """Token records over all shards: one per known user."""
     return self.stats["users"]
 
   @functools.cached_property
@@ -235,8 +239,8 @@ class PreparedDataset:
 
   def user_tokens(self, user_ids: np.ndarray | list[int]) -> list[np.ndarray]:
     """Each user's time-sorted tokens (TOKEN_DTYPE)."""
-    reader = array_record_module.ArrayRecordReader(self.tokens_path)
+    reader = shards_lib.TokenReader(self.layout)
     try:
-      return [decode(r) for r in reader.read([int(u) - FIRST_ID for u in user_ids])]
+      return reader.read(np.asarray(user_ids, np.int64) - FIRST_ID)
     finally:
       reader.close()

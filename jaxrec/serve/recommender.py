@@ -24,10 +24,10 @@ import os
 import time
 
 import numpy as np
-from array_record.python import array_record_module
 
 from jaxrec.data.pipelines import RankingFeatures
-from jaxrec.data.storage import PreparedDataset, decode
+from jaxrec.data import shards
+from jaxrec.data.storage import PreparedDataset
 from jaxrec.data.events import EventType
 from jaxrec.data.tokenize import TOKEN_DTYPE, gap_bucket, hour_of_day, weekday_of
 from jaxrec.data.vocab import FIRST_ID, OOV
@@ -121,7 +121,7 @@ class Recommender:
     self.blocked = self.item_ids(config.blocked)
     self.first_seen = self.data.item_features["first_seen"]
     # Users' stored histories, read per request: one reader for the bundle's life.
-    self.histories = array_record_module.ArrayRecordReader(self.data.tokens_path)
+    self.histories = shards.TokenReader(self.data.layout)
     # Exploration reads the counts by item id; a shared store keys them by raw id.
     self.posteriors = posteriors.for_catalogue(self.item_raw)
 
@@ -133,8 +133,7 @@ class Recommender:
     known = user_ids >= FIRST_ID
     stored = {}
     if known.any():
-      records = self.histories.read([int(u) - FIRST_ID for u in user_ids[known]])
-      stored = dict(zip(np.flatnonzero(known), map(decode, records)))
+      stored = dict(zip(np.flatnonzero(known), self.histories.read(user_ids[known] - FIRST_ID)))
     out = []
     for i, request in enumerate(requests):
       tokens = stored.get(i, np.zeros(0, TOKEN_DTYPE))

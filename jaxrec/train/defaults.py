@@ -22,6 +22,7 @@ def sequential_config() -> ml_collections.ConfigDict:
   c.data.split = "loo"
   c.data.split_times = (0.8, 0.9)  # temporal split cut-offs: quantiles or Unix seconds
   c.data.kcore = 0
+  c.data.shards = 0  # token files when prepared here; 0: one per ~250k events (data/shards.py)
   c.data.merge_gap = MERGE_GAP
   c.data.events = ""  # keep only these event types, e.g. "click,play,like"; "" keeps all
   # Unix seconds: training targets only after this time, the tokens before stay as input; 0 = all.
