@@ -19,6 +19,8 @@ def sequential_config() -> ml_collections.ConfigDict:
   c.data.data_dir = ""  # download cache; "" = $JAXREC_DATA_DIR or ~/.cache/jaxrec
   c.data.path = ""  # csv/parquet datasets: your events file
   c.data.columns = ""  # csv/parquet: "user=uid,item=movie,timestamp=ts,event=action"
+  c.data.time_unit = ""  # csv/parquet epoch timestamps: s, ms, us or ns; "" detects it
+  c.data.block_size_mb = 0  # csv read block (a line must fit in one); 0 = the reader's default
   c.data.split = "loo"
   c.data.split_times = (0.8, 0.9)  # temporal split cut-offs: quantiles or Unix seconds
   c.data.kcore = 0
