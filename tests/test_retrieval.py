@@ -7,6 +7,7 @@ import pytest
 
 from jaxrec.errors import UserError
 from jaxrec.retrieval import bundle as bundle_lib
+from jaxrec.retrieval import index as index_lib
 from jaxrec.retrieval.bundle import latest_version, load_bundle, write_bundle
 from jaxrec.retrieval.exact import exact_topk, exact_topk_jax, recall_at_k
 from jaxrec.retrieval.index import (RecallNotMet, ScannParams, build_index, choose_params,
@@ -65,6 +66,10 @@ def test_choose_params_scales_with_catalogue():
   assert params_for(vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).spherical
   with pytest.raises(UserError, match="num_leaves_to_search=50 must be between 1 and"):
     ScannParams(num_leaves=10, num_leaves_to_search=50).check(1000, 8)
+  with pytest.raises(UserError, match="avq=0.0 must be positive"):
+    ScannParams(num_leaves=10, num_leaves_to_search=5, avq=0.0).check(1000, 8)
+  # Tuned trees: ~2 sqrt(N) leaves, but at least 200 items each and never under sqrt(N).
+  assert [index_lib._num_leaves(n) for n in (6000, 100_000, 1_000_000)] == [77, 500, 2000]
 
 
 def test_small_catalogue_round_trip_is_exact(tmp_path):
@@ -233,6 +238,7 @@ def test_tuning_meets_the_target_on_held_out_queries():
   # The settings kept are the chosen trial's.
   structures = {t["structure"] for t in tuning["trials"]}
   assert "anisotropic tree" in structures
+  assert retriever.params.avq == index_lib.AVQ_ETA  # AVQ leaf centres, kept in the parameters
   assert retriever.params.num_leaves_to_search == tuning["chosen"]["num_leaves_to_search"]
   assert retriever.params.reorder == tuning["chosen"]["reorder"]
   assert tuning["latency_ms_per_query"] > 0 and tuning["latency_cap_ms"] == 1000

@@ -11,8 +11,8 @@ exact search: a plain tree, then one with SOAR spilling (each item in a second l
 ~2 sqrt(N) leaves with AVQ centres (see _structures for the measurements). Unit vectors get
 spherical leaves. Un-normalised item vectors (sequential models, BPR) rank by true
 inner product, where a query's top k holds long items from many leaves: the anisotropic
-quantization threshold is scaled to the items' median norm, and SOAR is what recovers those
-items (the MIPS -> cosine augmentation measured worse; see _structures). ScaNN's own
+quantization threshold is scaled to the items' median norm, and AVQ leaf centres (then SOAR)
+recover those items (the MIPS -> cosine augmentation measured worse; see _structures). ScaNN's own
 `autopilot()` is built beside them and used where it reaches the target at least as fast.
 Catalogues under EXACT_BELOW items are searched exactly. When no setting within the latency cap reaches the target, RecallNotMet says
 the best recall found; `accept_recall` lowers the bar explicitly.
