@@ -143,23 +143,30 @@ def file_sizes(folder: str) -> dict[str, int]:
   return dict(sorted(sizes.items()))
 
 
+def read_manifest(path: str) -> dict:
+  """A prepared directory's manifest, once it is known to be one this jaxrec reads (what was
+  prepared, from what source), without opening or checking its files."""
+  manifest_path = os.path.join(path, MANIFEST)
+  if not os.path.isdir(path):
+    raise UserError(f"{path} is not a directory. Create a dataset with "
+                    "`jaxrec data prepare --dataset NAME --out DIR`.")
+  if not os.path.exists(manifest_path):
+    raise UserError(f"{path} has no {MANIFEST}: it is not a prepared dataset, or its "
+                    "preparation did not finish. Run `jaxrec data prepare` again.")
+  with open(manifest_path) as f:
+    manifest = json.load(f)
+  if manifest.get("format_version") != FORMAT_VERSION:
+    raise UserError(f"{path} was prepared in format {manifest.get('format_version')}, this "
+                    f"jaxrec reads format {FORMAT_VERSION}. Run `jaxrec data prepare` again.")
+  return manifest
+
+
 class PreparedDataset:
   """Read access to a prepared directory; checks it is complete before anything else."""
 
   def __init__(self, path: str):
     self.path = os.path.abspath(path)
-    manifest_path = os.path.join(self.path, MANIFEST)
-    if not os.path.isdir(self.path):
-      raise UserError(f"{path} is not a directory. Create a dataset with "
-                      "`jaxrec data prepare --dataset NAME --out DIR`.")
-    if not os.path.exists(manifest_path):
-      raise UserError(f"{path} has no {MANIFEST}: it is not a prepared dataset, or its "
-                      "preparation did not finish. Run `jaxrec data prepare` again.")
-    with open(manifest_path) as f:
-      self.manifest = json.load(f)
-    if self.manifest.get("format_version") != FORMAT_VERSION:
-      raise UserError(f"{path} was prepared in format {self.manifest.get('format_version')}, this "
-                      f"jaxrec reads format {FORMAT_VERSION}. Run `jaxrec data prepare` again.")
+    self.manifest = read_manifest(path)
     self._check_files()
 
   def _check_files(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from jaxrec.data.storage import PreparedDataset
+from jaxrec.data.storage import read_manifest
 from jaxrec.data.synthetic import SyntheticConfig
 from jaxrec.errors import UserError
 
@@ -13,7 +13,7 @@ from jaxrec.errors import UserError
 def synthetic_config_of(dataset_dir: str, model_config=None) -> SyntheticConfig:
   """The generator config a prepared dataset was made from: its manifest's `source_config`, or,
   for datasets prepared before that was recorded, the training config's `data.synthetic`."""
-  manifest = PreparedDataset(dataset_dir).manifest
+  manifest = read_manifest(dataset_dir)
   if manifest.get("dataset") != "synthetic":
     raise UserError(f"{dataset_dir} holds the {manifest.get('dataset')!r} dataset: the simulator "
                     "is the synthetic generator's world, so the policy must be trained on a dataset "
