@@ -125,8 +125,8 @@ def main() -> None:
         f"{os.cpu_count()} cores (server and load generator share them)")
   keys = ["achieved_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms", "errors"]
   rows = [[f"{args.rate:g} req/s x {args.duration:g} s", *[_fmt(steady_d.get(k)) for k in keys]],
-          [f"highest rate with p99 <= {BUDGET_MS:g} ms" + (f" (kept, {kept['date']})" if kept
-                                                           else ""),
+          [f"highest rate with p99 <= {BUDGET_MS:g} ms"
+           + (f" (kept, {kept.get('kept_rows_date', kept['date'])})" if kept else ""),
            *[_fmt(best_d.get(k)) for k in keys]],
           [f"{args.rate:g} req/s, reload window ({reload['seconds']:.0f} s)",
            _fmt(reload["achieved_rate"]), _fmt(reload["p50_ms"]), _fmt(reload["p95_ms"]),
@@ -149,7 +149,9 @@ def main() -> None:
         f"{tuple(round(x, 1) for x in load_start)} at the start, "
         f"{tuple(round(x, 1) for x in conditions['load_average_end'])} at the end")
   first = {"steady": kept["steady"], "kept_rows": ["steady", "max_rate_within_budget"],
-           "kept_rows_date": kept["date"], "kept_rows_machine": kept["machine"]} if kept else \
+           # the date the kept rows were measured, carried over from run to run
+           "kept_rows_date": kept.get("kept_rows_date", kept["date"]),
+           "kept_rows_machine": kept.get("kept_rows_machine", kept["machine"])} if kept else \
       {"steady": steady_d}
   print("wrote", write_result("serving_latency", {
       "rate": args.rate, "duration": args.duration, **first,
