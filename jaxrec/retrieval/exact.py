@@ -97,14 +97,19 @@ def exact_topk_jax(items, queries, k: int,
   return np.concatenate(ids).astype(np.int64), np.concatenate(scores)
 
 
-def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int) -> float:
-  """Mean fraction of each query's exact top-k that the approximate top-k also holds."""
+def recall_per_query(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int) -> np.ndarray:
+  """[Q] fraction of each query's exact top-k that the approximate top-k also holds."""
   approx_ids = np.asarray(approx_ids)[:, :k]
   exact_ids = np.asarray(exact_ids)[:, :k]
-  if len(exact_ids) == 0 or exact_ids.shape[1] == 0:
-    return float("nan")
-  hits = 0
-  for start in range(0, len(exact_ids), 1024):  # bounds the [rows, k, k] comparison
-    a, e = approx_ids[start:start + 1024], exact_ids[start:start + 1024]
-    hits += int((e[:, :, None] == a[:, None, :]).any(axis=2).sum())
-  return hits / exact_ids.size
+  if exact_ids.shape[1] == 0:
+    return np.full(len(exact_ids), np.nan)
+  hits = [(e[:, :, None] == a[:, None, :]).any(axis=2).sum(1)
+          for a, e in ((approx_ids[s:s + 1024], exact_ids[s:s + 1024])  # bounds [rows, k, k]
+                       for s in range(0, len(exact_ids), 1024))]
+  return (np.concatenate(hits) if hits else np.zeros(0)) / exact_ids.shape[1]
+
+
+def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int) -> float:
+  """Mean fraction of each query's exact top-k that the approximate top-k also holds."""
+  per_query = recall_per_query(approx_ids, exact_ids, k)
+  return float(per_query.mean()) if len(per_query) else float("nan")

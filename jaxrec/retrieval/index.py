@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from jaxrec.errors import UserError
-from jaxrec.retrieval.exact import exact_topk, recall_at_k
+from jaxrec.retrieval.exact import exact_topk, recall_at_k, recall_per_query
 from jaxrec.retrieval.searcher import (EXACT_BELOW, Retriever, ScannParams, autopilot_params,
                                        build_tree, choose_params, is_unit_norm, params_for)
 
@@ -256,7 +256,7 @@ def _climb(retriever: Retriever, name: str, queries: np.ndarray, exact_ids: np.n
 
 def _recall(rows: np.ndarray, exact_ids: np.ndarray, k: int) -> tuple[float, float]:
   """(recall@k, its standard error over the queries)."""
-  per_query = (exact_ids[:, :k, None] == np.asarray(rows)[:, None, :k]).any(2).mean(1)
+  per_query = recall_per_query(rows, exact_ids, k)
   return float(per_query.mean()), float(per_query.std() / math.sqrt(max(len(per_query), 1)))
 
 
