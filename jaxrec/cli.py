@@ -45,8 +45,20 @@ def _data_parser(sub) -> None:
   prep.add_argument("--shards", type=int,
                     help="token files, split by user; each of N training hosts reads every N-th "
                          "(default: one per ~250k events, a power of two)")
+  beam = prep.add_argument_group(
+      "engine", "local: one in-memory process (the default); a Beam runner runs the same "
+      "preparation as an Apache Beam pipeline (pip install 'jaxrec[beam]'), with Beam's own "
+      "pipeline options given by --beam-option or after `--`")
+  beam.add_argument("--runner", default="local",
+                    choices=("local", "direct", "dataflow", "flink", "spark"))
+  beam.add_argument("--beam-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a Beam pipeline option, repeatable: e.g. direct_num_workers=2, "
+                         "project=P, region=R, temp_location=gs://b/tmp")
+  beam.add_argument("beam_args", nargs="*", metavar="-- BEAM_ARGS",
+                    help="Beam pipeline arguments, as Beam spells them (after `--`)")
   mine = prep.add_argument_group("your own logs (--dataset csv|parquet)")
-  mine.add_argument("--path", help="the events file")
+  mine.add_argument("--path", help="the events file (with a Beam runner also a directory of "
+                                   "part files or a quoted glob)")
   mine.add_argument("--columns", help="mapping of our fields to your columns, e.g. "
                                       "user=uid,item=movie,timestamp=ts,event=action,value=rating")
   mine.add_argument("--delimiter", default=",", help="CSV field separator")
@@ -82,14 +94,32 @@ def _run_data(args) -> None:
       columns = parse_column_mapping(args.columns)
     synthetic = {k: getattr(args, k) for k in ("num_users", "num_items", "num_events", "seed")
                  if getattr(args, k) is not None}
-    raw = sources.load_raw(args.dataset, data_dir=args.data_dir, path=args.path, columns=columns,
-                           delimiter=args.delimiter, items_path=args.items,
-                           users_path=args.users, time_unit=args.time_unit,
-                           block_size_mb=args.block_size_mb, synthetic=synthetic)
     options = PrepareOptions(split=args.split, split_times=args.split_times, kcore=args.kcore,
                              merge_gap=None if args.no_merge else args.merge_gap,
                              events=tuple(e for e in args.events.split(",") if e),
                              shards=args.shards)
+    if args.runner != "local":
+      from jaxrec.data import beam_prepare, beam_sources
+      beam_prepare.check_supported(options, args.runner)  # before reading anything
+      source = beam_sources.plan(args.dataset, data_dir=args.data_dir, path=args.path,
+                                 columns=columns, delimiter=args.delimiter,
+                                 items_path=args.items, users_path=args.users,
+                                 time_unit=args.time_unit, block_size_mb=args.block_size_mb,
+                                 synthetic=synthetic)
+      ds = beam_prepare.prepare_beam(source, args.out, options, overwrite=args.overwrite,
+                                     runner=args.runner, beam_options=args.beam_option,
+                                     beam_args=args.beam_args)
+      print(f"prepared {ds.path} with {args.runner} in {ds.manifest['seconds']} s")
+      print(inspect.format_stats(ds))
+      return
+    if args.beam_option or args.beam_args:
+      given = " ".join(args.beam_option + args.beam_args)
+      raise UserError(f"--beam-option and arguments after `--` ({given}) apply to a Beam "
+                      "runner: add --runner direct (or dataflow, flink, spark).")
+    raw = sources.load_raw(args.dataset, data_dir=args.data_dir, path=args.path, columns=columns,
+                           delimiter=args.delimiter, items_path=args.items,
+                           users_path=args.users, time_unit=args.time_unit,
+                           block_size_mb=args.block_size_mb, synthetic=synthetic)
     ds = prepare(raw, args.out, options, overwrite=args.overwrite)
     print(f"prepared {ds.path} in {ds.manifest['seconds']} s")
     print(inspect.format_stats(ds))

@@ -273,21 +273,47 @@ def _make_users(config, items):
   return dict(age=age, locale=locale, home=home, hour=hour, counts=counts), users
 
 
+def num_chunks(config: SyntheticConfig) -> int:
+  return -(-config.num_users // config.chunk_users)
+
+
+def _chunk(config, items, profile, chunk: int) -> EventLog:
+  """The events of users [chunk * chunk_users, ...): each chunk has its own random stream, so
+  chunks can be generated apart (the Beam pipeline does, one per worker) and give the same log."""
+  lo = chunk * config.chunk_users
+  hi = min(lo + config.chunk_users, config.num_users)
+  rng = _rng(config, _CHUNK, chunk)
+  base, target = _tastes(rng, config, items.centroids, profile["age"][lo:hi])
+  imp_user = np.repeat(np.arange(hi - lo), profile["counts"][lo:hi])
+  imp, kind, time, value, shown = _simulate(rng, config, items, base, target,
+                                            profile["hour"][lo:hi], imp_user)
+  # Mostly the home device; sometimes another one.
+  device = np.where(rng.random(len(imp_user)) < 0.85, profile["home"][lo:hi][imp_user],
+                    rng.choice(len(DEVICES), len(imp_user), p=DEVICE_P))
+  row_user = imp_user[imp]
+  return EventLog(user=lo + row_user.astype(np.int64), item=items.item_id[shown[imp]],
+                  timestamp=time.astype(np.int64), event_type=kind, value=value,
+                  device=DEVICES[device[imp]], locale=LOCALES[profile["locale"][lo:hi][row_user]])
+
+
 def _chunks(config, items, profile) -> Iterator[EventLog]:
-  for chunk, lo in enumerate(range(0, config.num_users, config.chunk_users)):
-    hi = min(lo + config.chunk_users, config.num_users)
-    rng = _rng(config, _CHUNK, chunk)
-    base, target = _tastes(rng, config, items.centroids, profile["age"][lo:hi])
-    imp_user = np.repeat(np.arange(hi - lo), profile["counts"][lo:hi])
-    imp, kind, time, value, shown = _simulate(rng, config, items, base, target,
-                                              profile["hour"][lo:hi], imp_user)
-    # Mostly the home device; sometimes another one.
-    device = np.where(rng.random(len(imp_user)) < 0.85, profile["home"][lo:hi][imp_user],
-                      rng.choice(len(DEVICES), len(imp_user), p=DEVICE_P))
-    row_user = imp_user[imp]
-    yield EventLog(user=lo + row_user.astype(np.int64), item=items.item_id[shown[imp]],
-                   timestamp=time.astype(np.int64), event_type=kind, value=value,
-                   device=DEVICES[device[imp]], locale=LOCALES[profile["locale"][lo:hi][row_user]])
+  for chunk in range(num_chunks(config)):
+    yield _chunk(config, items, profile, chunk)
+
+
+def world(config: SyntheticConfig):
+  """(items, per-user profile, user side table): what every chunk is generated from; small
+  (per item and per user, not per event), so each worker of a distributed run rebuilds it."""
+  config.validate()
+  items = _make_items(config)
+  profile, users = _make_users(config, items)
+  return items, profile, users
+
+
+def generate_chunk(config: SyntheticConfig, chunk: int, world_=None) -> EventLog:
+  """Chunk `chunk` of the log alone (users chunk * chunk_users onwards)."""
+  items, profile, _ = world_ or world(config)
+  return _chunk(config, items, profile, chunk)
 
 
 def generate_chunks(config: SyntheticConfig) -> Iterator[EventLog]:

@@ -37,6 +37,14 @@ class Vocabulary:
     counted = pc.value_counts(pa.array(np.asarray(values)))
     uniques = counted.field("values").to_numpy(zero_copy_only=False)
     counts = counted.field("counts").to_numpy().astype(np.int64)
+    return cls.from_counts(uniques, counts, extra_ids)
+
+  @classmethod
+  def from_counts(cls, uniques: np.ndarray, counts: np.ndarray,
+                  extra_ids: np.ndarray | None = None) -> Vocabulary:
+    """Builds from distinct raw ids and their counts (however they were counted: the Beam
+    pipeline sums them in a combiner), ordered exactly as `build` orders them."""
+    uniques, counts = np.asarray(uniques), np.asarray(counts, np.int64)
     if uniques.dtype == object:
       uniques = uniques.astype(str)
     if extra_ids is not None and len(extra_ids):

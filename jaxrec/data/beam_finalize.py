@@ -1,0 +1,155 @@
+"""The Beam preparation's last two steps: the small per-user and per-item tables, then the manifest.
+
+Everything here is per item or per user (vocabularies, split boundaries, counts, side features),
+never per event, and runs once, on one worker, writing the same files with the same contents as
+prepare.py. The manifest is written by `write_manifest`, which the pipeline runs only after
+every shard and every other file is written: a directory with a manifest is complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import time
+
+import numpy as np
+
+from jaxrec.data import features, storage
+from jaxrec.data.beam_sources import Source, side_table
+from jaxrec.data.events import EventType
+from jaxrec.data.splits import Splits
+from jaxrec.data.tokenize import TOKEN_DTYPE
+from jaxrec.data.vocab import FIRST_ID, Vocabulary
+from jaxrec.errors import UserError
+
+MAX_PART_NOTES = 20
+
+
+def _check_events(source: Source, options, summary: dict) -> None:
+  if summary["events"]:
+    return
+  if options.events and summary.get("unfiltered"):
+    raise UserError(f"dataset {source.name!r} has no events of types {list(options.events)}: "
+                    "check --events against `jaxrec data stats` of the unfiltered data.")
+  raise UserError(f"dataset {source.name!r} contains no events: nothing to prepare. Check the "
+                  "input file and the column mapping.")
+
+
+def _part_notes(part_notes: list) -> list[str]:
+  """What reading each part assumed or dropped, in part order; a log of thousands of parts
+  says the first MAX_PART_NOTES and counts the rest."""
+  notes = [n for _, part in sorted(part_notes) for n in part]
+  if len(notes) <= MAX_PART_NOTES:
+    return notes
+  return notes[:MAX_PART_NOTES] + [
+      f"... and {len(notes) - MAX_PART_NOTES} more such notes from other parts (each part is "
+      "read on its own: pass --time-unit to state the timestamps' unit for all of them)."]
+
+
+def _ids(values: list, dtypes: list[str]) -> np.ndarray:
+  if dtypes and np.dtype(dtypes[0]).kind in "iu":
+    return np.array(sorted(values), np.int64)
+  return np.array(sorted(values), dtype=str) if values else np.zeros(0, str)
+
+
+def finalize(_, *, folder: str, source: Source, options, summary: dict,
+             unfiltered: dict, vocabs: dict[str, Vocabulary], users: list, train_counts: list,
+             first_seen: list, seen: list, part_notes: list, cutoffs) -> dict:
+  """Writes splits.npz, item_counts.npz, the side features and vocab/; returns the manifest
+  without its shards and files."""
+  _check_events(source, options, {**summary, "unfiltered": unfiltered["events"]})
+  user_vocab = vocabs["user"]
+  notes = list(source.notes) + _part_notes(part_notes)
+  seen_ids = {f: _ids([v for field, v in seen if field == f], unfiltered["dtypes"][f])
+              for f in ("user", "item")}
+  items = side_table(source.items, seen_ids["item"], notes)
+  user_table = side_table(source.users, seen_ids["user"], notes)
+  core = vocabs["item"]
+  catalogue = np.asarray(items.ids)
+  cold = (np.setdiff1d(catalogue.astype(core.raw_ids.dtype), core.raw_ids) if len(catalogue)
+          else None)
+  item_vocab = Vocabulary.from_counts(core.raw_ids, core.counts, extra_ids=cold)
+
+  table = np.array(sorted(users), np.int64).reshape(-1, 5)
+  if not np.array_equal(table[:, 0], np.arange(user_vocab.num_known) + FIRST_ID):
+    raise RuntimeError("every known user must have exactly one token record")
+  lengths, train_end, valid_end, distinct = (table[:, k] for k in range(1, 5))
+  splits = Splits(train_end=train_end, valid_end=valid_end, length=lengths,
+                  description=cutoffs[2])
+  counts = np.zeros(len(item_vocab), np.int64)
+  for item, count in train_counts:
+    counts[item] = count
+  first = np.full(len(item_vocab), -1, np.int64)
+  for item, seconds in first_seen:
+    first[item] = seconds
+
+  item_arrays, item_feature_vocabs = features.encode_side_table(items, item_vocab)
+  user_arrays, user_feature_vocabs = features.encode_side_table(user_table, user_vocab)
+  item_arrays["first_seen"] = first
+  by_type = summary["by_type"]
+  stats = {
+      "users": user_vocab.num_known,
+      "items": item_vocab.num_known,
+      "interactions": int(summary["events"]),
+      "tokens": int(lengths.sum()),
+      "items_without_interactions": int((item_vocab.counts == 0).sum()),
+      "events_by_type": {t.name.lower(): int(by_type[t]) for t in EventType if by_type[t]},
+      "tokens_per_user": {"mean": float(lengths.mean()), "median": float(np.median(lengths)),
+                          "max": int(lengths.max())},
+      "density": float(int(distinct.sum()) / (user_vocab.num_known * max(item_vocab.num_known, 1))),
+      "time_range": [_iso(summary["time"][0]), _iso(summary["time"][1])],
+      "split_tokens": splits.counts(),
+      "item_features": sorted(item_arrays),
+      "user_features": sorted(user_arrays),
+  }
+  manifest = {
+      "format_version": storage.FORMAT_VERSION,
+      "dataset": source.name,
+      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "options": dataclasses.asdict(options),
+      "split": splits.description,
+      "token_fields": [[name, str(TOKEN_DTYPE[name])] for name in TOKEN_DTYPE.names],
+      "stats": stats,
+  }
+  if notes:
+    manifest["notes"] = notes
+  if source.source_config is not None:
+    manifest["source_config"] = source.source_config
+
+  storage.save_arrays(os.path.join(folder, "splits.npz"), {
+      "train_end": splits.train_end, "valid_end": splits.valid_end, "length": splits.length})
+  storage.save_arrays(os.path.join(folder, "item_counts.npz"),
+                      {"train": counts, "all": item_vocab.count_table()})
+  storage.save_arrays(os.path.join(folder, "item_features.npz"), item_arrays)
+  storage.save_arrays(os.path.join(folder, "user_features.npz"), user_arrays)
+  os.makedirs(os.path.join(folder, "vocab"), exist_ok=True)
+  all_vocabs = {"user": user_vocab, "item": item_vocab, "device": vocabs["device"],
+                "locale": vocabs["locale"],
+                **{f"item_{k}": v for k, v in item_feature_vocabs.items()},
+                **{f"user_{k}": v for k, v in user_feature_vocabs.items()}}
+  for name, vocab in all_vocabs.items():
+    vocab.save(os.path.join(folder, "vocab", f"{name}.npz"))
+  return manifest
+
+
+def write_manifest(manifest: dict, *, folder: str, shards: list, runner: str,
+                   started: float) -> str:
+  """Last: lists the shards and every file, marking the directory complete."""
+  manifest = dict(manifest)
+  manifest["seconds"] = round(time.time() - started, 2)
+  manifest["runner"] = runner
+  manifest["shards"] = sorted(shards, key=lambda s: s["file"])
+  expected = {s["file"] for s in manifest["shards"]}
+  written = {name for name in os.listdir(folder) if name.startswith("tokens-")}
+  if expected != written:
+    raise RuntimeError(f"token shards written {sorted(written)} but listed {sorted(expected)}")
+  manifest["files"] = storage.file_sizes(folder)
+  with open(os.path.join(folder, storage.MANIFEST), "w") as f:
+    json.dump(manifest, f, indent=2)
+  return os.path.join(folder, storage.MANIFEST)
+
+
+def _iso(seconds: int) -> str:
+  return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat()
