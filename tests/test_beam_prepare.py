@@ -115,9 +115,10 @@ def test_cli_direct_runner_equals_local(log, capsys):
         if p.is_file() and p.name != "manifest.json"}
 
 
-def test_part_files_temporal_quantiles_and_event_filter_equal_local(log):
+def test_part_files_temporal_quantiles_event_filter_and_kcore_equal_local(log, monkeypatch):
   """A directory of part files equals the one file they were cut from, with global temporal
-  quantile cut-offs, --events, --no-merge and the default shard count."""
+  quantile cut-offs, --events, --kcore (3 rounds to its fixed point here, dropping users and an
+  item that is in the items table), --no-merge and the default shard count."""
   folder, events, items, users, lines = log
   parts = folder / "parts"
   parts.mkdir()
@@ -126,9 +127,10 @@ def test_part_files_temporal_quantiles_and_event_filter_equal_local(log):
     (parts / f"part-{k:05d}.csv").write_text("\n".join([lines[0]] + body[lo:hi]) + "\n")
   (parts / "_SUCCESS").write_text("")
   options = PrepareOptions(split="temporal", split_times=(0.7, 0.85), merge_gap=None,
-                           events=("click", "play", "like", "pause"))
+                           events=("click", "play", "like", "pause"), kcore=15)
   source = beam_sources.plan("csv", path=str(parts), columns=COLUMNS, items_path=items)
   assert len(source.parts) == 3
+  monkeypatch.setattr(beam_prepare, "KCORE_ROUNDS", 3)  # exactly the rounds this log needs
   a = beam_prepare.prepare_beam(source, str(folder / "parts_beam"), options,
                                 beam_options=["direct_num_workers=1"])
   b = prepare(sources.load_raw("csv", path=events, columns=COLUMNS, items_path=items),
@@ -136,6 +138,7 @@ def test_part_files_temporal_quantiles_and_event_filter_equal_local(log):
   assert_same(a, b, notes=False)  # each part says how its timestamps were read
   assert a.splits.description["kind"] == "temporal"
   assert 0 < a.stats["split_tokens"]["valid"] and 0 < a.stats["split_tokens"]["test"]
+  assert 0 < a.stats["users"] < 120 and a.stats["items"] == 59 + 3  # + the 3 never watched
 
 
 def test_synthetic_by_user_chunks_with_absolute_cutoffs_equals_local(tmp_path):
@@ -165,17 +168,22 @@ def test_quantiles_from_counts_equal_numpy():
       assert beam_steps.quantile_from_counts(values, counts, q) == float(np.quantile(x, q))
 
 
-def test_kcore_is_refused_with_the_option_named(log, capsys):
-  folder, events, *_ = log
-  with pytest.raises(UserError, match=r"--kcore is not supported with --runner direct yet; "
-                                      r"use --runner local"):
-    beam_prepare.prepare_beam(beam_sources.Source("x", [], None, None), str(folder / "k"),
-                              PrepareOptions(kcore=5))
-  code = cli.main(["data", "prepare", "--dataset", "csv", "--path", events, "--out",
-                   str(folder / "k"), "--runner", "spark", "--kcore", "3"])
-  assert code == 2
-  assert "--kcore is not supported with --runner spark" in capsys.readouterr().err
-  assert not (folder / "k").exists()
+def test_kcore_that_does_not_converge_in_the_pipelines_rounds_is_refused():
+  counts = [(("user", "a"), 5), (("user", "b"), 2), (("item", 1), 7)]
+  assert beam_steps.kcore_converged(beam_steps.count_table(counts), 2, 12)
+  with pytest.raises(UserError, match=r"--kcore 3 did not reach .* use --runner local"):
+    beam_steps.kcore_converged(beam_steps.count_table(counts), 3, 12)
+
+
+def test_empty_results_are_refused_as_locally():
+  from jaxrec.data.beam_finalize import _check_events
+  source = beam_sources.Source("log", [], None, None)
+  with pytest.raises(UserError, match="contains no events"):
+    _check_events(source, PrepareOptions(), 0, 0, 0)
+  with pytest.raises(UserError, match=r"no events of types \['like'\]"):
+    _check_events(source, PrepareOptions(events=("like",), kcore=3), 10, 0, 0)
+  with pytest.raises(UserError, match="--kcore 3 removed every event"):
+    _check_events(source, PrepareOptions(events=("like",), kcore=3), 10, 4, 0)
 
 
 def test_missing_beam_is_a_user_error(monkeypatch, log, capsys):

@@ -27,14 +27,19 @@ from jaxrec.errors import UserError
 MAX_PART_NOTES = 20
 
 
-def _check_events(source: Source, options, summary: dict) -> None:
-  if summary["events"]:
+def _check_events(source: Source, options, read: int, selected: int, kept: int) -> None:
+  """The local path's refusals, in its order: no events read, none of the --events types, none
+  left by --kcore."""
+  if kept:
     return
-  if options.events and summary.get("unfiltered"):
+  if not read:
+    raise UserError(f"dataset {source.name!r} contains no events: nothing to prepare. Check "
+                    "the input file and the column mapping.")
+  if options.events and not selected:
     raise UserError(f"dataset {source.name!r} has no events of types {list(options.events)}: "
                     "check --events against `jaxrec data stats` of the unfiltered data.")
-  raise UserError(f"dataset {source.name!r} contains no events: nothing to prepare. Check the "
-                  "input file and the column mapping.")
+  raise UserError(f"--kcore {options.kcore} removed every event of {source.name!r}. Use a "
+                  "smaller k.")
 
 
 def _part_notes(part_notes: list) -> list[str]:
@@ -56,10 +61,14 @@ def _ids(values: list, dtypes: list[str]) -> np.ndarray:
 
 def finalize(_, *, folder: str, source: Source, options, summary: dict,
              unfiltered: dict, vocabs: dict[str, Vocabulary], users: list, train_counts: list,
-             first_seen: list, seen: list, part_notes: list, cutoffs) -> dict:
+             first_seen: list, seen: list, part_notes: list, cutoffs,
+             kcore_selected: dict | None = None, kcore_items: list | None = None,
+             kcore_converged: bool | None = None) -> dict:
   """Writes splits.npz, item_counts.npz, the side features and vocab/; returns the manifest
-  without its shards and files."""
-  _check_events(source, options, {**summary, "unfiltered": unfiltered["events"]})
+  without its shards and files. kcore_*: with --kcore, the summary before it, the items
+  before it, and whether its rounds converged (beam_steps.kcore_converged raised if not)."""
+  _check_events(source, options, unfiltered["events"],
+                (kcore_selected or summary)["events"], summary["events"])
   user_vocab = vocabs["user"]
   notes = list(source.notes) + _part_notes(part_notes)
   seen_ids = {f: _ids([v for field, v in seen if field == f], unfiltered["dtypes"][f])
@@ -68,7 +77,10 @@ def finalize(_, *, folder: str, source: Source, options, summary: dict,
   user_table = side_table(source.users, seen_ids["user"], notes)
   core = vocabs["item"]
   catalogue = np.asarray(items.ids)
-  cold = (np.setdiff1d(catalogue.astype(core.raw_ids.dtype), core.raw_ids) if len(catalogue)
+  # Catalogue items never interacted with join the vocabulary (cold start); items --kcore
+  # dropped do not come back, as in prepare.py.
+  interacted = core.raw_ids if kcore_items is None else np.array(kcore_items)
+  cold = (np.setdiff1d(catalogue.astype(interacted.dtype), interacted) if len(catalogue)
           else None)
   item_vocab = Vocabulary.from_counts(core.raw_ids, core.counts, extra_ids=cold)
 

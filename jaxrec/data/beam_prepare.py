@@ -11,9 +11,8 @@ that storage.PreparedDataset reads exactly like the local one (the tests compare
 
 Vocabulary ids equal the local path's because the counts are ordered by the same rule
 (Vocabulary.from_counts); a user's events are sorted by timestamp, then by the row's place in
-the log, as the local path's stable sort keeps them; `tokenize` is the same function. Not yet
-supported with a Beam runner: --kcore (its iterated filtering needs a loop of pipeline stages);
-it stops with a message naming the option.
+the log, as the local path's stable sort keeps them; `tokenize` is the same function. --kcore runs
+KCORE_ROUNDS filtering rounds and stops with a message if they did not reach the fixed point.
 
 Beam is imported only here, and only when a Beam runner is asked for (the `beam` extra).
 """
@@ -34,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 RUNNERS = {"direct": "DirectRunner", "dataflow": "DataflowRunner", "flink": "FlinkRunner",
            "spark": "SparkRunner"}
-UNSUPPORTED = {"kcore": "--kcore"}  # PrepareOptions fields the Beam pipeline does not do yet
+KCORE_ROUNDS = 12  # k-core filtering rounds in the pipeline (the local path stops at 100)
 
 
 def import_beam():
@@ -67,11 +66,9 @@ def _user_error(record) -> bool:
 
 
 def check_supported(options, runner: str) -> None:
+  """Every PrepareOptions field has its Beam equivalent; only the runner is checked."""
   if runner not in RUNNERS:
     raise UserError(f"unknown runner {runner!r}: use local, {', '.join(RUNNERS)}.")
-  if options.kcore:
-    raise UserError(f"--kcore is not supported with --runner {runner} yet; use --runner local "
-                    "(or prepare without --kcore).")
 
 
 def pipeline_flags(runner: str, beam_options=(), beam_args=()) -> list[str]:
@@ -142,6 +139,28 @@ def _num_shards(summary: dict, shards: int | None) -> int:
   return shards or shards_lib.default_num_shards(summary["events"])
 
 
+def _kcore(beam, batches, k: int):
+  """filtering.kcore_mask's rounds, unrolled: each counts the rows left per user and item and
+  keeps the rows whose user and item have k. The fixed point is unique, so once reached the
+  result equals the local path's; a count after the last round checks that it was reached."""
+  single = beam.pvalue.AsSingleton
+  selected = (batches | "SummarizeSelected" >> beam.Map(steps.summarize)
+              | "MergeSelected" >> beam.CombineGlobally(steps.merge_summaries))
+  items = converged = None
+  for r in range(KCORE_ROUNDS + 1):
+    table = (batches | f"KcoreCounts{r}" >> beam.FlatMap(steps.kcore_counts)
+             | f"KcoreSum{r}" >> beam.CombinePerKey(sum)
+             | f"KcoreAll{r}" >> beam.combiners.ToList()
+             | f"KcoreTable{r}" >> beam.Map(steps.count_table))
+    if r == 0:  # the items before filtering: catalogue items among them do not come back
+      items = table | "KcoreItems" >> beam.Map(lambda t: t["item"][0].to_pylist())
+    if r == KCORE_ROUNDS:
+      converged = table | "KcoreConverged" >> beam.Map(steps.kcore_converged, k, KCORE_ROUNDS)
+      break
+    batches = batches | f"Kcore{r}" >> beam.Map(steps.kcore_keep, single(table), k)
+  return batches, {"selected": selected, "items": items, "converged": converged}
+
+
 def _build(beam, p, source: Source, folder: str, options, runner: str, started: float) -> None:
   single, listed = beam.pvalue.AsSingleton, beam.pvalue.AsList
   read = (p | "Parts" >> beam.Create(list(enumerate(source.parts)))
@@ -151,6 +170,9 @@ def _build(beam, p, source: Source, folder: str, options, runner: str, started: 
            | "AllNotes" >> beam.combiners.ToList())
   raw = read | "Batches" >> beam.Map(lambda r: (r[0], r[1]))
   batches = raw | "KeepEvents" >> beam.Map(steps.keep_events, tuple(options.events))
+  kcore = {"selected": None, "items": None, "converged": None}
+  if options.kcore:
+    batches, kcore = _kcore(beam, batches, options.kcore)
 
   unfiltered = (raw | "SummarizeRead" >> beam.Map(steps.summarize)
                 | "MergeRead" >> beam.CombineGlobally(steps.merge_summaries))
@@ -199,6 +221,7 @@ def _build(beam, p, source: Source, folder: str, options, runner: str, started: 
                   summary=single(summary), unfiltered=single(unfiltered), vocabs=single(vocabs),
                   users=listed(per_user), train_counts=listed(train_counts),
                   first_seen=listed(first_seen), seen=single(seen), part_notes=single(notes),
-                  cutoffs=single(cutoffs)))
+                  cutoffs=single(cutoffs),
+                  **{f"kcore_{k}": v if v is None else single(v) for k, v in kcore.items()}))
   _ = manifest | "Manifest" >> beam.Map(beam_finalize.write_manifest, folder=folder,
                                         shards=listed(shards), runner=runner, started=started)

@@ -99,6 +99,51 @@ def distinct_ids(batch):
       yield field, value
 
 
+def kcore_counts(batch):
+  """((field, raw id), rows) of users and items: one k-core round's counts."""
+  _, log = batch
+  for field in ID_FIELDS:
+    column = np.asarray(getattr(log, field))
+    if len(column):
+      counted = pc.value_counts(pa.array(column))
+      yield from zip(((field, v) for v in counted.field("values").to_pylist()),
+                     counted.field("counts").to_pylist())
+
+
+def count_table(counts: list) -> dict[str, tuple[pa.Array, np.ndarray]]:
+  """field -> (raw ids, their counts), for kcore_keep's vectorised lookups."""
+  table = {}
+  for field in ID_FIELDS:
+    pairs = [(v, c) for (f, v), c in counts if f == field]
+    table[field] = (pa.array([v for v, _ in pairs]), np.array([c for _, c in pairs], np.int64))
+  return table
+
+
+def kcore_keep(batch, table: dict, k: int):
+  """The rows whose user and item each have at least k rows in `table` (one round of
+  filtering.kcore_mask)."""
+  part, log = batch
+  keep = np.ones(len(log), bool)
+  for field in ID_FIELDS:
+    ids, counts = table[field]
+    if not len(log):
+      break
+    column = np.asarray(getattr(log, field))
+    index = pc.index_in(pa.array(column), value_set=ids).fill_null(-1).to_numpy()
+    keep &= (index >= 0) & (np.append(counts, 0)[index] >= k)
+  return (part, log) if keep.all() else (part, log.take(np.flatnonzero(keep)))
+
+
+def kcore_converged(table: dict, k: int, rounds: int) -> bool:
+  """After the last round, every user and item left has k rows, or the filtering stopped
+  short of the fixed point the local path reaches."""
+  if any(len(counts) and counts.min() < k for _, counts in table.values()):
+    raise UserError(f"--kcore {k} did not reach its fixed point in the {rounds} rounds the Beam "
+                    "pipeline runs (each round drops users and items with fewer than k rows, "
+                    "which can leave others short): use --runner local, or a smaller k.")
+  return True
+
+
 def _raw_array(values: list, dtypes: list[str], field: str) -> np.ndarray:
   if len(dtypes) > 1 and len({np.dtype(d).kind for d in dtypes}) > 1:
     raise UserError(
