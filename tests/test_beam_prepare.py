@@ -242,6 +242,9 @@ def test_paths_of_part_files(tmp_path):
       str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]
   assert beam_sources.part_files(str(tmp_path / "*.csv"), (".csv",)) == [
       str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]
+  (tmp_path / "c.csv.gz").write_text("")
+  with pytest.raises(UserError, match=r"not \.csv beside its parts \(e.g. c.csv.gz\)"):
+    beam_sources.part_files(str(tmp_path), (".csv",))
 
 
 @pytest.mark.slow

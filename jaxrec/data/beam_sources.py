@@ -82,6 +82,12 @@ def part_files(path: str, extensions: tuple[str, ...]) -> list[str]:
       raise UserError(f"directory {path} holds no {' or '.join(extensions)} files "
                       f"(it has: {', '.join(names[:10]) or 'nothing'}). Point --path at the "
                       "directory of part files, a glob (quoted) or one file.")
+    others = [n for n in names if not n.lower().endswith(extensions)]
+    if others:  # skipping them would drop their events without a word
+      raise UserError(f"directory {path} holds {len(others)} file(s) that are not "
+                      f"{' or '.join(extensions)} beside its parts (e.g. {others[0]}). Move them "
+                      "out, or select the parts with a quoted glob such as --path "
+                      f"'{os.path.join(path, '*' + extensions[0])}'.")
     return files
   if glob.has_magic(path):
     files = sorted(f for f in glob.glob(path) if os.path.isfile(f))
