@@ -75,6 +75,14 @@ def test_catalogue_items_without_interactions_stay_for_cold_start(tmp_path):
   assert set(ds.user_tokens([2])[0]["locale"].tolist()) == {0}  # "" is unknown, not a locale
 
 
+def test_a_catalogue_id_longer_than_every_event_id_stays_whole(tmp_path):
+  raw = _tiny(SideTable(ids=np.array(["i0", "longid"]), columns={"genres": np.array(["a", "b"])},
+                        multi_valued=("genres",)))
+  raw.events.item = np.array(["i0", "i1", "i2"])[np.asarray(raw.events.item)]
+  ds = prepare(raw, str(tmp_path / "d"))
+  assert "longid" in ds.vocabs["item"].raw_ids.tolist()  # was cut to "lo"
+
+
 def test_empty_dataset_is_a_clear_error(tmp_path):
   with pytest.raises(UserError, match="contains no events"):
     prepare(_tiny(n=0), str(tmp_path / "e"))

@@ -21,7 +21,7 @@ from jaxrec.data.beam_sources import Source, side_table
 from jaxrec.data.events import EventType
 from jaxrec.data.splits import Splits
 from jaxrec.data.tokenize import TOKEN_DTYPE
-from jaxrec.data.vocab import FIRST_ID, Vocabulary
+from jaxrec.data.vocab import FIRST_ID, Vocabulary, ids_like
 from jaxrec.errors import UserError
 
 MAX_PART_NOTES = 20
@@ -80,7 +80,7 @@ def finalize(_, *, folder: str, source: Source, options, summary: dict,
   # Catalogue items never interacted with join the vocabulary (cold start); items --kcore
   # dropped do not come back, as in prepare.py.
   interacted = core.raw_ids if kcore_items is None else np.array(kcore_items)
-  cold = (np.setdiff1d(catalogue.astype(interacted.dtype), interacted) if len(catalogue)
+  cold = (np.setdiff1d(ids_like(catalogue, interacted), interacted) if len(catalogue)
           else None)
   item_vocab = Vocabulary.from_counts(core.raw_ids, core.counts, extra_ids=cold)
 

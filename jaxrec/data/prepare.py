@@ -17,7 +17,7 @@ from jaxrec.data import features, shards, splits as splits_lib, storage
 from jaxrec.data.events import EventType, RawDataset
 from jaxrec.data.filtering import kcore_mask
 from jaxrec.data.tokenize import MERGE_GAP, TOKEN_DTYPE, tokenize
-from jaxrec.data.vocab import FIRST_ID, Vocabulary
+from jaxrec.data.vocab import FIRST_ID, Vocabulary, ids_like
 from jaxrec.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def prepare(raw: RawDataset, out: str, options: PrepareOptions = PrepareOptions(
   # Catalogue items that never had an interaction (new releases) stay in the vocabulary for
   # cold start; items that k-core filtering dropped do not come back.
   item_ids = np.asarray(raw.items.ids)
-  cold_items = (np.setdiff1d(item_ids.astype(raw_items.dtype), raw_items) if len(item_ids)
+  cold_items = (np.setdiff1d(ids_like(item_ids, raw_items), raw_items) if len(item_ids)
                 else None)
   item_vocab = Vocabulary.build(events.item, extra_ids=cold_items)
   user_vocab = Vocabulary.build(events.user)

@@ -48,7 +48,7 @@ class Vocabulary:
     if uniques.dtype == object:
       uniques = uniques.astype(str)
     if extra_ids is not None and len(extra_ids):
-      extra = np.setdiff1d(np.unique(np.asarray(extra_ids).astype(uniques.dtype)), uniques)
+      extra = np.setdiff1d(np.unique(ids_like(extra_ids, uniques)), uniques)
       uniques = np.concatenate([uniques, extra])
       counts = np.concatenate([counts, np.zeros(len(extra), np.int64)])
     order = np.lexsort((uniques, -counts))  # by count desc, then raw id
@@ -101,3 +101,12 @@ class Vocabulary:
     return (isinstance(other, Vocabulary) and self.raw_ids.dtype == other.raw_ids.dtype
             and np.array_equal(self.raw_ids, other.raw_ids)
             and np.array_equal(self.counts, other.counts))
+
+
+def ids_like(values, like: np.ndarray) -> np.ndarray:
+  """`values` as ids of the same kind as `like` (integers or text). Text is widened to the
+  longest id, never cut to `like`'s width: a catalogue id longer than every id in the events
+  ("longid" against "ab") must stay whole, not become "lo"."""
+  values = np.asarray(values)
+  return values.astype(str) if like.dtype.kind == "U" else values.astype(like.dtype)
+
