@@ -7,6 +7,7 @@ import datetime
 import json
 import logging
 import os
+import shlex
 import time
 
 import numpy as np
@@ -190,6 +191,9 @@ def open_or_prepare(cfg) -> storage.PreparedDataset:
   cfg: a config's `data` section: dataset, dir, data_dir, split, split_times, kcore, merge_gap,
   for your own logs path, columns ("user=uid,item=movie,timestamp=ts"), time_unit ("ms") and
   block_size_mb, and for synthetic data `synthetic` (SyntheticConfig fields, e.g. num_items).
+  `runner` "local" prepares in memory; a Beam runner (direct, dataflow, flink, spark) runs the
+  same preparation as `jaxrec data prepare --runner` does, with `beam_options`, Beam's pipeline
+  options separated by spaces ("direct_num_workers=2 direct_running_mode=multi_processing").
 
   In a multi-process run only process 0 prepares; the others wait for it at a barrier and then
   read. Every host preparing the same shared directory raced: one found it "already exists",
@@ -219,18 +223,34 @@ def open_or_prepare(cfg) -> storage.PreparedDataset:
 def _open_or_prepare(cfg) -> storage.PreparedDataset:
   if os.path.exists(os.path.join(cfg.dir, storage.MANIFEST)):
     return storage.PreparedDataset(cfg.dir)
-  from jaxrec.data.sources import load_raw
+  options = PrepareOptions(split=cfg.split, split_times=tuple(cfg.get("split_times", (0.8, 0.9))),
+                           kcore=cfg.get("kcore", 0), merge_gap=cfg.get("merge_gap", MERGE_GAP),
+                           events=tuple(e for e in cfg.get("events", "").split(",") if e),
+                           shards=cfg.get("shards") or None)
+  runner = cfg.get("runner") or "local"
+  beam_options = shlex.split(cfg.get("beam_options") or "")
   columns = None
   if cfg.get("columns"):
     from jaxrec.data.tabular import parse_column_mapping
     columns = parse_column_mapping(cfg.columns)
   synthetic = cfg.get("synthetic")
+  synthetic = dict(synthetic) if synthetic else None
+  if runner != "local":  # the same preparation as a Beam pipeline (jaxrec data prepare --runner)
+    from jaxrec.data import beam_prepare, beam_sources
+    beam_prepare.check_supported(options, runner)  # before reading anything
+    source = beam_sources.plan(cfg.dataset, data_dir=cfg.get("data_dir") or None,
+                               path=cfg.get("path") or None, columns=columns,
+                               time_unit=cfg.get("time_unit") or None,
+                               block_size_mb=cfg.get("block_size_mb") or None, synthetic=synthetic)
+    return beam_prepare.prepare_beam(source, cfg.dir, options, runner=runner,
+                                     beam_options=beam_options)
+  if beam_options:
+    raise UserError(f"data.beam_options={cfg.beam_options!r} applies to a Beam runner, but "
+                    "data.runner is 'local': set data.runner=direct (or dataflow, flink, spark), "
+                    "or leave data.beam_options empty.")
+  from jaxrec.data.sources import load_raw
   raw = load_raw(cfg.dataset, data_dir=cfg.get("data_dir") or None, path=cfg.get("path") or None,
                  columns=columns, time_unit=cfg.get("time_unit") or None,
                  block_size_mb=cfg.get("block_size_mb") or None,
-                 synthetic=dict(synthetic) if synthetic else None)
-  options = PrepareOptions(split=cfg.split, split_times=tuple(cfg.get("split_times", (0.8, 0.9))),
-                           kcore=cfg.get("kcore", 0), merge_gap=cfg.get("merge_gap", MERGE_GAP),
-                           events=tuple(e for e in cfg.get("events", "").split(",") if e),
-                           shards=cfg.get("shards") or None)
+                 synthetic=synthetic)
   return prepare(raw, cfg.dir, options)

@@ -77,8 +77,9 @@ class Checkpointer:
 # record that keeps config.json loadable as a plain config by eval and export.
 CONFIG = "config.json"
 CHANGES = "config_changes.json"
-# Settings that name where files are cached, not what the run computes.
-NOT_COMPARED = ("data.data_dir",)
+# Settings that name where files are cached, or which engine prepares a missing data.dir (every
+# runner writes the same dataset), not what the run computes.
+NOT_COMPARED = ("data.data_dir", "data.runner", "data.beam_options")
 
 
 def resume_changes(workdir: str, step: int, config, allowed=()) -> dict[str, tuple]:

@@ -25,6 +25,11 @@ def sequential_config() -> ml_collections.ConfigDict:
   c.data.split_times = (0.8, 0.9)  # temporal split cut-offs: quantiles or Unix seconds
   c.data.kcore = 0
   c.data.shards = 0  # token files when prepared here; 0: one per ~250k events (data/shards.py)
+  # How a missing data.dir is prepared: "local" (in memory) or a Beam runner (direct, dataflow,
+  # flink, spark: `jaxrec data prepare --runner`, the same output); beam_options are Beam's
+  # pipeline options, space-separated, e.g. "direct_num_workers=2 direct_running_mode=multi_processing".
+  c.data.runner = "local"
+  c.data.beam_options = ""
   c.data.merge_gap = MERGE_GAP
   c.data.events = ""  # keep only these event types, e.g. "click,play,like"; "" keeps all
   # Unix seconds: training targets only after this time, the tokens before stay as input; 0 = all.
