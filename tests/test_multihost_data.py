@@ -187,8 +187,8 @@ def test_two_processes_train_from_their_own_shards(tmp_path):
   started = time.time()
   for host in (0, 1):
     outs.append(tmp_path / f"out{host}.json")
-    # One data.dir spelling on every host, as one config gives them (the barrier is named after
-    # it), each resolving to the host's own copy.
+    # One data.dir spelling on every host, as one config gives them, each resolving to the
+    # host's own copy.
     args = {"train_dir": "a", "a_dir": "a", "b_dir": "b", "out": str(outs[-1]), "steps": 4}
     procs.append(subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(args)],
                                   env={**env, "JAXREC_PROCESS_ID": str(host)},

@@ -208,7 +208,8 @@ def open_or_prepare(cfg) -> storage.PreparedDataset:
       _open_or_prepare(cfg)
     except Exception as e:  # reach the barrier anyway, so the others stop waiting and say why
       failure = e
-  multihost_utils.sync_global_devices(f"jaxrec data {cfg.dir}")
+  # One name whatever the path: hosts may spell (or mount) the same directory differently.
+  multihost_utils.sync_global_devices("jaxrec prepared data")
   if failure is not None:
     raise failure
   if not os.path.exists(os.path.join(cfg.dir, storage.MANIFEST)):
