@@ -164,11 +164,11 @@ def test_recent_popularity_picks_its_window_on_validation(temporal, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def sasrec_workdir(ml100k, tmp_path_factory):
-  from jaxrec.train.trainer import train
-  workdir = str(tmp_path_factory.mktemp("sasrec"))
-  train(_config("sasrec", ml100k.path), workdir)
-  return workdir
+def sasrec_workdir(smoke_sasrec):
+  """conftest's run of configs/movielens_sasrec.py:smoke on MovieLens-100K: this module's
+  _config("sasrec", ml100k.path) exactly, shared with other modules. `jaxrec eval` only reads
+  it (the test checks that results.json is not rewritten)."""
+  return smoke_sasrec[0]
 
 
 def test_eval_override_scores_a_trained_workdir_under_the_other_protocol(sasrec_workdir, capsys):
