@@ -6,11 +6,11 @@ a cycle is still a cycle.
 """
 
 import ast
+import json
 import os
 import subprocess
 import sys
 
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = {"jaxrec.errors", "jaxrec.config", "jaxrec.grouping"}
@@ -133,11 +133,22 @@ def test_the_checker_sees_upward_and_hidden_imports(tmp_path):
   assert layer("jaxrec.train.trainer") not in ALLOWED["jaxrec.models"]
 
 
-@pytest.mark.parametrize("module", ["serving.app", "jaxrec.retrieval.index",
-                                    "jaxrec.retrieval.bundle", "jaxrec.serve.recommender"])
-def test_serving_and_retrieval_import_no_tensorflow(module):
-  code = (f"import sys, {module}; heavy = [m for m in ('tensorflow', 'keras', 'clu', "
-          "'tensorflow_datasets', 'matplotlib') if m in sys.modules]; print(heavy)")
+LIGHT_MODULES = ["jaxrec.retrieval.index", "jaxrec.retrieval.bundle", "jaxrec.serve.recommender",
+                 "serving.app"]
+
+
+def test_serving_and_retrieval_import_no_tensorflow():
+  """One fresh process (a process per module paid a JAX import each) imports the modules one by
+  one, lower layers first, and after each lists the heavy packages loaded so far, so the first
+  module that pulls one in is the one named. None may load any: the order cannot hide one."""
+  code = ("import importlib, json, sys\n"
+          f"for module in {LIGHT_MODULES!r}:\n"
+          "  importlib.import_module(module)\n"
+          "  print(json.dumps([module, [m for m in ('tensorflow', 'keras', 'clu', "
+          "'tensorflow_datasets', 'matplotlib') if m in sys.modules]]))\n")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                       check=True).stdout.strip()
-  assert out == "[]", f"importing {module} loads {out}"
+                       check=True).stdout.splitlines()
+  loaded = [json.loads(line) for line in out]
+  assert [module for module, _ in loaded] == LIGHT_MODULES
+  for module, heavy in loaded:
+    assert heavy == [], f"importing {module} loads {heavy}"
