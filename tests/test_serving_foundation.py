@@ -31,10 +31,8 @@ PLAIN = ServingConfig(candidates=100, rerank=RerankConfig(mmr_lambda=1.0))
 def workdirs(ml100k, tmp_path_factory):
   tmp = tmp_path_factory.mktemp("serving_foundation")
   steps = ("train.num_steps=30", "train.eval_every=30")
-  for name, config in (("foundation", "movielens_foundation.py:smoke"),
-                       ("dlrm", "movielens_dlrm.py:smoke")):
-    train(apply_overrides(load_config(f"configs/{config}"), [f"data.dir={ml100k.path}", *steps]),
-          str(tmp / name))
+  train(apply_overrides(load_config("configs/movielens_foundation.py:smoke"),
+                        [f"data.dir={ml100k.path}", *steps]), str(tmp / "foundation"))
   return tmp
 
 
@@ -153,9 +151,10 @@ def test_serving_and_evaluation_share_the_window_layout(offline, ml100k):
     np.testing.assert_array_equal(value, batch[name][:8], err_msg=name)
 
 
-def test_with_a_dlrm_ranker(workdirs, ml100k, tmp_path):
+def test_with_a_dlrm_ranker(workdirs, ml100k, smoke_dlrm, tmp_path):
+  # The ranker: conftest's DLRM smoke run on the same MovieLens-100K, shared with other modules.
   path, _ = export_workdir(str(workdirs / "foundation"), str(tmp_path / "export"),
-                           ranker=str(workdirs / "dlrm"))
+                           ranker=smoke_dlrm[0])
   recommender = Recommender(path, ServingConfig(candidates=50), BetaPosteriors(0))
   raw_user = str(ml100k.vocabs["user"].raw(np.array([17]))[0])
   answers = recommender.recommend([Request(user_id=raw_user, k=K), Request(user_id="x", k=K)])
