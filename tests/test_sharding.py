@@ -27,8 +27,9 @@ print("RESULTS" + json.dumps(results))
 # Each test starts a process with 8 fake devices.
 pytestmark = [pytest.mark.multidevice, pytest.mark.integration]
 
-EIGHT_DEVICES = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-                 "JAX_PLATFORMS": "cpu"}
+EIGHT_DEVICES = {**os.environ, "JAX_PLATFORMS": "cpu",  # conftest's XLA_FLAGS, and 8 devices
+                 "XLA_FLAGS": " ".join([os.environ.get("XLA_FLAGS", ""),
+                                        "--xla_force_host_platform_device_count=8"]).strip()}
 
 
 def test_embedding_tables_on_8_devices():
