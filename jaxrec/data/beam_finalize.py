@@ -8,19 +8,15 @@ every shard and every other file is written: a directory with a manifest is comp
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import json
 import os
 import time
 
 import numpy as np
 
-from jaxrec.data import features, storage
+from jaxrec.data import features, prepared_files, storage
 from jaxrec.data.beam_sources import Source, side_table
-from jaxrec.data.events import EventType
 from jaxrec.data.splits import Splits
-from jaxrec.data.tokenize import TOKEN_DTYPE
 from jaxrec.data.vocab import FIRST_ID, Vocabulary, ids_like
 from jaxrec.errors import UserError
 
@@ -100,49 +96,22 @@ def finalize(_, *, folder: str, source: Source, options, summary: dict,
   item_arrays, item_feature_vocabs = features.encode_side_table(items, item_vocab)
   user_arrays, user_feature_vocabs = features.encode_side_table(user_table, user_vocab)
   item_arrays["first_seen"] = first
-  by_type = summary["by_type"]
-  stats = {
-      "users": user_vocab.num_known,
-      "items": item_vocab.num_known,
-      "interactions": int(summary["events"]),
-      "tokens": int(lengths.sum()),
-      "items_without_interactions": int((item_vocab.counts == 0).sum()),
-      "events_by_type": {t.name.lower(): int(by_type[t]) for t in EventType if by_type[t]},
-      "tokens_per_user": {"mean": float(lengths.mean()), "median": float(np.median(lengths)),
-                          "max": int(lengths.max())},
-      "density": float(int(distinct.sum()) / (user_vocab.num_known * max(item_vocab.num_known, 1))),
-      "time_range": [_iso(summary["time"][0]), _iso(summary["time"][1])],
-      "split_tokens": splits.counts(),
-      "item_features": sorted(item_arrays),
-      "user_features": sorted(user_arrays),
-  }
-  manifest = {
-      "format_version": storage.FORMAT_VERSION,
-      "dataset": source.name,
-      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "options": dataclasses.asdict(options),
-      "split": splits.description,
-      "token_fields": [[name, str(TOKEN_DTYPE[name])] for name in TOKEN_DTYPE.names],
-      "stats": stats,
-  }
+  manifest = prepared_files.manifest_fields(
+      dataset=source.name, options=options, splits=splits, user_vocab=user_vocab,
+      item_vocab=item_vocab, interactions=summary["events"], events_by_type=summary["by_type"],
+      lengths=lengths, distinct_pairs=distinct.sum(), time_range=summary["time"],
+      item_arrays=item_arrays, user_arrays=user_arrays)
   if notes:
     manifest["notes"] = notes
   if source.source_config is not None:
     manifest["source_config"] = source.source_config
 
-  storage.save_arrays(os.path.join(folder, "splits.npz"), {
-      "train_end": splits.train_end, "valid_end": splits.valid_end, "length": splits.length})
-  storage.save_arrays(os.path.join(folder, "item_counts.npz"),
-                      {"train": counts, "all": item_vocab.count_table()})
-  storage.save_arrays(os.path.join(folder, "item_features.npz"), item_arrays)
-  storage.save_arrays(os.path.join(folder, "user_features.npz"), user_arrays)
-  os.makedirs(os.path.join(folder, "vocab"), exist_ok=True)
-  all_vocabs = {"user": user_vocab, "item": item_vocab, "device": vocabs["device"],
-                "locale": vocabs["locale"],
-                **{f"item_{k}": v for k, v in item_feature_vocabs.items()},
-                **{f"user_{k}": v for k, v in user_feature_vocabs.items()}}
-  for name, vocab in all_vocabs.items():
-    vocab.save(os.path.join(folder, "vocab", f"{name}.npz"))
+  prepared_files.write_tables(
+      folder, splits=splits, train_counts=counts, item_arrays=item_arrays,
+      user_arrays=user_arrays, item_feature_vocabs=item_feature_vocabs,
+      user_feature_vocabs=user_feature_vocabs,
+      vocabs={"user": user_vocab, "item": item_vocab, "device": vocabs["device"],
+              "locale": vocabs["locale"]})
   return manifest
 
 
@@ -161,7 +130,3 @@ def write_manifest(manifest: dict, *, folder: str, shards: list, runner: str,
   with open(os.path.join(folder, storage.MANIFEST), "w") as f:
     json.dump(manifest, f, indent=2)
   return os.path.join(folder, storage.MANIFEST)
-
-
-def _iso(seconds: int) -> str:
-  return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import logging
 import os
@@ -14,10 +13,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jaxrec.data import features, shards, splits as splits_lib, storage
+from jaxrec.data import features, prepared_files, shards, splits as splits_lib, storage
 from jaxrec.data.events import EventType, RawDataset
 from jaxrec.data.filtering import kcore_mask
-from jaxrec.data.tokenize import MERGE_GAP, TOKEN_DTYPE, tokenize
+from jaxrec.data.tokenize import MERGE_GAP, tokenize
 from jaxrec.data.vocab import FIRST_ID, Vocabulary, ids_like
 from jaxrec.errors import UserError
 
@@ -126,33 +125,13 @@ def prepare(raw: RawDataset, out: str, options: PrepareOptions = PrepareOptions(
   item_arrays["first_seen"] = first_seen
 
   event_counts = np.bincount(np.asarray(events.event_type, np.int64), minlength=len(EventType) + 1)
-  stats = {
-      "users": user_vocab.num_known,
-      "items": item_vocab.num_known,
-      "interactions": int(len(events)),
-      "tokens": int(len(tokens)),
-      "items_without_interactions": int((item_vocab.counts == 0).sum()),
-      "events_by_type": {t.name.lower(): int(event_counts[t]) for t in EventType
-                         if event_counts[t]},
-      "tokens_per_user": {"mean": float(lengths.mean()), "median": float(np.median(lengths)),
-                          "max": int(lengths.max())},
-      "density": float(len(np.unique(user.astype(np.int64) * len(item_vocab) + item))
-                       / (user_vocab.num_known * max(item_vocab.num_known, 1))),
-      "time_range": [_iso(int(timestamp.min())), _iso(int(timestamp.max()))],
-      "split_tokens": splits.counts(),
-      "item_features": sorted(item_arrays),
-      "user_features": sorted(user_arrays),
-  }
-  manifest = {
-      "format_version": storage.FORMAT_VERSION,
-      "dataset": raw.name,
-      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "options": dataclasses.asdict(options),
-      "split": splits.description,
-      "token_fields": [[name, str(TOKEN_DTYPE[name])] for name in TOKEN_DTYPE.names],
-      "stats": stats,
-      "seconds": round(time.time() - started, 2),
-  }
+  manifest = prepared_files.manifest_fields(
+      dataset=raw.name, options=options, splits=splits, user_vocab=user_vocab,
+      item_vocab=item_vocab, interactions=len(events), events_by_type=event_counts,
+      lengths=lengths, time_range=(timestamp.min(), timestamp.max()),
+      distinct_pairs=len(np.unique(user.astype(np.int64) * len(item_vocab) + item)),
+      item_arrays=item_arrays, user_arrays=user_arrays)
+  manifest["seconds"] = round(time.time() - started, 2)
   for note in raw.notes:  # what reading assumed or dropped: said now, and kept in the manifest
     logger.warning("%s", note)
   if raw.notes:
@@ -162,27 +141,16 @@ def prepare(raw: RawDataset, out: str, options: PrepareOptions = PrepareOptions(
   with storage.atomic_directory(out, overwrite) as tmp:
     num_shards = options.shards or shards.default_num_shards(len(events))
     manifest["shards"] = shards.write_shards(tmp, tokens, offsets, num_shards)
-    storage.save_arrays(os.path.join(tmp, "splits.npz"), {
-        "train_end": splits.train_end, "valid_end": splits.valid_end, "length": splits.length})
-    storage.save_arrays(os.path.join(tmp, "item_counts.npz"),
-                        {"train": train_counts, "all": item_vocab.count_table()})
-    storage.save_arrays(os.path.join(tmp, "item_features.npz"), item_arrays)
-    storage.save_arrays(os.path.join(tmp, "user_features.npz"), user_arrays)
-    os.makedirs(os.path.join(tmp, "vocab"))
-    vocabs = {"user": user_vocab, "item": item_vocab, "device": device_vocab,
-              "locale": locale_vocab,
-              **{f"item_{k}": v for k, v in item_feature_vocabs.items()},
-              **{f"user_{k}": v for k, v in user_feature_vocabs.items()}}
-    for name, vocab in vocabs.items():
-      vocab.save(os.path.join(tmp, "vocab", f"{name}.npz"))
+    prepared_files.write_tables(
+        tmp, splits=splits, train_counts=train_counts, item_arrays=item_arrays,
+        user_arrays=user_arrays, item_feature_vocabs=item_feature_vocabs,
+        user_feature_vocabs=user_feature_vocabs,
+        vocabs={"user": user_vocab, "item": item_vocab, "device": device_vocab,
+                "locale": locale_vocab})
     manifest["files"] = storage.file_sizes(tmp)  # the reader checks they are all still there
     with open(os.path.join(tmp, storage.MANIFEST), "w") as f:  # written last: marks completion
       json.dump(manifest, f, indent=2)
   return storage.PreparedDataset(out)
-
-
-def _iso(seconds: int) -> str:
-  return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat()
 
 
 def open_or_prepare(cfg) -> storage.PreparedDataset:
