@@ -172,12 +172,16 @@ def main() -> None:
     if all(state["since_best"][p] > stopping for p in PROTOCOLS):
       stop_reason = "early_stopping"
       break
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     loss = trainer._train_epoch(train_data, epoch)
     seconds = time.perf_counter() - started
     state["train_seconds"] += seconds
+    # CPU seconds of the process as well: on a machine shared with other jobs the wall clock
+    # also counts the time this process waited for a core; its CPU time does not.
+    cpu_seconds = time.process_time() - cpu_started
     started = time.perf_counter()
     row = {"epoch": epoch + 1, "train_s": seconds, "train_s_total": state["train_seconds"],
+           "train_cpu_s": cpu_seconds, "load_average": os.getloadavg()[0],
            "loss": float(sum(loss) if isinstance(loss, tuple) else loss)}
     for p in PROTOCOLS:
       row[p] = evaluate(trainer, valid_data, protocols["valid"], p)
@@ -190,7 +194,8 @@ def main() -> None:
         state["since_best"][p] += 1
     row["eval_s"] = time.perf_counter() - started
     state["epochs"].append(row)
-    print(json.dumps({"epoch": epoch + 1, "train_s": round(seconds, 1), "loss": row["loss"],
+    print(json.dumps({"epoch": epoch + 1, "train_s": round(seconds, 1),
+                      "train_cpu_s": round(cpu_seconds, 1), "loss": row["loss"],
                       **{p: round(row[p][METRIC], 4) for p in PROTOCOLS}}), flush=True)
     torch.save({"model": model.state_dict(), "optimizer": trainer.optimizer.state_dict()},
                state_path + ".tmp")
