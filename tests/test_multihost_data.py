@@ -25,7 +25,6 @@ from jaxrec.config import apply_overrides
 from jaxrec.data import shards
 from jaxrec.data.prepare import PrepareOptions, open_or_prepare, prepare
 from jaxrec.data.sources import load_raw
-from jaxrec.data.storage import PreparedDataset
 from jaxrec.data.tabular import parse_column_mapping
 from jaxrec.errors import UserError
 from jaxrec.train.defaults import sequential_config
