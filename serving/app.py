@@ -177,7 +177,8 @@ class Service:
       recommender = Recommender(path, self.config, self.posteriors)
       # A reload pauses between batch sizes, so the batches of live traffic queued meanwhile
       # get the model's threads first.
-      recommender.warm_up(pause=0.05 if self.current is not None else 0.0)
+      recommender.warm_up(pause=0.05 if self.current is not None else 0.0,
+                          max_batch=self.batcher.max_batch)
     except Exception as e:  # any failure refuses the bundle: the service must keep serving
       logging.error("refusing bundle %s: %s", path, e)
       self.refused[path] = files_signature(path)

@@ -6,6 +6,7 @@ import shutil
 import socket
 import threading
 import time
+import types
 
 import httpx
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 import uvicorn
 
 from jaxrec.train.export import export_workdir
-from jaxrec.serve.recommender import ServingConfig
+from jaxrec.serve.recommender import BUCKETS, Recommender, ServingConfig
 from serving.app import create_app
 from serving.limits import ServerLimits, server_config
 
@@ -536,3 +537,17 @@ def test_admission_refuses_at_half_the_queue_budget():
     assert "already waiting" in batcher.refusal()
 
   asyncio.run(check())
+
+
+def test_warm_up_compiles_the_batch_sizes_the_batcher_pads_to_and_no_larger():
+  sizes = []
+  recorder = types.SimpleNamespace(recommend=lambda requests: sizes.append(len(requests)))
+  Recommender.warm_up(recorder, max_batch=8)
+  assert sizes == [1, 2, 4, 8]
+  sizes.clear()
+  Recommender.warm_up(recorder, max_batch=5)  # a batch of 5 pads to 8
+  assert sizes == [1, 2, 4, 8]
+  sizes.clear()
+  Recommender.warm_up(recorder)
+  assert sizes == list(BUCKETS)
+

@@ -317,12 +317,16 @@ class Recommender:
     wanted = self.genre_ids.lookup(np.array(names).astype(self.genre_ids.raw_ids.dtype))
     return np.isin(self.genres[items], wanted).any(1)
 
-  def warm_up(self, pause: float = 0.0) -> None:
-    """Compiles every batch size once, so no request waits for XLA; `pause` seconds between
-    sizes leave the cores to live traffic during a reload."""
+  def warm_up(self, pause: float = 0.0, max_batch: int = BUCKETS[-1]) -> None:
+    """Compiles every batch size a batch of up to `max_batch` requests pads to, so no request
+    waits for XLA (larger ones, never used, are not traced: a reload holds Python's GIL, which
+    live requests need, for each); `pause` seconds between sizes leave the cores to live
+    traffic during a reload."""
     for size in BUCKETS:
       self.recommend([Request(k=1)] * size)
       time.sleep(pause)
+      if size >= max_batch:
+        break
 
   def similar(self, item_id: str, k: int) -> list[dict]:
     item = self.item_index.get(item_id)
