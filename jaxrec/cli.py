@@ -84,10 +84,10 @@ def _data_parser(sub) -> None:
 
 
 def _run_data(args) -> None:
-  from jaxrec.data import inspect, sources
+  from jaxrec.data import inspect
   from jaxrec.data.storage import PreparedDataset
   if args.action == "prepare":
-    from jaxrec.data.prepare import PrepareOptions, prepare
+    from jaxrec.data.prepare import PrepareOptions, prepare_source
     columns = None
     if args.columns:
       from jaxrec.data.tabular import parse_column_mapping
@@ -98,30 +98,18 @@ def _run_data(args) -> None:
                              merge_gap=None if args.no_merge else args.merge_gap,
                              events=tuple(e for e in args.events.split(",") if e),
                              shards=args.shards)
-    if args.runner != "local":
-      from jaxrec.data import beam_prepare, beam_sources
-      beam_prepare.check_supported(options, args.runner)  # before reading anything
-      source = beam_sources.plan(args.dataset, data_dir=args.data_dir, path=args.path,
-                                 columns=columns, delimiter=args.delimiter,
-                                 items_path=args.items, users_path=args.users,
-                                 time_unit=args.time_unit, block_size_mb=args.block_size_mb,
-                                 synthetic=synthetic)
-      ds = beam_prepare.prepare_beam(source, args.out, options, overwrite=args.overwrite,
-                                     runner=args.runner, beam_options=args.beam_option,
-                                     beam_args=args.beam_args)
-      print(f"prepared {ds.path} with {args.runner} in {ds.manifest['seconds']} s")
-      print(inspect.format_stats(ds))
-      return
-    if args.beam_option or args.beam_args:
+    if args.runner == "local" and (args.beam_option or args.beam_args):
       given = " ".join(args.beam_option + args.beam_args)
       raise UserError(f"--beam-option and arguments after `--` ({given}) apply to a Beam "
                       "runner: add --runner direct (or dataflow, flink, spark).")
-    raw = sources.load_raw(args.dataset, data_dir=args.data_dir, path=args.path, columns=columns,
-                           delimiter=args.delimiter, items_path=args.items,
-                           users_path=args.users, time_unit=args.time_unit,
-                           block_size_mb=args.block_size_mb, synthetic=synthetic)
-    ds = prepare(raw, args.out, options, overwrite=args.overwrite)
-    print(f"prepared {ds.path} in {ds.manifest['seconds']} s")
+    ds = prepare_source(args.dataset, args.out, options, runner=args.runner,
+                        overwrite=args.overwrite, beam_options=args.beam_option,
+                        beam_args=args.beam_args, data_dir=args.data_dir, path=args.path,
+                        columns=columns, delimiter=args.delimiter, items_path=args.items,
+                        users_path=args.users, time_unit=args.time_unit,
+                        block_size_mb=args.block_size_mb, synthetic=synthetic)
+    engine = "" if args.runner == "local" else f" with {args.runner}"
+    print(f"prepared {ds.path}{engine} in {ds.manifest['seconds']} s")
     print(inspect.format_stats(ds))
   elif args.action == "stats":
     ds = PreparedDataset(args.dir)

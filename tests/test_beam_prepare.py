@@ -262,13 +262,18 @@ def test_movielens_100k_direct_equals_local(tmp_path):
   assert a.stats["users"] == 943 and a.stats["interactions"] == 100_000
 
 
-def test_urls_are_refused_not_written_locally(tmp_path):
-  with pytest.raises(UserError, match="not supported yet"):
+def test_urls_are_refused_not_written_locally(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  small = sources.load_raw("synthetic", synthetic={"num_users": 20, "num_items": 30,
+                                                   "num_events": 200})
+  with pytest.raises(UserError, match="not supported"):  # the local path wrote ./gs:/b/x
+    prepare(small, "gs://b/x", PrepareOptions())
+  with pytest.raises(UserError, match="not supported"):
     beam_prepare.prepare_beam(beam_sources.Source("x", [], None, None), "gs://b/x",
                               PrepareOptions())
-  with pytest.raises(UserError, match="not supported yet"):
+  with pytest.raises(UserError, match="not supported"):
     beam_sources.plan("csv", path="gs://b/events.csv")
-  assert not os.path.exists("gs:")
+  assert os.listdir(tmp_path) == []
 
 
 def test_many_part_notes_are_counted_not_listed():

@@ -17,7 +17,7 @@ import numpy as np
 from jaxrec.data import features, prepared_files, storage
 from jaxrec.data.beam_sources import Source, side_table
 from jaxrec.data.splits import Splits
-from jaxrec.data.vocab import FIRST_ID, Vocabulary, ids_like
+from jaxrec.data.vocab import FIRST_ID, Vocabulary
 from jaxrec.errors import UserError
 
 MAX_PART_NOTES = 20
@@ -72,12 +72,8 @@ def finalize(_, *, folder: str, source: Source, options, summary: dict,
   items = side_table(source.items, seen_ids["item"], notes)
   user_table = side_table(source.users, seen_ids["user"], notes)
   core = vocabs["item"]
-  catalogue = np.asarray(items.ids)
-  # Catalogue items never interacted with join the vocabulary (cold start); items --kcore
-  # dropped do not come back, as in prepare.py.
   interacted = core.raw_ids if kcore_items is None else np.array(kcore_items)
-  cold = (np.setdiff1d(ids_like(catalogue, interacted), interacted) if len(catalogue)
-          else None)
+  cold = prepared_files.cold_catalogue_items(np.asarray(items.ids), interacted)
   item_vocab = Vocabulary.from_counts(core.raw_ids, core.counts, extra_ids=cold)
 
   table = np.array(sorted(users), np.int64).reshape(-1, 5)

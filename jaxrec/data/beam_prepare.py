@@ -99,10 +99,6 @@ def prepare_beam(source: Source, out: str, options, overwrite: bool = False,
   when the pipeline has finished, as the local path does."""
   options.validate()
   check_supported(options, runner)
-  if "://" in out:  # atomic_directory would write a local ./gs:/... instead
-    raise UserError(f"--out {out}: URLs (gs://, s3://) are not supported yet, with any runner; "
-                    "give a directory every worker can write (for a distributed runner, on "
-                    "storage they all mount).")
   flags = pipeline_flags(runner, beam_options, beam_args)
   beam = import_beam()
   from apache_beam.options.pipeline_options import PipelineOptions

@@ -17,7 +17,7 @@ from jaxrec.data import features, prepared_files, shards, splits as splits_lib, 
 from jaxrec.data.events import EventType, RawDataset
 from jaxrec.data.filtering import kcore_mask
 from jaxrec.data.tokenize import MERGE_GAP, tokenize
-from jaxrec.data.vocab import FIRST_ID, Vocabulary, ids_like
+from jaxrec.data.vocab import FIRST_ID, Vocabulary
 from jaxrec.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -87,11 +87,7 @@ def prepare(raw: RawDataset, out: str, options: PrepareOptions = PrepareOptions(
       raise UserError(f"--kcore {options.kcore} removed every event of {raw.name!r}. Use a "
                       "smaller k.")
 
-  # Catalogue items that never had an interaction (new releases) stay in the vocabulary for
-  # cold start; items that k-core filtering dropped do not come back.
-  item_ids = np.asarray(raw.items.ids)
-  cold_items = (np.setdiff1d(ids_like(item_ids, raw_items), raw_items) if len(item_ids)
-                else None)
+  cold_items = prepared_files.cold_catalogue_items(np.asarray(raw.items.ids), raw_items)
   item_vocab = Vocabulary.build(events.item, extra_ids=cold_items)
   user_vocab = Vocabulary.build(events.user)
   device_vocab, device = _context_vocab(events.device, len(events))
@@ -198,28 +194,32 @@ def _open_or_prepare(cfg) -> storage.PreparedDataset:
                            shards=cfg.get("shards") or None)
   runner = cfg.get("runner") or "local"
   beam_options = shlex.split(cfg.get("beam_options") or "")
+  if runner == "local" and beam_options:
+    raise UserError(f"data.beam_options={cfg.beam_options!r} applies to a Beam runner, but "
+                    "data.runner is 'local': set data.runner=direct (or dataflow, flink, spark), "
+                    "or leave data.beam_options empty.")
   columns = None
   if cfg.get("columns"):
     from jaxrec.data.tabular import parse_column_mapping
     columns = parse_column_mapping(cfg.columns)
   synthetic = cfg.get("synthetic")
-  synthetic = dict(synthetic) if synthetic else None
-  if runner != "local":  # the same preparation as a Beam pipeline (jaxrec data prepare --runner)
-    from jaxrec.data import beam_prepare, beam_sources
-    beam_prepare.check_supported(options, runner)  # before reading anything
-    source = beam_sources.plan(cfg.dataset, data_dir=cfg.get("data_dir") or None,
-                               path=cfg.get("path") or None, columns=columns,
-                               time_unit=cfg.get("time_unit") or None,
-                               block_size_mb=cfg.get("block_size_mb") or None, synthetic=synthetic)
-    return beam_prepare.prepare_beam(source, cfg.dir, options, runner=runner,
-                                     beam_options=beam_options)
-  if beam_options:
-    raise UserError(f"data.beam_options={cfg.beam_options!r} applies to a Beam runner, but "
-                    "data.runner is 'local': set data.runner=direct (or dataflow, flink, spark), "
-                    "or leave data.beam_options empty.")
-  from jaxrec.data.sources import load_raw
-  raw = load_raw(cfg.dataset, data_dir=cfg.get("data_dir") or None, path=cfg.get("path") or None,
-                 columns=columns, time_unit=cfg.get("time_unit") or None,
-                 block_size_mb=cfg.get("block_size_mb") or None,
-                 synthetic=synthetic)
-  return prepare(raw, cfg.dir, options)
+  return prepare_source(cfg.dataset, cfg.dir, options, runner=runner, beam_options=beam_options,
+                        data_dir=cfg.get("data_dir") or None, path=cfg.get("path") or None,
+                        columns=columns, time_unit=cfg.get("time_unit") or None,
+                        block_size_mb=cfg.get("block_size_mb") or None,
+                        synthetic=dict(synthetic) if synthetic else None)
+
+
+def prepare_source(dataset: str, out: str, options: PrepareOptions, *, runner: str = "local",
+                   overwrite: bool = False, beam_options=(), beam_args=(),
+                   **source) -> storage.PreparedDataset:
+  """Prepares the named source (`source`: the keyword arguments of sources.load_raw) into
+  `out`: in memory with runner "local", else as the same Beam pipeline on that runner."""
+  if runner == "local":
+    from jaxrec.data.sources import load_raw
+    return prepare(load_raw(dataset, **source), out, options, overwrite=overwrite)
+  from jaxrec.data import beam_prepare, beam_sources
+  beam_prepare.check_supported(options, runner)  # before reading anything
+  return beam_prepare.prepare_beam(beam_sources.plan(dataset, **source), out, options,
+                                   overwrite=overwrite, runner=runner,
+                                   beam_options=beam_options, beam_args=beam_args)

@@ -15,11 +15,20 @@ from jaxrec.data import storage
 from jaxrec.data.events import EventType
 from jaxrec.data.splits import Splits
 from jaxrec.data.tokenize import TOKEN_DTYPE
-from jaxrec.data.vocab import Vocabulary
+from jaxrec.data.vocab import Vocabulary, ids_like
 
 
 def iso(seconds: int) -> str:
   return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat()
+
+
+def cold_catalogue_items(catalogue: np.ndarray, interacted: np.ndarray) -> np.ndarray | None:
+  """The items side table's ids that no event names: new releases join the item vocabulary for
+  cold start. `interacted`: the item ids of the log before --kcore filtering, so the items it
+  dropped do not come back. None without a side table."""
+  if not len(catalogue):
+    return None
+  return np.setdiff1d(ids_like(catalogue, interacted), interacted)
 
 
 def manifest_fields(*, dataset: str, options, splits: Splits, user_vocab: Vocabulary,

@@ -102,6 +102,10 @@ def atomic_directory(out: str, overwrite: bool = False):
   killed at any point leaves either the old dataset or the new one at `out`, never half of one
   (deleting it in place left a manifest without vocab/ when killed). Created with os.mkdir, so
   the directory follows the umask like any other (mkdtemp's is 0700)."""
+  if "://" in out:  # os.path would make gs://b/x a local ./gs:/b/x, silently
+    raise UserError(f"{out}: URLs ({out.split('://')[0]}://) are not supported as an output "
+                    "directory yet: write to a local directory, or one every machine mounts "
+                    "(gcsfuse, NFS), and copy it to the bucket after (gsutil -m cp -r).")
   out = os.path.abspath(out)
   parent = os.path.dirname(out)
   os.makedirs(parent, exist_ok=True)
