@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,18 +42,11 @@ def synthetic(events: int) -> dict:
 
 def child(engine: str, events: int, out: str) -> None:
   """Prepares one log with one engine, in this process; prints the seconds it took."""
-  from jaxrec.data.prepare import PrepareOptions
-  options = PrepareOptions()
+  from jaxrec.data.prepare import PrepareOptions, prepare_source
   started = time.perf_counter()
-  if engine == "local":
-    from jaxrec.data.prepare import prepare
-    from jaxrec.data.sources import load_raw
-    ds = prepare(load_raw("synthetic", synthetic=synthetic(events)), out, options)
-  else:
-    from jaxrec.data import beam_prepare, beam_sources
-    source = beam_sources.plan("synthetic", synthetic=synthetic(events))
-    ds = beam_prepare.prepare_beam(source, out, options, runner="direct",
-                                   beam_options=ENGINES[engine])
+  ds = prepare_source("synthetic", out, PrepareOptions(), synthetic=synthetic(events),
+                      runner="local" if engine == "local" else "direct",
+                      beam_options=ENGINES[engine])
   print(json.dumps({"seconds": time.perf_counter() - started,
                     "interactions": ds.stats["interactions"], "tokens": ds.stats["tokens"],
                     "users": ds.stats["users"], "shards": len(ds.manifest["shards"])}))
@@ -75,25 +69,38 @@ def _tree_rss(proc) -> tuple[int, int, int]:
   return total, largest, count
 
 
-def measure(engine: str, events: int, out: str) -> dict:
+def _memory_gib() -> float:
+  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+def measure(engine: str, events: int, out: str, max_rss_gib: float) -> dict:
+  """One engine's run in a child process tree, stopped (and reported as failed) if the tree's
+  RSS passes max_rss_gib, before the kernel's OOM killer picks a victim on a shared machine."""
   import psutil
   proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child", engine,
                            "--events", str(events), "--out", out],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True)
   watched = psutil.Process(proc.pid)
   peak_total = peak_largest = most = 0
+  started, failure = time.perf_counter(), None
   while proc.poll() is None:
     total, largest, count = _tree_rss(watched)
     peak_total, peak_largest = max(peak_total, total), max(peak_largest, largest)
     most = max(most, count)
+    if total > max_rss_gib * 2**30:
+      os.killpg(proc.pid, signal.SIGKILL)
+      failure = f"stopped at {total / 2**30:.1f} GiB RSS (limit {max_rss_gib:g} GiB)"
+      break
     time.sleep(SAMPLE_SECONDS)
   stdout, stderr = proc.communicate()
-  if proc.returncode:
-    raise SystemExit(f"{engine} at {events} events failed ({proc.returncode}):\n{stderr[-4000:]}")
+  memory = dict(peak_rss_gib=peak_total / 2**30, peak_rss_largest_gib=peak_largest / 2**30,
+                processes=most, engine=engine)
+  if failure or proc.returncode:
+    failure = failure or f"exit {proc.returncode}: {stderr.strip().splitlines()[-1:]}"
+    return dict(memory, failed=failure, seconds=time.perf_counter() - started)
   result = json.loads(stdout.strip().splitlines()[-1])
-  result.update(engine=engine, events_per_second=result["interactions"] / result["seconds"],
-                peak_rss_gib=peak_total / 2**30, peak_rss_largest_gib=peak_largest / 2**30,
-                processes=most)
+  result.update(memory, events_per_second=result["interactions"] / result["seconds"])
   return result
 
 
@@ -139,6 +146,8 @@ def main() -> None:
                       help="comma-separated log sizes (events), e.g. 1e6,2e6")
   parser.add_argument("--work", help="where the prepared directories go (default: a temp dir, "
                                      "removed afterwards)")
+  parser.add_argument("--max-rss-gib", type=float, default=0.8 * _memory_gib(),
+                      help="stop a run whose process tree passes this RSS (default: 80%% of RAM)")
   parser.add_argument("--child", choices=ENGINES, help=argparse.SUPPRESS)
   parser.add_argument("--out", help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -155,19 +164,25 @@ def main() -> None:
       for engine in ENGINES:
         outs[engine] = os.path.join(work, f"{events}-{engine.replace(' ', '')}")
         shutil.rmtree(outs[engine], ignore_errors=True)
-        run = measure(engine, events, outs[engine])
+        run = measure(engine, events, outs[engine], args.max_rss_gib)
         run["events"] = events
         runs.append(run)
         print(f"{events:,} events, {engine}: {run['seconds']:.1f} s, peak RSS "
-              f"{run['peak_rss_gib']:.2f} GiB", flush=True)
-      found = differences(*outs.values())
+              f"{run['peak_rss_gib']:.2f} GiB {run.get('failed', '')}", flush=True)
+      failed = [run["failed"] for run in runs[-len(ENGINES):] if "failed" in run]
+      found = differences(*outs.values()) if not failed else []
       for run in runs[-len(ENGINES):]:
-        run["identical_to_local"] = not found
+        run["identical_to_local"] = None if failed else not found
         run["differences"] = found
+        if "failed" in run:
+          rows.append([f"{events:,}", run["engine"], f"{run['seconds']:.1f}", "-",
+                       f"{run['peak_rss_gib']:.2f}", f"{run['peak_rss_largest_gib']:.2f}",
+                       run["processes"], "-", "FAILED: " + run["failed"]])
+          continue
         rows.append([f"{events:,}", run["engine"], f"{run['seconds']:.1f}",
                      f"{run['events_per_second']:,.0f}", f"{run['peak_rss_gib']:.2f}",
                      f"{run['peak_rss_largest_gib']:.2f}", run["processes"], run["shards"],
-                     "yes" if not found else "NO: " + ", ".join(found[:3])])
+                     "-" if failed else "yes" if not found else "NO: " + ", ".join(found[:3])])
       for path in outs.values():
         shutil.rmtree(path, ignore_errors=True)
   finally:
