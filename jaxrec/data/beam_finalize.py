@@ -56,7 +56,8 @@ def _ids(values: list, dtypes: list[str]) -> np.ndarray:
 
 
 def finalize(_, *, folder: str, source: Source, options, summary: dict,
-             unfiltered: dict, vocabs: dict[str, Vocabulary], users: list, train_counts: list,
+             unfiltered: dict, vocabs: dict[str, Vocabulary], users: np.ndarray,
+             train_counts: list,
              first_seen: list, seen: list, part_notes: list, cutoffs,
              kcore_selected: dict | None = None, kcore_items: list | None = None,
              kcore_converged: bool | None = None) -> dict:
@@ -76,10 +77,9 @@ def finalize(_, *, folder: str, source: Source, options, summary: dict,
   cold = prepared_files.cold_catalogue_items(np.asarray(items.ids), interacted)
   item_vocab = Vocabulary.from_counts(core.raw_ids, core.counts, extra_ids=cold)
 
-  table = np.array(sorted(users), np.int64).reshape(-1, 5)
-  if not np.array_equal(table[:, 0], np.arange(user_vocab.num_known) + FIRST_ID):
-    raise RuntimeError("every known user must have exactly one token record")
-  lengths, train_end, valid_end, distinct = (table[:, k] for k in range(1, 5))
+  if not np.array_equal(users[:, 0], np.arange(user_vocab.num_known) + FIRST_ID):
+    raise RuntimeError(_record_mismatch(users[:, 0], user_vocab))
+  lengths, train_end, valid_end, distinct = (users[:, k] for k in range(1, 5))
   splits = Splits(train_end=train_end, valid_end=valid_end, length=lengths,
                   description=cutoffs[2])
   counts = np.zeros(len(item_vocab), np.int64)
@@ -88,6 +88,12 @@ def finalize(_, *, folder: str, source: Source, options, summary: dict,
   first = np.full(len(item_vocab), -1, np.int64)
   for item, seconds in first_seen:
     first[item] = seconds
+  # Element loss in the runner must fail the run, not write wrong counts: every training token
+  # is counted once, and every item with an event has a first appearance.
+  if counts.sum() != train_end.sum() or (first >= 0).sum() != (core.counts > 0).sum():
+    raise RuntimeError(f"the per-item tables are incomplete: {counts.sum()} training tokens "
+                       f"counted of {train_end.sum()}, first appearances for "
+                       f"{(first >= 0).sum()} of {(core.counts > 0).sum()} items.")
 
   item_arrays, item_feature_vocabs = features.encode_side_table(items, item_vocab)
   user_arrays, user_feature_vocabs = features.encode_side_table(user_table, user_vocab)
@@ -122,7 +128,25 @@ def write_manifest(manifest: dict, *, folder: str, shards: list, runner: str,
   written = {name for name in os.listdir(folder) if name.startswith("tokens-")}
   if expected != written:
     raise RuntimeError(f"token shards written {sorted(written)} but listed {sorted(expected)}")
+  in_shards = [sum(s[k] for s in manifest["shards"]) for k in ("users", "tokens")]
+  stats = manifest["stats"]
+  if in_shards != [stats["users"], stats["tokens"]]:
+    raise RuntimeError(f"the token shards hold {in_shards[0]} users and {in_shards[1]} tokens, "
+                       f"the tables {stats['users']} and {stats['tokens']}.")
   manifest["files"] = storage.file_sizes(folder)
   with open(os.path.join(folder, storage.MANIFEST), "w") as f:
     json.dump(manifest, f, indent=2)
   return os.path.join(folder, storage.MANIFEST)
+
+
+def _record_mismatch(ids: np.ndarray, user_vocab: Vocabulary) -> str:
+  """What differs between the users with a token record and the user vocabulary (a pipeline
+  runner that lost or repeated elements)."""
+  known = np.arange(user_vocab.num_known) + FIRST_ID
+  distinct, counts = np.unique(ids, return_counts=True)
+  missing = np.setdiff1d(known, distinct)
+  repeated = distinct[counts > 1]
+  return (f"every known user must have exactly one token record: {len(ids)} records for "
+          f"{len(known)} users; {len(missing)} users have none (ids {missing[:5].tolist()}, raw "
+          f"{user_vocab.raw_ids[missing[:5] - FIRST_ID].tolist()}), {len(repeated)} have several "
+          f"(ids {repeated[:5].tolist()}), {int((~np.isin(distinct, known)).sum())} are unknown.")
