@@ -283,24 +283,6 @@ def test_many_part_notes_are_counted_not_listed():
   assert len(notes) == MAX_PART_NOTES + 1 and "30 more" in notes[-1]
 
 
-def test_user_table_combines_rows_and_compacted_tables_in_any_grouping():
-  """The per-user table is a combiner (beam_combiners.UserTable), not a listed side input: rows
-  added one by one, compacted, merged in any grouping give every row once, sorted by user."""
-  from jaxrec.data.beam_combiners import UserTable
-  combine = UserTable()
-  rows = [(u, 10 * u, u, u + 1, 3) for u in (7, 2, 9, 4, 3, 8)]
-  a, b, c = (combine.create_accumulator() for _ in range(3))
-  for row in rows[:3]:
-    a = combine.add_input(a, row)
-  for row in rows[3:5]:
-    b = combine.add_input(b, row)
-  c = combine.add_input(c, rows[5])
-  merged = combine.merge_accumulators([combine.compact(a), b])
-  table = combine.extract_output(combine.merge_accumulators([merged, c, []]))
-  assert table.dtype == np.int64 and table.tolist() == [list(r) for r in sorted(rows)]
-  assert combine.extract_output(combine.create_accumulator()).shape == (0, 5)
-
-
 def test_manifest_is_not_written_when_the_shards_miss_users(tmp_path):
   from jaxrec.data.beam_finalize import write_manifest
   name = "tokens-00000-of-00001.array_record"

@@ -56,8 +56,7 @@ def _ids(values: list, dtypes: list[str]) -> np.ndarray:
 
 
 def finalize(_, *, folder: str, source: Source, options, summary: dict,
-             unfiltered: dict, vocabs: dict[str, Vocabulary], users: np.ndarray,
-             train_counts: list,
+             unfiltered: dict, vocabs: dict[str, Vocabulary], users: list, train_counts: list,
              first_seen: list, seen: list, part_notes: list, cutoffs,
              kcore_selected: dict | None = None, kcore_items: list | None = None,
              kcore_converged: bool | None = None) -> dict:
@@ -77,9 +76,10 @@ def finalize(_, *, folder: str, source: Source, options, summary: dict,
   cold = prepared_files.cold_catalogue_items(np.asarray(items.ids), interacted)
   item_vocab = Vocabulary.from_counts(core.raw_ids, core.counts, extra_ids=cold)
 
-  if not np.array_equal(users[:, 0], np.arange(user_vocab.num_known) + FIRST_ID):
-    raise RuntimeError(_record_mismatch(users[:, 0], user_vocab))
-  lengths, train_end, valid_end, distinct = (users[:, k] for k in range(1, 5))
+  table = np.array(sorted(users), np.int64).reshape(-1, 5)
+  if not np.array_equal(table[:, 0], np.arange(user_vocab.num_known) + FIRST_ID):
+    raise RuntimeError(_record_mismatch(table[:, 0], user_vocab))
+  lengths, train_end, valid_end, distinct = (table[:, k] for k in range(1, 5))
   splits = Splits(train_end=train_end, valid_end=valid_end, length=lengths,
                   description=cutoffs[2])
   counts = np.zeros(len(item_vocab), np.int64)

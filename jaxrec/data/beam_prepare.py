@@ -205,9 +205,7 @@ def _build(beam, p, source: Source, folder: str, options, runner: str, started: 
             | "GroupShards" >> beam.GroupByKey()
             | "WriteShard" >> beam.Map(steps.write_shard, folder, single(num_shards)))
 
-  from jaxrec.data.beam_combiners import UserTable
-  user_table = (records | "UserSummary" >> beam.Map(steps.user_summary)
-                | "UserTable" >> beam.CombineGlobally(UserTable()))
+  per_user = records | "UserSummary" >> beam.Map(steps.user_summary)
   train_counts = (records | "TrainCounts" >> beam.FlatMap(steps.train_item_counts)
                   | "SumTrain" >> beam.CombinePerKey(sum))
   first_seen = (records | "FirstSeen" >> beam.FlatMap(steps.item_first_seen)
@@ -217,7 +215,7 @@ def _build(beam, p, source: Source, folder: str, options, runner: str, started: 
                   beam_finalize.finalize, folder=folder,
                   source=dataclasses.replace(source, parts=[]), options=options,
                   summary=single(summary), unfiltered=single(unfiltered), vocabs=single(vocabs),
-                  users=single(user_table), train_counts=listed(train_counts),
+                  users=listed(per_user), train_counts=listed(train_counts),
                   first_seen=listed(first_seen), seen=single(seen), part_notes=single(notes),
                   cutoffs=single(cutoffs),
                   **{f"kcore_{k}": v if v is None else single(v) for k, v in kcore.items()}))
