@@ -324,9 +324,9 @@ class Recommender:
     traffic during a reload."""
     for size in BUCKETS:
       self.recommend([Request(k=1)] * size)
-      time.sleep(pause)
       if size >= max_batch:
         break
+      time.sleep(pause)
 
   def similar(self, item_id: str, k: int) -> list[dict]:
     item = self.item_index.get(item_id)
