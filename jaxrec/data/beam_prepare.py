@@ -69,7 +69,13 @@ def direct_runner_without_lost_data():
   from apache_beam.portability.api import beam_fn_api_pb2
   from apache_beam.runners.portability.fn_api_runner import fn_runner, worker_handlers
 
-  original = fn_runner.BundleManager._send_input_to_worker
+  original = getattr(fn_runner.BundleManager, "_send_input_to_worker", None)
+  if original is None or not hasattr(worker_handlers, "DATA_BUFFER_TIME_LIMIT_MS"):
+    logger.warning("this Apache Beam's DirectRunner differs from 2.77, which lost elements when "
+                   "sending large inputs to its workers: running it as it is (the finalize "
+                   "checks still refuse a run that lost any)")
+    yield
+    return
 
   def send_pieces(manager, process_bundle_id, read_transform_id, pieces):
     channel = manager._worker_handler.data_conn
