@@ -5,6 +5,7 @@
     python benchmarks/scann_vs_exact.py --embeddings two_tower.npz    # keys `items`, `queries`
     python benchmarks/scann_vs_exact.py --synthetic-clusters          # 1M x 64, no model needed
     python benchmarks/scann_vs_exact.py --families lognormal128 heavytail64   # issue 26's rows
+    python benchmarks/scann_vs_exact.py --tuned-workdir workdirs/sasrec100k    # the same, trained
 
 With --workdir, the items are every catalogue item's vector from the workdir's best checkpoint
 and the queries the validation users' query vectors, exactly what `jaxrec export` indexes.
@@ -94,9 +95,27 @@ def _lognormal(items: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def family_row(name: str, num_items: int, num_queries: int, exact_subset: int) -> dict:
-  """One vector family: the untuned formula and the tuned index, on queries tuning never saw."""
   description, make = FAMILIES[name]
-  items, queries = make(num_items, num_queries)
+  return tuned_row(name, description, *make(num_items, num_queries), exact_subset)
+
+
+def trained_row(workdir: str, num_queries: int, exact_subset: int) -> tuple[str, dict]:
+  """The vectors `jaxrec export` indexes for a trained workdir: every catalogue item from the
+  best checkpoint, and (as queries) validation users' query vectors."""
+  from jaxrec.train.export import embeddings
+  from jaxrec.train.restore import restore_model
+  run = restore_model(workdir)
+  items, queries = embeddings(run)
+  queries = np.random.default_rng(0).permutation(queries)[:num_queries]
+  name = f"trained {run.config.model.name} {len(items) // 1000}k"
+  description = (f"trained {run.config.model.name} ({run.config.data.dataset} data, step "
+                 f"{run.step} of {workdir}): every catalogue item, validation users as queries")
+  return name, tuned_row(name, description, items, queries, exact_subset)
+
+
+def tuned_row(name: str, description: str, items: np.ndarray, queries: np.ndarray,
+              exact_subset: int) -> dict:
+  """One set of vectors: the untuned formula and the tuned index, on queries tuning never saw."""
   print(f"\n== {name}: {description}; {len(items):,} x {items.shape[1]}, "
         f"{len(queries):,} queries", flush=True)
   _, held_out, _ = split_queries(queries, items)  # the half build_index does not tune on
@@ -228,6 +247,8 @@ def main() -> None:
                       help="generate clustered, L2-normalised vectors instead")
   source.add_argument("--families", nargs="+", choices=sorted(FAMILIES),
                       help="issue 26's vector families: tuned index vs exact, one row each")
+  source.add_argument("--tuned-workdir", help="a trained workdir's export vectors, measured as "
+                      "--families measures each family (tuned index beside the formula)")
   parser.add_argument("--items", type=float, default=1e6, help="synthetic: catalogue size")
   parser.add_argument("--dim", type=int, default=64, help="synthetic: dimensions")
   parser.add_argument("--clusters", type=int, default=2000, help="synthetic: mixture components")
@@ -240,9 +261,12 @@ def main() -> None:
   parser.add_argument("--reorder", type=int, default=None, help="override params_for")
   parser.add_argument("--name", default="scann_vs_exact", help="results/NAME.json")
   args = parser.parse_args()
-  if args.families:
+  if args.families or args.tuned_workdir:
     rows = {f: family_row(f, int(args.items), min(args.queries, 2000), args.exact_subset)
-            for f in args.families}
+            for f in args.families or []}
+    if args.tuned_workdir:
+      name, row = trained_row(args.tuned_workdir, min(args.queries, 2000), args.exact_subset)
+      rows[name] = row
     header = ["family", "index", "build s", "q/CPU-s 1 thread", "recall@10", "recall@100",
               "x exact 1 thread"]
     table = []
