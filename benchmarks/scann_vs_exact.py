@@ -99,18 +99,25 @@ def family_row(name: str, num_items: int, num_queries: int, exact_subset: int) -
   return tuned_row(name, description, *make(num_items, num_queries), exact_subset)
 
 
-def trained_row(workdir: str, num_queries: int, exact_subset: int) -> tuple[str, dict]:
+def workdir_vectors(workdir: str):
   """The vectors `jaxrec export` indexes for a trained workdir: every catalogue item from the
-  best checkpoint, and (as queries) validation users' query vectors."""
+  best checkpoint, and (as queries, in random order) validation users' query vectors; with the
+  model's name and a description of them."""
   from jaxrec.train.export import embeddings
   from jaxrec.train.restore import restore_model
   run = restore_model(workdir)
   items, queries = embeddings(run)
-  queries = np.random.default_rng(0).permutation(queries)[:num_queries]
-  name = f"trained {run.config.model.name} {len(items) // 1000}k"
-  description = (f"trained {run.config.model.name} ({run.config.data.dataset} data, step "
-                 f"{run.step} of {workdir}): every catalogue item, validation users as queries")
-  return name, tuned_row(name, description, items, queries, exact_subset)
+  queries = np.random.default_rng(0).permutation(queries)
+  description = (f"trained {run.config.task} embeddings ({run.config.model.name}, "
+                 f"{run.config.data.dataset} data, step {run.step} of {workdir}): every "
+                 "catalogue item, validation users as queries")
+  return items, queries, run.config.model.name, description
+
+
+def trained_row(workdir: str, num_queries: int, exact_subset: int) -> tuple[str, dict]:
+  items, queries, model, description = workdir_vectors(workdir)
+  name = f"trained {model} {len(items) // 1000}k"
+  return name, tuned_row(name, description, items, queries[:num_queries], exact_subset)
 
 
 def tuned_row(name: str, description: str, items: np.ndarray, queries: np.ndarray,
@@ -287,15 +294,7 @@ def main() -> None:
     return
 
   if args.workdir:
-    from jaxrec.train.export import embeddings
-    from jaxrec.train.restore import restore_model
-    run = restore_model(args.workdir)
-    step = run.step
-    items, queries = embeddings(run)
-    queries = np.random.default_rng(0).permutation(queries)  # users in random order
-    data = (f"trained {run.config.task} embeddings ({run.config.model.name}, "
-            f"{run.config.data.dataset} data, step {step} of {args.workdir}): every catalogue "
-            "item, validation users as queries")
+    items, queries, _, data = workdir_vectors(args.workdir)
   elif args.embeddings:
     items, queries = load_embeddings(args.embeddings)
     data = f"trained embeddings from {args.embeddings}"
