@@ -16,12 +16,12 @@ process by default; `--state redis://HOST:PORT/DB` keeps it in Redis, shared by 
 naming the same store and kept across restarts (jaxrec/serve/posterior_store.py,
 feedback_guard.SharedIssuedRequests).
 
-The newest complete bundle under the export directory serves. A watcher loads a newer version
-when one appears, warms it up (every batch size compiled) and swaps it in atomically: requests
-already batched finish on the old one. Loading runs on one loader thread at a lower CPU priority
-(nice +10 for that thread alone), so a reload takes the cores live traffic leaves idle. A bundle
-that fails to load (incomplete, modified, incompatible) is refused and logged, and the old one
-keeps serving.
+The newest complete bundle under the export directory serves, its models in a process of their
+own (serving/model_process.py). A watcher loads a newer version when one appears in a new model
+process, on CPUs live traffic does not use, warms it up (every batch size compiled) and swaps it
+in atomically: requests already batched finish on the old one, which then stops. A bundle that
+fails to load (incomplete, modified, incompatible) is refused and logged, and the old one keeps
+serving; a model process that dies is started again.
 """
 
 from __future__ import annotations
@@ -29,10 +29,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import gc
 import logging
 import os
-import threading
 import time
 import uuid
 
@@ -53,7 +51,9 @@ from jaxrec.serve.posterior_store import RedisPosteriors, StoreUnavailable, conn
 from serving.batcher import Batcher, Overloaded
 from serving.feedback_guard import IssuedRequests, RateLimiter, SharedIssuedRequests, authorized
 from serving.limits import Admission, BodyLimit, ServerLimits
-from jaxrec.serve.recommender import BUCKETS, Recommender, Request, ServingConfig
+from jaxrec.serve.recommender import BUCKETS, Request, ServingConfig
+from serving.model_process import (LOADING_NICE, Closed, ModelProcess, ReplicatedPosteriors,
+                                   may_restore_priority, place, split_cpus)
 
 
 # Every value a request carries is bounded and typed here, before it reaches a batch: ids and
@@ -138,27 +138,21 @@ def files_signature(path: str) -> tuple:
   return tuple(sorted(found))
 
 
-LOADER_NICE = 10  # the loader thread's nice value above the process's
-
-
-def lower_this_threads_priority(increment: int = LOADER_NICE) -> None:
-  """Raises the calling thread's nice value only: on Linux a nice value belongs to each thread,
-  and setpriority(PRIO_PROCESS, thread id) sets that thread's (see setpriority(2), NOTES)."""
-  with contextlib.suppress(OSError, AttributeError):  # elsewhere: loads at normal priority
-    tid = threading.get_native_id()
-    os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
-
-
 class Service:
   def __init__(self, export_root: str, config: ServingConfig, max_batch: int, max_wait_ms: float,
-               max_queue: int, posteriors=None):
+               max_queue: int, posteriors=None, state_url: str | None = None):
+    """posteriors: a shared store reached at `state_url`, or None: counts kept in this process."""
     self.export_root = os.path.abspath(export_root)  # versions compare as absolute paths
     self.config = config
-    self.posteriors = posteriors if posteriors is not None else BetaPosteriors(0)
-    # One loader thread, at lower priority: at most one bundle loads at a time.
-    self.loader = concurrent.futures.ThreadPoolExecutor(
-        1, thread_name_prefix="loader", initializer=lower_this_threads_priority)
-    self.current: Recommender | None = None
+    self.state_url = state_url
+    self.posteriors = posteriors if posteriors is not None else \
+        ReplicatedPosteriors(BetaPosteriors(0))
+    # One loader thread: at most one bundle loads at a time (in its own process; this thread
+    # only starts it and waits).
+    self.loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="loader")
+    self.cpus = _usable_cpus()
+    self.renice = may_restore_priority()
+    self.current: ModelProcess | None = None
     # Refused bundle -> its files' (name, size, mtime) when refused: retried once they change (a
     # copy still in progress completes), never reloaded while they stay the same.
     self.refused: dict[str, tuple] = {}
@@ -167,32 +161,55 @@ class Service:
                            max_wait_ms=max_wait_ms, max_queue=max_queue)
 
   def _answer(self, requests: list[Request]) -> list[dict]:
-    recommender = self.current  # one bundle for the whole batch, whatever swaps meanwhile
-    return recommender.recommend(requests)
+    while True:  # one version for the whole batch: the one current when it is sent
+      try:
+        return self.current.recommend(requests)
+      except Closed:
+        continue
 
   def load(self, path: str) -> bool:
-    """Loads, warms up and swaps in the bundle at `path`; False (old one kept) if it fails.
-    Run it on the loader thread (`await service.load_in_background(path)`)."""
+    """Loads and warms up the bundle at `path` in a new model process and swaps it in; False
+    (old one kept) if it fails. Run it on the loader thread (`await
+    service.load_in_background(path)`)."""
+    old = self.current
+    # While it loads, live traffic (this process and the live model's) keeps most CPUs and the
+    # new process gets the rest, at a lower priority (for whatever else shares them); once it
+    # serves, it gets every CPU and this process's priority. The first load has both.
+    reload = old is not None and old.alive
+    split = split_cpus(self.cpus) if reload else None
+    if split:
+      place(os.getpid(), split[0])
+      place(old.pid, split[0])
     try:
-      recommender = Recommender(path, self.config, self.posteriors)
-      # A reload pauses between batch sizes, so the batches of live traffic queued meanwhile
-      # get the model's threads first.
-      recommender.warm_up(pause=0.05 if self.current is not None else 0.0,
-                          max_batch=self.batcher.max_batch)
+      model = ModelProcess(path, self.config, self.posteriors, state_url=self.state_url,
+                           max_batch=self.batcher.max_batch, cpus=split[1] if split else None,
+                           nice=LOADING_NICE if reload and self.renice else 0)
     except Exception as e:  # any failure refuses the bundle: the service must keep serving
       logging.error("refusing bundle %s: %s", path, e)
       self.refused[path] = files_signature(path)
       self.metrics.reloads.labels("refused").inc()
       return False
-    self.current = recommender
-    # The loaded models and tables are long-lived: move them out of the garbage collector's
-    # generations, so its full collections (latency spikes of tens of ms) stay short.
-    gc.collect()
-    gc.freeze()
+    finally:
+      if split:
+        place(os.getpid(), self.cpus)
+        place(old.pid, self.cpus)
+    place(model.pid, self.cpus, os.getpriority(os.PRIO_PROCESS, 0) if self.renice else None)
+    self.current = model
+    if old is not None:  # a batch it is answering finishes first (its lock), then it stops
+      old.close()
     self.metrics.reloads.labels("loaded").inc()
     self.metrics.version.set(int(os.path.basename(path)))
-    logging.info("serving bundle %s", path)
+    logging.info("serving bundle %s (model process %d)", path, model.pid)
     return True
+
+  def similar(self, item_id: str, k: int):
+    """(the version that answered, its answer)."""
+    while True:
+      model = self.current
+      try:
+        return model, model.similar(item_id, k)
+      except Closed:
+        continue
 
   async def watch(self, interval: float) -> None:
     while True:
@@ -201,13 +218,24 @@ class Service:
         path = latest_version(self.export_root)
       except UserError:
         continue
-      if path == getattr(self.current, "path", None):
-        continue
+      if path == getattr(self.current, "path", None) and self.current.alive:
+        continue  # a model process that died is started again
       if path not in self.refused or self.refused[path] != files_signature(path):
         await self.load_in_background(path)
 
   async def load_in_background(self, path: str) -> bool:
     return await asyncio.get_running_loop().run_in_executor(self.loader, self.load, path)
+
+  def close(self) -> None:
+    self.loader.shutdown(wait=False, cancel_futures=True)
+    if self.current is not None:
+      self.current.close()
+
+
+def _usable_cpus() -> set[int] | None:
+  with contextlib.suppress(AttributeError):  # no CPU sets on this platform: nothing is pinned
+    return os.sched_getaffinity(0)
+  return None
 
 
 def create_app(export_root: str, config: ServingConfig | None = None, *, max_batch: int = 8,
@@ -226,8 +254,9 @@ def create_app(export_root: str, config: ServingConfig | None = None, *, max_bat
     client = connect(state)
     posteriors, issued = RedisPosteriors(client), SharedIssuedRequests(client, ttl=issued_ttl)
   else:
-    posteriors, issued = BetaPosteriors(0), IssuedRequests()
-  service = Service(export_root, config, max_batch, max_wait_ms, max_queue, posteriors)
+    posteriors, issued = None, IssuedRequests()
+  service = Service(export_root, config, max_batch, max_wait_ms, max_queue,
+                    posteriors if state else None, state)
   decisions = DecisionLog(decision_log) if decision_log else None
   feedback_limiter = RateLimiter(feedback_rate, feedback_burst)
 
@@ -250,7 +279,7 @@ def create_app(export_root: str, config: ServingConfig | None = None, *, max_bat
     yield
     watcher.cancel()
     await service.batcher.stop()
-    service.loader.shutdown(wait=False, cancel_futures=True)
+    service.close()
     if decisions is not None:
       decisions.close()
 
@@ -332,11 +361,11 @@ def create_app(export_root: str, config: ServingConfig | None = None, *, max_bat
     if not 1 <= body.k <= config.max_k:
       return error(400, f"k must be between 1 and {config.max_k}, got {body.k}.", "/v1/similar")
     try:
-      items = service.current.similar(body.item_id, body.k)
+      model, items = await asyncio.to_thread(service.similar, body.item_id, body.k)
     except KeyError:
       return error(404, f"unknown item_id {body.item_id!r}.", "/v1/similar")
     metrics.requests.labels("/v1/similar", "200").inc()
-    return {"items": items, "model_version": service.current.version}
+    return {"items": items, "model_version": model.version}
 
   @app.post("/v1/feedback")
   async def feedback(body: FeedbackBody, http: HttpRequest):

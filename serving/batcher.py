@@ -1,8 +1,8 @@
 """Micro-batching: concurrent requests share one pass through the jitted models.
 
 Requests wait in a bounded queue; one worker takes the first, then whatever else arrives within
-`max_wait_ms` (up to `max_batch`), and answers them together on a single model thread (JAX and
-ScaNN use their own threads inside); a batch that fails is answered again one request at a time,
+`max_wait_ms` (up to `max_batch`), and answers them together on a single model thread (in the
+service, it hands the batch to the model process: serving/model_process.py); a batch that fails is answered again one request at a time,
 so a request that breaks the pipeline fails alone. A request is refused at once (`Overloaded`, a
 503) when the queue is full or its expected wait (queue length x the measured time per request)
 is over half of `max_queue_seconds`, and one that waited longer than `max_queue_seconds` anyway is

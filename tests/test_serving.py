@@ -3,6 +3,7 @@ two-tower and a DLRM trained on MovieLens-100K."""
 
 import os
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -15,6 +16,7 @@ import uvicorn
 
 from jaxrec.train.export import export_workdir
 from jaxrec.serve.recommender import BUCKETS, Recommender, ServingConfig
+from serving import app as app_module, model_process
 from serving.app import create_app
 from serving.limits import ServerLimits, server_config
 
@@ -394,7 +396,7 @@ def test_decision_log_joins_feedback_for_off_policy_evaluation(server, ml100k, e
 
 
 @pytest.mark.slow
-def test_hot_reload_under_traffic_and_a_broken_bundle_refused(server, export_root):
+def test_hot_reload_under_traffic_and_a_broken_bundle_refused(server, export_root, monkeypatch):
   failures, done = [], threading.Event()
 
   def traffic():
@@ -404,6 +406,18 @@ def test_hot_reload_under_traffic_and_a_broken_bundle_refused(server, export_roo
         if response.status_code != 200:
           failures.append(response.text)
 
+  seen = {}
+
+  class Recording(model_process.ModelProcess):  # the CPU sets while version 2 loads
+    def __init__(self, path, *args, cpus=None, **kwargs):
+      seen.update(front=os.sched_getaffinity(0), loading=cpus,
+                  live=os.sched_getaffinity(server.service.current.pid))
+      super().__init__(path, *args, cpus=cpus, **kwargs)
+      seen["new"] = os.sched_getaffinity(self.pid)
+      seen["nice"] = os.getpriority(os.PRIO_PROCESS, self.pid)
+
+  monkeypatch.setattr(app_module, "ModelProcess", Recording)
+  first = server.service.current
   threads = [threading.Thread(target=traffic) for _ in range(2)]
   for thread in threads:
     thread.start()
@@ -412,6 +426,19 @@ def test_hot_reload_under_traffic_and_a_broken_bundle_refused(server, export_roo
     shutil.copytree(os.path.join(export_root, "1"), os.path.join(export_root, ".2.tmp"))
     os.rename(os.path.join(export_root, ".2.tmp"), os.path.join(export_root, "2"))
     wait_for(lambda: server.service.current.version == "2")
+    # It loaded in a process of its own, on CPUs the live processes did not use meanwhile; after
+    # the swap the old process is gone and every process has every CPU again.
+    everything = os.sched_getaffinity(0)
+    live, loading = model_process.split_cpus(everything) or (everything, None)
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    niced = min(mine + model_process.LOADING_NICE, 19) if model_process.may_restore_priority() \
+        else mine
+    assert seen == {"front": live, "live": live, "loading": loading,
+                    "new": loading or everything, "nice": niced}, seen
+    wait_for(lambda: not first.alive, timeout=10)  # stopped once its batch, if any, finished
+    assert server.service.current.pid not in (first.pid, os.getpid())
+    assert os.sched_getaffinity(server.service.current.pid) == everything
+    assert os.getpriority(os.PRIO_PROCESS, server.service.current.pid) == mine
     # A damaged one is refused; version 2 keeps serving.
     shutil.copytree(os.path.join(export_root, "1"), os.path.join(export_root, ".3.tmp"))
     with open(os.path.join(export_root, ".3.tmp", "items.npy"), "r+b") as f:
@@ -455,6 +482,23 @@ def test_relative_root_does_not_reload_and_a_bundle_copied_file_by_file_goes_liv
     body = post(server, "/v1/recommend", {"user_id": "5", "k": 3}).json()
     assert body["model_version"] == "2"
     assert httpx.get(server.url + "/readyz").json()["model_version"] == "2"
+
+
+def test_a_model_process_that_dies_fails_only_its_requests_and_is_started_again(
+    export_root, tmp_path):
+  root = tmp_path / "exports"
+  shutil.copytree(os.path.join(export_root, "1"), root / "1")
+  with Server(create_app(str(root), ServingConfig(candidates=50), reload_interval=0.2)) as server:
+    first = server.service.current
+    os.kill(first.pid, signal.SIGKILL)
+    first._process.join(10)
+    answer = post(server, "/v1/recommend", {"user_id": "5", "k": 3})
+    assert answer.status_code == 500 and "internal error" in answer.json()["error"]
+    assert httpx.get(server.url + "/healthz").status_code == 200
+    wait_for(lambda: server.service.current is not first)
+    answer = post(server, "/v1/recommend", {"user_id": "5", "k": 3})
+    assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+    assert 'jaxrec_reloads_total{result="loaded"} 2.0' in httpx.get(server.url + "/metrics").text
 
 
 def test_serve_without_a_bundle_says_so(tmp_path, capsys):

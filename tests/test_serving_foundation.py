@@ -131,7 +131,8 @@ def test_unknown_user_takes_the_cold_start_path(server, ml100k):
 def test_carried_items_become_tokens_like_the_tokenizers(server, ml100k):
   """Carrying a user's last events in the request instead of storing them gives the same
   derived fields (hour, weekday, gap, count) the tokenizer wrote."""
-  recommender = server.service.current
+  # The served model lives in its own process: the same bundle loaded here.
+  recommender = Recommender(server.service.current.path, PLAIN, BetaPosteriors(0))
   tokens = ml100k.user_tokens([40])[0]
   merged = recommender._with_carried(tokens[:-3], tokens["item"][-3:], tokens["timestamp"][-3:],
                                      None)

