@@ -139,11 +139,17 @@ def tuned_row(name: str, description: str, items: np.ndarray, queries: np.ndarra
         ids[i] = retriever.search(held_out[i:i + 1], K)[0][0]
     qps = float(np.median([per_second(len(held_out), timed(one_at_a_time, clock="cpu")[1])
                            for _ in range(ROUNDS)]))
+    # Like exact numpy: every held-out query in one call, on one thread (ScaNN's batched search
+    # scans each leaf for several queries at once).
+    batched_qps = float(np.median([per_second(len(held_out), timed(
+        retriever.search, held_out, K, clock="cpu")[1]) for _ in range(ROUNDS)]))
     return {"params": retriever.params.to_json(),
             "recall_at_10": round(recall_at_k(ids, exact_ids, 10), 4),
             "recall_at_100": round(recall_at_k(ids, exact_ids, K), 4),
             "single_thread_queries_per_second": round(qps),
-            "speedup_vs_exact_numpy_one_thread": round(qps / numpy_one_qps, 1)}
+            "speedup_vs_exact_numpy_one_thread": round(qps / numpy_one_qps, 1),
+            "batched_single_thread_queries_per_second": round(batched_qps),
+            "batched_speedup_vs_exact_numpy_one_thread": round(batched_qps / numpy_one_qps, 1)}
 
   untuned, untuned_s = timed(build_index, items, params_for(items))
   before = {**measure(untuned), "build_seconds": round(untuned_s, 1)}
@@ -156,8 +162,10 @@ def tuned_row(name: str, description: str, items: np.ndarray, queries: np.ndarra
            "tuning": tuned.tuning}
   print(f"tuned (build_index): { {k: v for k, v in after.items() if k != 'tuning'} }",
         flush=True)
+  # Issue 26's bar, like for like: exact numpy answers the held-out queries in one batched call
+  # on one thread, so ScaNN does too (one query per call is the serving view, also reported).
   after["target_met"] = bool(after["recall_at_100"] >= 0.95
-                             and after["speedup_vs_exact_numpy_one_thread"] >= 20)
+                             and after["batched_speedup_vs_exact_numpy_one_thread"] >= 20)
   return {"data": description, "num_items": len(items), "dim": int(items.shape[1]), "k": K,
           "queries_tuning": len(queries) - len(held_out), "queries_held_out": len(held_out),
           "exact_numpy_single_thread_queries_per_second": round(numpy_one_qps, 1),
@@ -274,22 +282,27 @@ def main() -> None:
     if args.tuned_workdir:
       name, row = trained_row(args.tuned_workdir, min(args.queries, 2000), args.exact_subset)
       rows[name] = row
-    header = ["family", "index", "build s", "q/CPU-s 1 thread", "recall@10", "recall@100",
-              "x exact 1 thread"]
+    header = ["family", "index", "build s", "q/CPU-s 1 thread: batched", "one per call",
+              "recall@10", "recall@100", "x exact 1 thread: batched", "one per call"]
     table = []
     for family, row in rows.items():
       for label, key, seconds in (("untuned formula", "untuned_formula", "build_seconds"),
                                   ("tuned to 0.95", "tuned", "build_and_tuning_seconds")):
         r = row[key]
         table.append([family, label, f"{r[seconds]:.0f}",
+                      f"{r.get('batched_single_thread_queries_per_second', '-'):,}",
                       f"{r['single_thread_queries_per_second']:,}", f"{r['recall_at_10']:.4f}",
-                      f"{r['recall_at_100']:.4f}", f"{r['speedup_vs_exact_numpy_one_thread']}x"])
-      table.append([family, "exact numpy", "-",
-                    f"{row['exact_numpy_single_thread_queries_per_second']:,.0f}", "1", "1", "1x"])
+                      f"{r['recall_at_100']:.4f}",
+                      f"{r.get('batched_speedup_vs_exact_numpy_one_thread', '-')}x",
+                      f"{r['speedup_vs_exact_numpy_one_thread']}x"])
+      table.append([family, "exact numpy (batched)", "-",
+                    f"{row['exact_numpy_single_thread_queries_per_second']:,.0f}", "-", "1", "1",
+                    "1x", "-"])
     print()
     print_table(header, table)
     print("recall on held-out queries (not used for tuning); both searches on one thread, speed "
-          "in queries per CPU-second; build s is wall-clock")
+          "in queries per CPU-second (batched: every held-out query in one call, as exact numpy "
+          "is timed); build s is wall-clock")
     print(f"wrote {merge_rows(args.name, rows)}")
     return
 
