@@ -317,16 +317,13 @@ class Recommender:
     wanted = self.genre_ids.lookup(np.array(names).astype(self.genre_ids.raw_ids.dtype))
     return np.isin(self.genres[items], wanted).any(1)
 
-  def warm_up(self, pause: float = 0.0, max_batch: int = BUCKETS[-1]) -> None:
+  def warm_up(self, max_batch: int = BUCKETS[-1]) -> None:
     """Compiles every batch size a batch of up to `max_batch` requests pads to, so no request
-    waits for XLA (larger ones, never used, are not traced: a reload holds Python's GIL, which
-    live requests need, for each); `pause` seconds between sizes leave the cores to live
-    traffic during a reload."""
+    waits for XLA (larger ones, never used, are not traced)."""
     for size in BUCKETS:
       self.recommend([Request(k=1)] * size)
       if size >= max_batch:
         break
-      time.sleep(pause)
 
   def similar(self, item_id: str, k: int) -> list[dict]:
     item = self.item_index.get(item_id)
