@@ -27,6 +27,7 @@ import threading
 
 import numpy as np
 
+from jaxrec.data.vocab import FIRST_ID, OOV
 from jaxrec.errors import UserError
 
 
@@ -143,7 +144,7 @@ class ModelProcess:
       self.path = path
       self.pid = self._process.pid
       self.item_raw = item_raw
-      self._item_index = {raw: i for i, raw in enumerate(item_raw) if raw}
+      self._item_index = {raw: i for i, raw in enumerate(item_raw) if i >= FIRST_ID}
       self._genres = set(genres)
       self.posteriors = posteriors.for_catalogue(item_raw)
       if state_url is None:  # the counts so far, then every update with the next message
@@ -164,8 +165,8 @@ class ModelProcess:
     return self._call("similar", item_id, k)
 
   def item_ids(self, raw) -> np.ndarray:
-    """Raw item ids (strings) -> this version's ids, OOV (1) for unknown ones."""
-    return np.array([self._item_index.get(str(x), 1) for x in raw], np.int64)
+    """Raw item ids (strings) -> this version's ids, OOV for unknown ones."""
+    return np.array([self._item_index.get(str(x), OOV) for x in raw], np.int64)
 
   def unknown_genres(self, names: list[str]) -> list[str]:
     return [name for name in names if name not in self._genres]
