@@ -181,17 +181,20 @@ def _peer_python() -> str:
 # watched items out too (loss.exclude_watched: what evaluation can never rank is not what the
 # query spends capacity pushing down); with nothing excluded it must learn to push them down.
 # SASRec's and GRU4Rec's 420 default steps stop with validation still rising (GRU4Rec seed 0:
-# best at step 420 under both protocols, 2026-12-04): 840, with early stopping. With
+# best at step 420 under both protocols, 2026-12-04): 840, with early stopping; BERT4Rec's 700
+# likewise (seed 0 best at step 700 under both): 1400. With
 # nothing excluded, validation plateaus early and noisily (seed 1 stopped at step 350 of 840
 # with patience 5, its learning rate still at 80% of its peak): patience 10, as RecBole's.
 JAXREC_RECIPES = {
     "history_excluded": {"sasrec": ["loss.exclude_watched=True", "train.num_steps=840"],
-                         "gru4rec": ["loss.exclude_watched=True", "train.num_steps=840"]},
+                         "gru4rec": ["loss.exclude_watched=True", "train.num_steps=840"],
+                         "bert4rec": ["train.num_steps=1400", "train.patience=10"]},
     "nothing_excluded": {"sasrec": ["eval.exclude_seen=False", "train.num_steps=840",
                                     "train.patience=10"],
                          "gru4rec": ["eval.exclude_seen=False", "train.num_steps=840",
                                      "train.patience=10"],
-                         "bert4rec": ["eval.exclude_seen=False"],
+                         "bert4rec": ["eval.exclude_seen=False", "train.num_steps=1400",
+                                      "train.patience=10"],
                          "bpr": ["eval.exclude_seen=False"]},
 }
 
