@@ -315,33 +315,6 @@ def test_sasrec_leaves_watched_items_out_of_its_softmax_too(ml100k, softmax):
       sasrec("loss.exclude_watched=True", *bad)
 
 
-def test_sasrec_with_a_watched_margin_trains_on_raised_watched_logits(ml100k):
-  """loss.watched_margin keeps watched items in SASRec's softmax, their logits raised: a loss
-  above the plain one, the same scores; the protocol says so; set with exclude_watched, or
-  negative, it is refused."""
-  def sasrec(*overrides):
-    return build_task(apply_overrides(
-        load_config(os.path.join(ROOT, "configs", "movielens_sasrec.py:smoke")),
-        [f"data.dir={ml100k.path}", "eval.exclude_seen=False", *overrides]))
-  task, plain = sasrec("loss.watched_margin=2.0"), sasrec()
-  model = _unsharded(lambda: task.build_model(nnx.Rngs(0)))
-  batch = _train_batch(task)
-  key = jax.random.key(1)
-  raised = float(task.loss(model, batch, key))
-  assert raised > float(plain.loss(model, batch, key)) + 1e-3
-  hidden = model(batch["inputs"], rngs=nnx.Rngs(dropout=jax.random.split(key)[0]))
-  nll = full_softmax_nll(hidden, batch["targets"], model.item_vectors(), task.excluded(batch),
-                         margin=2.0)
-  has = np.asarray(batch["targets"]) > 0
-  assert raised == pytest.approx(float(np.asarray(nll)[has].mean()), rel=1e-5)
-  assert "watched_margin=2" in task.protocol("test")["training"]
-  for bad, match in ((["loss.watched_margin=2.0", "loss.exclude_watched=True"], "set one of"),
-                     (["loss.watched_margin=2.0", "loss.name=bce"], "next-item softmax"),
-                     (["loss.watched_margin=-1.0"], "non-negative")):
-    with pytest.raises(UserError, match=match):
-      sasrec(*bad)
-
-
 def test_config_errors_name_the_fix(ml100k):
   with pytest.raises(UserError, match="ce.*sampled_softmax"):
     build_task(_config(ml100k.path, "loss.name=bce"))

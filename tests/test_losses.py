@@ -109,36 +109,3 @@ def test_watched_items_leave_the_softmax_from_the_position_that_read_them():
       drop = np.asarray(exclude[b, t]) | (np.asarray(negatives) == int(targets[b, t]))
       row = np.r_[logits[b, t, targets[b, t]], logits[b, t, np.asarray(negatives)][~drop]]
       assert sampled[b, t] == pytest.approx(np.log(np.exp(row).sum()) - row[0], rel=1e-4)
-
-
-def test_a_watched_margin_raises_watched_logits_and_never_the_targets():
-  """loss.watched_margin: the items a position read stay in its softmax with their logits
-  raised by the margin (a re-watched target keeps its own); the loss falls only as the model
-  scores them that much lower."""
-  inputs = jnp.array([[5, 4, 6, 4]])
-  targets = jnp.array([[4, 6, 4, 7]])  # positions 1 and 2 re-watch an item they read
-  h = jax.random.normal(jax.random.key(2), (1, 4, D))
-  items = jax.random.normal(jax.random.key(3), (V, D))
-  watched = losses.watched_so_far(inputs, jnp.arange(V), V)
-  logits = np.einsum("bld,vd->blv", h, items)[0]
-  for margin in (0.5, 3.0):
-    nll = np.asarray(losses.full_softmax_nll(h, targets, items, watched, margin=margin))[0]
-    for t in range(4):
-      raised = np.asarray(watched[0, t]).copy()
-      raised[int(targets[0, t])] = False
-      row = logits[t, 2:] + margin * raised[2:]
-      assert nll[t] == pytest.approx(np.log(np.exp(row).sum()) - logits[t, targets[0, t]],
-                                     rel=1e-4)
-  plain = np.asarray(losses.full_softmax_nll(h, targets, items))
-  small = np.asarray(losses.full_softmax_nll(h, targets, items, watched, margin=0.5))
-  large = np.asarray(losses.full_softmax_nll(h, targets, items, watched, margin=3.0))
-  assert np.all(plain <= small + 1e-6) and np.all(small < large)
-  negatives = jnp.array([4, 5, 9])
-  exclude = losses.watched_so_far(inputs, negatives, V)
-  sampled = np.asarray(losses.sampled_softmax_nll_of(
-      h, targets, items[targets], negatives, items[negatives], jnp.zeros(V), exclude, 2.0))[0]
-  for t in range(4):
-    hit = np.asarray(negatives) == int(targets[0, t])
-    row = logits[t, np.asarray(negatives)] + 2.0 * np.asarray(exclude[0, t])
-    row = np.r_[logits[t, targets[0, t]], row[~hit]]
-    assert sampled[t] == pytest.approx(np.log(np.exp(row).sum()) - row[0], rel=1e-4)

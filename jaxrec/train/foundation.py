@@ -173,7 +173,7 @@ class FoundationTask(SequentialTask):
         target_fields=(TARGET_FIELDS + ("gap",) * self.request_gap
                        + ("timestamp",) * (self.trend is not None)),
         targets_after=self.targets_after,
-        with_seen=self.watches_in_loss or self.history_summary, options=options)
+        with_seen=self.exclude_watched or self.history_summary, options=options)
 
   def _metadata(self) -> dict[str, jax.Array]:
     return {k: jnp.asarray(v) for k, v in self.metadata.items()}
@@ -238,7 +238,7 @@ class FoundationTask(SequentialTask):
     log_q = jnp.asarray(self.log_q)
     nll = lambda query, step, step_targets, times: sampled_softmax_nll_of(
         query, step_targets, shift_ahead(target_vectors, step), negatives[step],
-        negative_vectors[step], log_q, self.excluded(batch, negatives[step]), self.loss_margin)
+        negative_vectors[step], log_q, self.excluded(batch, negatives[step]))
     return self.weighted_objective(model, hidden, batch, nll, sample_key)
 
   def id_masks(self, key) -> tuple[jax.Array, jax.Array]:
@@ -269,12 +269,12 @@ class FoundationTask(SequentialTask):
         bias = None
         if self.trend is not None:  # the prior at each target's time
           query, bias = self.trend_terms(model, query, batch, times)
-        return full_softmax_nll(query, step_targets, items, exclude, bias, self.loss_margin)
+        return full_softmax_nll(query, step_targets, items, exclude, bias)
     else:
       negatives = self.sample_negatives(key)
       nll = lambda query, step, step_targets, times: sampled_softmax_nll_of(
           query, step_targets, items[step_targets], negatives[step], items[negatives[step]],
-          jnp.asarray(self.log_q), self.excluded(batch, negatives[step]), self.loss_margin)
+          jnp.asarray(self.log_q), self.excluded(batch, negatives[step]))
     return self.weighted_objective(model, hidden, batch, nll, key)
 
   def weighted_objective(self, model, hidden, batch, nll, key) -> jax.Array:

@@ -48,55 +48,44 @@ def watched_before(seen, ids):
   return found & (ids > 0)
 
 
-def penalise(logits, exclude, margin=None):
-  """`logits` where `exclude` is True (never a target's): left out of the softmax (margin None)
-  or raised by `margin`, so the loss is lower only once the model scores those items `margin`
-  below where it would otherwise have to: it learns to rank them low by itself."""
-  if exclude is None:
-    return logits
-  return jnp.where(exclude, NEG if margin is None else logits + margin, logits)
-
-
-def full_softmax_nll(h, targets, items, exclude=None, bias=None, margin=None):
+def full_softmax_nll(h, targets, items, exclude=None, bias=None):
   """Per-position negative log-likelihood [B, L] of the target under the full softmax; where
-  exclude [B, L, V] is True that item is left out of the position's softmax, or with `margin`
-  its logit raised by it (never the target's; see penalise); `bias` [B, L, V] is added to the
-  logits (a prior such as the items' recent popularity)."""
+  exclude [B, L, V] is True that item is left out of the position's softmax (never the target);
+  `bias` [B, L, V] is added to the logits (a prior such as the items' recent popularity)."""
   logits = jnp.einsum("bld,vd->blv", h, items)
   if bias is not None:
     logits = logits + bias
   logits = logits.at[..., :FIRST_ID].set(NEG)
   if exclude is not None:
-    exclude = exclude & (jnp.arange(items.shape[0]) != targets[..., None])
-    logits = penalise(logits, exclude, margin)
+    keep_target = jnp.arange(items.shape[0]) == targets[..., None]
+    logits = jnp.where(exclude & ~keep_target, NEG, logits)
   target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
   return jax.nn.logsumexp(logits, axis=-1) - target_logit
 
 
-def full_softmax(h, targets, items, excluded=None, bias=None, margin=None):
+def full_softmax(h, targets, items, excluded=None, bias=None):
   exclude = None if excluded is None else excluded(None)
-  return _mean(full_softmax_nll(h, targets, items, exclude, bias, margin), targets)
+  return _mean(full_softmax_nll(h, targets, items, exclude, bias), targets)
 
 
-def sampled_softmax_nll(h, targets, items, key, num_negatives, log_q, excluded=None,
-                        margin=None):
+def sampled_softmax_nll(h, targets, items, key, num_negatives, log_q, excluded=None):
   """Per-position [B, L] sampled-softmax loss with logQ correction, accidental hits removed."""
   negatives = jax.random.categorical(key, log_q, shape=(num_negatives,))
   exclude = None if excluded is None else excluded(negatives)
   return sampled_softmax_nll_of(h, targets, items[targets], negatives, items[negatives], log_q,
-                                exclude, margin)
+                                exclude)
 
 
 def sampled_softmax_nll_of(h, targets, target_vectors, negatives, negative_vectors, log_q,
-                           exclude=None, margin=None):
+                           exclude=None):
   """sampled_softmax_nll from the vectors it reads: the targets' [B, L, D] and the negatives'
   [K, D] (ids [K]), so a caller can compute those rows alone instead of the whole table; where
-  exclude [B, L, K] is True that negative is left out of the position's softmax, or with
-  `margin` its logit raised by it (penalise)."""
+  exclude [B, L, K] is True that negative is left out of the position's softmax."""
   positive = jnp.einsum("bld,bld->bl", h, target_vectors) - log_q[targets]
   negative = jnp.einsum("bld,kd->blk", h, negative_vectors) - log_q[negatives]
   negative = jnp.where(negatives[None, None] == targets[..., None], NEG, negative)
-  negative = penalise(negative, exclude, margin)
+  if exclude is not None:
+    negative = jnp.where(exclude, NEG, negative)
   logits = jnp.concatenate([positive[..., None], negative], axis=-1)
   return jax.nn.logsumexp(logits, axis=-1) - positive
 
@@ -131,9 +120,9 @@ def sample_by_alias(key, table: tuple[np.ndarray, np.ndarray], num_samples: int)
   return jnp.where(keep, buckets, alias[buckets]).astype(jnp.int32)
 
 
-def sampled_softmax(h, targets, items, key, num_negatives, log_q, excluded=None, margin=None):
-  return _mean(sampled_softmax_nll(h, targets, items, key, num_negatives, log_q, excluded,
-                                   margin), targets)
+def sampled_softmax(h, targets, items, key, num_negatives, log_q, excluded=None):
+  return _mean(sampled_softmax_nll(h, targets, items, key, num_negatives, log_q, excluded),
+               targets)
 
 
 def _pos_neg_scores(h, targets, items, key, num_negatives):
@@ -156,16 +145,16 @@ def gbce(h, targets, items, key, num_negatives, t):
 
 
 def next_item_loss(name: str, h, targets, items, *, key=None, num_negatives: int = 256,
-                   log_q=None, gbce_t: float = 0.75, excluded=None, bias=None, margin=None):
+                   log_q=None, gbce_t: float = 0.75, excluded=None, bias=None):
   """The loss `name`; excluded(ids [N] or None for every item) -> [B, L, N] or None, where
-  given, names the items each position's softmax leaves out, or with `margin` raises by it
-  ("ce" and "sampled_softmax" only); `bias` [B, L, V] is added to every logit ("ce" only)."""
+  given, names the items each position's softmax leaves out ("ce" and "sampled_softmax" only);
+  `bias` [B, L, V] is added to every logit ("ce" only)."""
   if bias is not None and name != "ce":
     raise UserError(f"a logit prior over the whole catalogue needs loss.name='ce', not {name!r}.")
   if name == "ce":
-    return full_softmax(h, targets, items, excluded, bias, margin)
+    return full_softmax(h, targets, items, excluded, bias)
   if name == "sampled_softmax":
-    return sampled_softmax(h, targets, items, key, num_negatives, log_q, excluded, margin)
+    return sampled_softmax(h, targets, items, key, num_negatives, log_q, excluded)
   if name == "bce":
     return bce(h, targets, items, key, num_negatives)
   if name == "gbce":

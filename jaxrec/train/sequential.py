@@ -77,16 +77,9 @@ class SequentialTask(Task):
     self.exclude_seen = protocols.exclude_seen(config.eval)
     self.by_history = protocols.by_history(self.data)
     self.exclude_watched = bool(config.loss.get("exclude_watched", False))
-    self.watched_margin = float(config.loss.get("watched_margin", 0.0) or 0.0)
-    if self.exclude_watched and self.watched_margin:
-      raise UserError("loss.exclude_watched leaves watched items out of the training softmax and "
-                      "loss.watched_margin keeps them in, penalised: set one of them.")
-    if not 0 <= self.watched_margin < 1e6:
-      raise UserError(f"loss.watched_margin must be a non-negative logit margin (e.g. 2.0), not "
-                      f"{self.watched_margin}; 0 turns it off.")
-    if self.watches_in_loss and (self.masked or config.loss.name not in ("ce",
+    if self.exclude_watched and (self.masked or config.loss.name not in ("ce",
                                                                          "sampled_softmax")):
-      raise UserError("loss.exclude_watched and loss.watched_margin act on a next-item softmax: "
+      raise UserError("loss.exclude_watched leaves watched items out of a next-item softmax: "
                       "use loss.name ce or sampled_softmax with a next-item model (not "
                       f"{config.model.name} with {config.loss.name}).")
     self.trend_days = float(config.model.get("trend_window_days", 0) or 0)
@@ -113,16 +106,6 @@ class SequentialTask(Task):
     return model
 
   @property
-  def watches_in_loss(self) -> bool:
-    """Whether the training softmax treats the items a position has watched apart."""
-    return self.exclude_watched or self.watched_margin > 0
-
-  @property
-  def loss_margin(self) -> float | None:
-    """How `excluded` items enter the softmax (losses.penalise): None leaves them out."""
-    return self.watched_margin or None
-
-  @property
   def masked(self) -> bool:
     return self.config.model.name == "bert4rec"
 
@@ -147,7 +130,7 @@ class SequentialTask(Task):
         mask_prob=self.config.loss.get("mask_prob", 0.2), fields=self.input_fields,
         target_fields=("timestamp",) if self.trend is not None else (),
         empty_history_target=bool(self.config.loss.get("empty_history_target", False)),
-        targets_after=self.targets_after, with_seen=self.watches_in_loss, options=options)
+        targets_after=self.targets_after, with_seen=self.exclude_watched, options=options)
 
   def loss(self, model, batch, key):
     dropout_key, sample_key = jax.random.split(key)
@@ -159,8 +142,7 @@ class SequentialTask(Task):
     return next_item_loss(cfg.name, hidden, batch["targets"], model.item_vectors(),
                           key=sample_key, num_negatives=cfg.num_negatives,
                           log_q=jnp.asarray(self.log_q), gbce_t=cfg.gbce_t,
-                          excluded=functools.partial(self.excluded, batch), bias=bias,
-                          margin=self.loss_margin)
+                          excluded=functools.partial(self.excluded, batch), bias=bias)
 
   def trend_terms(self, model, hidden, batch, times) -> tuple[jax.Array, jax.Array]:
     """Training positions' hidden states [B, L, D] whose targets fall at `times` [B, L] -> (the
@@ -178,10 +160,8 @@ class SequentialTask(Task):
     (`batch["seen"]`). Evaluation and serving never rank a watched item; a softmax that keeps
     them asks one query vector to push down every item the user has watched, which it cannot,
     and in a world without re-watches teaches it that an item popular with everyone is unlikely
-    next (most users have watched it already), so it ranks the unwatched popular ones low.
-    With loss.watched_margin the same items stay in, their logits raised by the margin: where
-    watched items are ranked (nothing excluded), the model must learn to score them low."""
-    if not self.watches_in_loss:
+    next (most users have watched it already), so it ranks the unwatched popular ones low."""
+    if not self.exclude_watched:
       return None
     if ids is None:
       ids = jnp.arange(self.data.num_items)
@@ -312,9 +292,6 @@ class SequentialTask(Task):
     out = protocols.ranking_protocol(self.data, split, self.config.eval)
     if self.exclude_watched:
       out["training"] = "loss.exclude_watched: watched items left out of the training softmax"
-    if self.watched_margin:
-      out["training"] = (f"loss.watched_margin={self.watched_margin:g}: watched items' logits "
-                         "raised by it in the training softmax (scores are ranked as they are)")
     if self.trend is not None:
       out["trend_prior"] = (f"model.trend_window_days={self.trend_days:g}: item counts over the "
                             "window and all time before each request, weighted by the query")
