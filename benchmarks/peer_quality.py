@@ -1,17 +1,18 @@
 """jaxrec beside RecBole 1.2.1 on jaxrec's own MovieLens-100K split, under both full-ranking
 protocols, in one run.
 
-    python benchmarks/peer_quality.py [--models sasrec,sasrec@jaxrec,gru4rec,bert4rec,bpr]
+    python benchmarks/peer_quality.py
+        [--models sasrec,sasrec@jaxrec,gru4rec,bert4rec,bpr,foundation]
         [--seeds 3] [--max-epochs 300] [--sides jaxrec,recbole] [--peer-python PYTHON]
         [--cached-only]
 
 The peer gets its own venv (.peer-venv at the repository root, built on first use: RecBole
-1.2.1 + CPU PyTorch; see benchmarks/peer/peer_env.py); jaxrec does not depend on it. The split is written as
-RecBole atomic files (benchmarks/peer/recbole_files.py, under data/peer/, git-ignored) with
-benchmark_filename, so RecBole's validation and test targets, its catalogue and every history
-are jaxrec's; the runner checks that on RecBole's loaded datasets and refuses to train otherwise,
-and this script checks the files against jaxrec's own evaluation batches. Timestamps are not
-normalised (normalize_all False).
+1.2.1 + CPU PyTorch; see benchmarks/peer/peer_env.py); jaxrec does not depend on it. The split is
+written as RecBole atomic files (benchmarks/peer/recbole_files.py, under data/peer/,
+git-ignored) with benchmark_filename, so RecBole's validation and test targets, its catalogue
+and every history are jaxrec's; the runner checks that on RecBole's loaded datasets and refuses
+to train otherwise, and this script checks the files against jaxrec's own evaluation batches.
+Timestamps are not normalised (normalize_all False).
 
 Protocols, named on every row: "history excluded" (each user's earlier items cannot be
 recommended: jaxrec's default; RecBole's for BPR; for RecBole's sequential models obtained by
@@ -20,7 +21,8 @@ path does) and "nothing excluded" (RecBole's sequential protocol: only padding m
 run trains once per seed; each protocol's best epoch is chosen on its own validation NDCG@10 and
 scored on test (benchmarks/peer/recbole_runner.py). jaxrec trains once per seed and protocol with
 that protocol's recipe (JAXREC_RECIPES: with history excluded, watched items are left out of the
-training softmax too), its best checkpoint chosen on that protocol's validation NDCG@10.
+training softmax too), its best checkpoint chosen on that protocol's validation NDCG@10. The
+foundation model has no RecBole counterpart: its rows are jaxrec's only, beside SASRec's.
 
 Recipes: RecBole's defaults for each model (its model yaml and overall.yaml: batch 2048, Adam
 1e-3, early stopping after 10 evaluations without improvement, at most --max-epochs epochs;
@@ -29,13 +31,16 @@ with jaxrec's input length and dropout (configs/movielens_sasrec.py via
 jaxrec/train/defaults.py), to separate implementation from settings.
 
 Resumable: every run is cached under benchmarks/results/peer_runs/<key>.json, the key a hash of
-side, model, recipe, seed and split. A rerun trains only what is missing; a RecBole run stopped
-by --max-epochs (or killed) resumes from its last epoch (checkpoints under data/peer/runs/<key>/)
-when run again with a larger --max-epochs. A row is "complete" when every seed stopped by early
-stopping. RecBole SASRec takes ~1-2 min an epoch on 2 CPU cores: when a GPU machine is lent, run
-the peer there (copy data/peer/ and benchmarks/, `--peer-python` an interpreter with
-recbole==1.2.1 and a CUDA torch; the runner uses the GPU when torch sees one) and bring
-benchmarks/results/peer_runs/ back. Writes benchmarks/results/peer_quality.json.
+side, model, recipe, seed and split (for jaxrec, of its whole resolved config: a new config
+field re-keys every run). A rerun trains only what is missing of --models and --sides; the table
+and the JSON show every cached run of every model. A RecBole run stopped by --max-epochs (or
+killed) resumes from its last epoch (checkpoints under data/peer/runs/<key>/) when run again with
+a larger --max-epochs. A row is "complete" when every seed stopped by early stopping. RecBole
+SASRec took ~340 s an epoch with one thread here (255 CPU-s; early stopping after 51 epochs,
+~4.8 h), GRU4Rec ~80 s: when a GPU machine is lent, run the peer there (copy data/peer/ and
+benchmarks/, `--peer-python` an interpreter with recbole==1.2.1 and a CUDA torch; the runner
+uses the GPU when torch sees one) and bring benchmarks/results/peer_runs/ back. Writes
+benchmarks/results/peer_quality.json.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ PEER_DATA = os.path.join(ROOT, "data", "peer")
 RUNNER = os.path.join(HERE, "peer", "recbole_runner.py")
 PROTOCOLS = {"history_excluded": "full ranking, history excluded",
              "nothing_excluded": "full ranking, nothing excluded"}
-MODELS = ("sasrec", "sasrec@jaxrec", "gru4rec", "bert4rec", "bpr")
+MODELS = ("sasrec", "sasrec@jaxrec", "gru4rec", "bert4rec", "bpr", "foundation")
 KEYS = ("ndcg@10", "recall@10", "mrr@10")
 # RecBole's name and kind for each model; its default recipe plus what CE training needs.
 RECBOLE = {"sasrec": ("SASRec", "sequential"), "gru4rec": ("GRU4Rec", "sequential"),
@@ -182,20 +187,24 @@ def _peer_python() -> str:
 # query spends capacity pushing down); with nothing excluded it must learn to push them down.
 # SASRec's and GRU4Rec's 420 default steps stop with validation still rising (GRU4Rec seed 0:
 # best at step 420 under both protocols, 2026-12-04): 840, with early stopping; BERT4Rec's 700
-# likewise (seed 0 best at step 700 under both): 1400. With
-# nothing excluded, validation plateaus early and noisily (seed 1 stopped at step 350 of 840
+# likewise (seed 0 best at step 700 under both): 1400. The foundation model (jaxrec only: RecBole
+# has no counterpart) gets SASRec's recipe, its bar being 1.05 x SASRec's. With nothing
+# excluded, validation plateaus early and noisily (seed 1 stopped at step 350 of 840
 # with patience 5, its learning rate still at 80% of its peak): patience 10, as RecBole's.
 JAXREC_RECIPES = {
     "history_excluded": {"sasrec": ["loss.exclude_watched=True", "train.num_steps=840"],
                          "gru4rec": ["loss.exclude_watched=True", "train.num_steps=840"],
-                         "bert4rec": ["train.num_steps=1400", "train.patience=10"]},
+                         "bert4rec": ["train.num_steps=1400", "train.patience=10"],
+                         "foundation": ["loss.exclude_watched=True", "train.num_steps=840"]},
     "nothing_excluded": {"sasrec": ["eval.exclude_seen=False", "train.num_steps=840",
                                     "train.patience=10"],
                          "gru4rec": ["eval.exclude_seen=False", "train.num_steps=840",
                                      "train.patience=10"],
                          "bert4rec": ["eval.exclude_seen=False", "train.num_steps=1400",
                                       "train.patience=10"],
-                         "bpr": ["eval.exclude_seen=False"]},
+                         "bpr": ["eval.exclude_seen=False"],
+                         "foundation": ["eval.exclude_seen=False", "train.num_steps=840",
+                                        "train.patience=10"]},
 }
 
 
@@ -285,14 +294,17 @@ def main() -> None:
 
   runs: dict[tuple[str, str], list[dict]] = {}
   missing = []
-  for model in models:
+  # The table and JSON always show every cached run; only `models` x `sides` are trained.
+  for model in MODELS:
     for seed in range(args.seeds):
       found = {}
-      if "recbole" in sides:
+      cached_only = {side: args.cached_only or model not in models or side not in sides
+                     for side in ("recbole", "jaxrec")}
+      if model.split("@")[0] in RECBOLE:
         found["RecBole 1.2.1"] = run_recbole(model, seed, args.max_epochs, seqs, split_hash,
-                                             args.peer_python, args.cached_only)
-      if "jaxrec" in sides and "@" not in model:
-        found["jaxrec"] = run_jaxrec(model, seed, args.data, split_hash, args.cached_only)
+                                             args.peer_python, cached_only["recbole"])
+      if "@" not in model:
+        found["jaxrec"] = run_jaxrec(model, seed, args.data, split_hash, cached_only["jaxrec"])
       for impl, result in found.items():
         if result is None:
           missing.append(f"{impl} {model} seed {seed}")
@@ -317,7 +329,7 @@ def main() -> None:
   print_table(["protocol", "implementation", "model", "recipe", "seeds",
                *(f"test {k}" for k in KEYS), "best epoch/step", "status"], rows)
   if missing:
-    print(f"not run yet (--cached-only): {', '.join(missing)}")
+    print(f"not run yet: {', '.join(missing)}")
   write_result("peer_quality", {
       "dataset": "MovieLens-100K, jaxrec's leave-one-out by time (data/movielens-100k)",
       "split_hash": split_hash, "split_check": check,
