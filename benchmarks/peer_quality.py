@@ -2,7 +2,7 @@
 protocols, in one run.
 
     python benchmarks/peer_quality.py
-        [--models sasrec,sasrec@jaxrec,gru4rec,bert4rec,bpr,foundation]
+        [--models sasrec,sasrec@jaxrec,sasrec@b256,gru4rec,bert4rec,bpr,foundation]
         [--seeds 3] [--max-epochs 300] [--sides jaxrec,recbole] [--peer-python PYTHON]
         [--cached-only]
 
@@ -28,7 +28,9 @@ Recipes: RecBole's defaults for each model (its model yaml and overall.yaml: bat
 1e-3, early stopping after 10 evaluations without improvement, at most --max-epochs epochs;
 sequential models with CE loss and no negative sampling), and "sasrec@jaxrec": RecBole SASRec
 with jaxrec's input length and dropout (configs/movielens_sasrec.py via
-jaxrec/train/defaults.py), to separate implementation from settings.
+jaxrec/train/defaults.py), to separate implementation from settings, and "sasrec@b256": RecBole
+SASRec at batch 256 instead of its default 2048 (8x the steps an epoch: the recipe of the run
+quoted in issue 22).
 
 Resumable: every run is cached under benchmarks/results/peer_runs/<key>.json, the key a hash of
 side, model, recipe, seed and split (for jaxrec, of its whole resolved config: a new config
@@ -65,7 +67,10 @@ PEER_DATA = os.path.join(ROOT, "data", "peer")
 RUNNER = os.path.join(HERE, "peer", "recbole_runner.py")
 PROTOCOLS = {"history_excluded": "full ranking, history excluded",
              "nothing_excluded": "full ranking, nothing excluded"}
-MODELS = ("sasrec", "sasrec@jaxrec", "gru4rec", "bert4rec", "bpr", "foundation")
+MODELS = ("sasrec", "sasrec@jaxrec", "sasrec@b256", "gru4rec", "bert4rec", "bpr", "foundation")
+# RecBole recipes other than its defaults, by the name after "@".
+VARIANTS = {"sasrec@jaxrec": "jaxrec's input length/dropout",
+            "sasrec@b256": "RecBole default but batch 256 (issue 22's run)"}
 KEYS = ("ndcg@10", "recall@10", "mrr@10")
 # RecBole's name and kind for each model; its default recipe plus what CE training needs.
 RECBOLE = {"sasrec": ("SASRec", "sequential"), "gru4rec": ("GRU4Rec", "sequential"),
@@ -84,6 +89,8 @@ def recbole_recipe(model: str) -> tuple[str, str, int, dict]:
     max_len = int(jax_model.max_len)
     overrides.update(MAX_ITEM_LIST_LENGTH=max_len, hidden_dropout_prob=float(jax_model.dropout),
                      attn_dropout_prob=float(jax_model.dropout))
+  if model == "sasrec@b256":
+    overrides["train_batch_size"] = 256
   return name, kind, max_len, overrides
 
 
@@ -315,7 +322,7 @@ def main() -> None:
   for protocol, label in PROTOCOLS.items():
     for (impl, model), results in runs.items():
       s = summarise(results, protocol)
-      recipe = ("jaxrec's input length/dropout" if "@" in model
+      recipe = (VARIANTS[model] if "@" in model
                 else "RecBole default" if impl.startswith("RecBole")
                 else " ".join(["jaxrec config", *JAXREC_RECIPES[protocol].get(model, [])]))
       summary.append({"protocol": label, "implementation": impl, "model": model.split("@")[0],
