@@ -196,10 +196,10 @@ def _peer_python() -> str:
 # best at step 420 under both protocols, 2026-12-04): 840, with early stopping; BERT4Rec's 700
 # likewise (seed 0 best at step 700 under both): 1400. The foundation model (jaxrec only: RecBole
 # has no counterpart) gets SASRec's recipe, its bar being 1.05 x SASRec's, and reads the gap to
-# the request (seed 0, history excluded: best validation NDCG@10 0.1193 without, 0.1259 with it;
-# 2026-12-04). With nothing
-# excluded, validation plateaus early and noisily (seed 1 stopped at step 350 of 840
-# with patience 5, its learning rate still at 80% of its peak): patience 10, as RecBole's.
+# the request (seed 0, history excluded: best validation NDCG@10 0.1193 without, 0.1275 with it;
+# 2026-12-04). With nothing excluded, validation plateaus early and noisily (seed 1 stopped at
+# step 350 of 840 with patience 5, its learning rate still at 80% of its peak): patience 10, as
+# RecBole's.
 JAXREC_RECIPES = {
     "history_excluded": {"sasrec": ["loss.exclude_watched=True", "train.num_steps=840"],
                          "gru4rec": ["loss.exclude_watched=True", "train.num_steps=840"],

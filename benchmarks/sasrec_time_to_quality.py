@@ -14,8 +14,7 @@ jaxrec's SASRec is then trained once per protocol with that protocol's recipe, a
 peer_quality.py trains it (configs/movielens_sasrec.py + JAXREC_RECIPES), epoch by epoch (943
 users / batch 128 = 7 steps) up to the recipe's steps, validated under that protocol after each
 epoch; its time to a target counts the jitted steps (compilation included) and input, not the
-validation passes. Writes
-benchmarks/results/sasrec_time_to_quality.json.
+validation passes. Writes benchmarks/results/sasrec_time_to_quality.json.
 """
 
 from __future__ import annotations
