@@ -198,11 +198,11 @@ def _peer_python() -> str:
 # history excluded): 2800 with patience 10 (best at 1680: 0.1250). The foundation model (jaxrec
 # only: RecBole has no counterpart) gets SASRec's recipe, its bar being 1.05 x SASRec's, and
 # reads the gap to the request (seed 0, history excluded: best validation NDCG@10 0.1193
-# without, 0.1275 with it; 2026-12-04). With nothing excluded, validation plateaus early and noisily (seed 1 stopped at
-# step 350 of 840 with patience 5, its learning rate still at 80% of its peak): patience 10, as
-# RecBole's. There the foundation model peaked within 70-140 steps at SASRec's 2e-3 (best
-# validation 0.0619, seed 0); at 1e-3 with dropout 0.3 its validation rises to a plateau instead
-# (0.0669; 1e-3 alone 0.0646, with dropout 0.4 0.0665; 2026-12-04).
+# without, 0.1275 with it; 2026-12-04). With nothing excluded, validation plateaus early and
+# noisily (seed 1 stopped at step 350 of 840 with patience 5, its learning rate still at 80% of
+# its peak): patience 10, as RecBole's. There the foundation model peaked within 70-140 steps
+# at SASRec's 2e-3 (best validation 0.0619, seed 0); at 1e-3 with dropout 0.3 its validation
+# rises to a plateau instead (0.0669; 1e-3 alone 0.0646, with dropout 0.4 0.0665; 2026-12-04).
 JAXREC_RECIPES = {
     "history_excluded": {"sasrec": ["loss.exclude_watched=True", "train.num_steps=840"],
                          "gru4rec": ["loss.exclude_watched=True", "train.num_steps=840"],
