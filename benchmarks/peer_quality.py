@@ -4,7 +4,7 @@ protocols, in one run.
     python benchmarks/peer_quality.py
         [--models sasrec,sasrec@jaxrec,sasrec@b256,gru4rec,bert4rec,bpr,foundation]
         [--seeds 3] [--max-epochs 300] [--sides jaxrec,recbole] [--peer-python PYTHON]
-        [--cached-only]
+        [--cached-only] [--prepare-only]
 
 The peer gets its own venv (.peer-venv at the repository root, built on first use: RecBole
 1.2.1 + CPU PyTorch; see benchmarks/peer/peer_env.py); jaxrec does not depend on it. The split is
@@ -39,9 +39,13 @@ and the JSON show every cached run of every model. A RecBole run stopped by --ma
 killed) resumes from its last epoch (checkpoints under data/peer/runs/<key>/) when run again with
 a larger --max-epochs. A row is "complete" when every seed stopped by early stopping. RecBole
 SASRec took ~340 s an epoch with one thread here (255 CPU-s; early stopping after 51 epochs,
-~4.8 h), GRU4Rec ~80 s: when a GPU machine is lent, run the peer there (copy data/peer/ and
-benchmarks/, `--peer-python` an interpreter with recbole==1.2.1 and a CUDA torch; the runner
-uses the GPU when torch sees one) and bring benchmarks/results/peer_runs/ back. Writes
+~4.8 h), GRU4Rec ~80 s. Elsewhere, e.g. on a GPU machine: `--prepare-only` writes each missing
+run's directory (data/peer/runs/<key>/spec.json, its dataset named relative to it); copy
+data/peer/ and benchmarks/peer/ there, run `python …/recbole_runner.py --spec spec.json --out .`
+in each run directory (in parallel: one run is CPU-bound on one core) with an interpreter that
+has recbole==1.2.1 (torch with CUDA is used when it sees a GPU; NumPy 2 works, pandas must be
+< 3), and copy data/peer/runs/ back: a finished run is taken as it is, an unfinished one resumes
+here. On an H200 with 12 runs at once (2026-12-04) SASRec took ~22 s an epoch. Writes
 benchmarks/results/peer_quality.json.
 """
 
@@ -144,9 +148,10 @@ def prepare_peer_data(seqs: Sequences, split_hash: str, kind: str, max_len: int)
 
 
 def run_recbole(model: str, seed: int, max_epochs: int, seqs: Sequences, split_hash: str,
-                python: str | None, cached_only: bool = False) -> dict | None:
-  """One RecBole training run (cached), its result.json as a dict; with `cached_only`, what the
-  cache holds (None when nothing), training nothing."""
+                python: str | None, mode: str = "train") -> dict | None:
+  """One RecBole training run (cached), its result.json as a dict. Modes other than "train" train
+  nothing: "cached" returns what the cache holds (None when nothing), "prepare" also writes the
+  run's directory (spec.json, dataset) for training elsewhere."""
   name, kind, max_len, overrides = recbole_recipe(model)
   key = digest({"side": "recbole", "model": name, "recipe": overrides, "max_len": max_len,
                 "seed": seed, "split": split_hash, "recbole": "1.2.1"})
@@ -154,33 +159,63 @@ def run_recbole(model: str, seed: int, max_epochs: int, seqs: Sequences, split_h
   if os.path.exists(cache):
     with open(cache) as f:
       cached = json.load(f)
-    if cached["complete"] or cached["epochs_trained"] >= max_epochs or cached_only:
+    if cached["complete"] or cached["epochs_trained"] >= max_epochs or mode != "train":
       return cached
-  if cached_only:
-    return None
-  folder = prepare_peer_data(seqs, split_hash, kind, max_len)
   out = os.path.join(PEER_DATA, "runs", key)
-  os.makedirs(out, exist_ok=True)
-  spec = {"model": name, "dataset_dir": folder, "seed": seed, "max_epochs": max_epochs,
-          "config": overrides}
-  with open(os.path.join(out, "spec.json"), "w") as f:
-    json.dump(spec, f)
-  python = python or _peer_python()
-  print(f"RecBole {model} seed {seed}: training (at most {max_epochs} epochs) in {out}",
-        flush=True)
-  threads = os.environ.get("PEER_THREADS", "1")  # see the runner: one thread on shared cores
-  env = {**os.environ, "PEER_THREADS": threads, "OMP_NUM_THREADS": threads,
-         "MKL_NUM_THREADS": threads}
-  # cwd: RecBole writes its tensorboard folder (log_tensorboard/) into the working directory.
-  subprocess.run([python, RUNNER, "--spec", os.path.join(out, "spec.json"), "--out", out],
-                 check=True, env=env, cwd=out)
-  with open(os.path.join(out, "result.json")) as f:
-    result = json.load(f)
+  result = finished_run(out, name, seed, overrides, max_epochs)
+  if result is None:
+    if mode == "cached":
+      return None
+    write_spec(out, name, seed, max_epochs, overrides,
+               prepare_peer_data(seqs, split_hash, kind, max_len))
+    if mode == "prepare":
+      return None
+    print(f"RecBole {model} seed {seed}: training (at most {max_epochs} epochs) in {out}",
+          flush=True)
+    result = train_recbole(out, python)
   result.update(key=key, side="recbole", name=model, recipe=overrides, max_len=max_len)
   os.makedirs(RUNS, exist_ok=True)
   with open(cache, "w") as f:
     json.dump(result, f, indent=1)
   return result
+
+
+def finished_run(out: str, name: str, seed: int, overrides: dict, max_epochs: int) -> dict | None:
+  """The runner's result.json in `out` when that run is finished (early-stopped, or trained to
+  `max_epochs`) with this very recipe: a run trained elsewhere (on a GPU machine: see the module
+  docstring) and copied back is taken as it is."""
+  path = os.path.join(out, "result.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    result = json.load(f)
+  spec = result["spec"]
+  same = (spec["model"], spec["seed"], spec["config"]) == (name, seed, overrides)
+  return result if same and (result["complete"] or result["epochs_trained"] >= max_epochs) else None
+
+
+def write_spec(out: str, name: str, seed: int, max_epochs: int, overrides: dict,
+               dataset: str) -> None:
+  os.makedirs(out, exist_ok=True)
+  # The dataset path is relative to the run directory (the runner's working directory), so
+  # data/peer/ copied to another machine as a whole trains there as it is.
+  spec = {"model": name, "dataset_dir": os.path.relpath(dataset, out), "seed": seed,
+          "max_epochs": max_epochs, "config": overrides}
+  with open(os.path.join(out, "spec.json"), "w") as f:
+    json.dump(spec, f)
+
+
+def train_recbole(out: str, python: str | None) -> dict:
+  """Runs (or resumes) the run directory `out` in the peer's interpreter; its result.json."""
+  python = python or _peer_python()
+  threads = os.environ.get("PEER_THREADS", "1")  # see the runner: one thread on shared cores
+  env = {**os.environ, "PEER_THREADS": threads, "OMP_NUM_THREADS": threads,
+         "MKL_NUM_THREADS": threads}
+  # cwd: RecBole writes its tensorboard folder (log_tensorboard/) into the working directory.
+  subprocess.run([python, RUNNER, "--spec", "spec.json", "--out", "."], check=True, env=env,
+                 cwd=out)
+  with open(os.path.join(out, "result.json")) as f:
+    return json.load(f)
 
 
 def _peer_python() -> str:
@@ -299,7 +334,11 @@ def main() -> None:
                       help="an interpreter with recbole==1.2.1 (default: build the peer venv)")
   parser.add_argument("--data", default=os.path.join(ROOT, "data", "movielens-100k"))
   parser.add_argument("--cached-only", action="store_true",
-                      help="train nothing: the table of what benchmarks/results/peer_runs holds")
+                      help="train nothing: the table of the cached runs (and of finished run "
+                           "directories copied into data/peer/runs/)")
+  parser.add_argument("--prepare-only", action="store_true",
+                      help="train nothing; write the directory of every missing RecBole run "
+                           "of --models (data/peer/runs/<key>/) to train elsewhere")
   args = parser.parse_args()
   models = [m for m in args.models.split(",") if m]
   unknown = set(models) - set(MODELS)
@@ -320,13 +359,15 @@ def main() -> None:
   for model in MODELS:
     for seed in range(args.seeds):
       found = {}
-      cached_only = {side: args.cached_only or model not in models or side not in sides
-                     for side in ("recbole", "jaxrec")}
+      chosen = {side: model in models and side in sides and not args.cached_only
+                for side in ("recbole", "jaxrec")}
       if model.split("@")[0] in RECBOLE:
+        mode = "cached" if not chosen["recbole"] else "prepare" if args.prepare_only else "train"
         found["RecBole 1.2.1"] = run_recbole(model, seed, args.max_epochs, seqs, split_hash,
-                                             args.peer_python, cached_only["recbole"])
+                                             args.peer_python, mode)
       if "@" not in model:
-        found["jaxrec"] = run_jaxrec(model, seed, args.data, split_hash, cached_only["jaxrec"])
+        found["jaxrec"] = run_jaxrec(model, seed, args.data, split_hash,
+                                     cached_only=not chosen["jaxrec"] or args.prepare_only)
       for impl, result in found.items():
         absent = [label for protocol, label in PROTOCOLS.items()
                   if result is None or protocol not in result["protocols"]]

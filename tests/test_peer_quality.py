@@ -63,3 +63,25 @@ def test_general_files_hold_pairs(tmp_path):
 def test_unknown_kind_is_refused(tmp_path):
   with pytest.raises(ValueError, match="sequential"):
     write_atomic(str(tmp_path), "x", _sequences(), "graph")
+
+
+def test_a_finished_run_copied_back_is_taken_only_for_its_own_recipe(tmp_path):
+  sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+  from peer_quality import finished_run, write_spec
+  out = str(tmp_path / "runs" / "k")
+  write_spec(out, "SASRec", 1, 300, {"train_neg_sample_args": None}, str(tmp_path / "ds"))
+  with open(os.path.join(out, "spec.json")) as f:
+    spec = json.load(f)
+  assert spec["dataset_dir"] == os.path.join("..", "..", "ds")  # relative: data/peer/ travels
+  assert finished_run(out, "SASRec", 1, spec["config"], 300) is None  # not trained yet
+
+  def result(**kw):
+    with open(os.path.join(out, "result.json"), "w") as f:
+      json.dump({"spec": spec, "complete": True, "epochs_trained": 40, **kw}, f)
+  result()
+  assert finished_run(out, "SASRec", 1, spec["config"], 300)["epochs_trained"] == 40
+  assert finished_run(out, "SASRec", 2, spec["config"], 300) is None
+  assert finished_run(out, "SASRec", 1, {"train_batch_size": 256}, 300) is None
+  result(complete=False)  # stopped by a cap: finished only for that cap
+  assert finished_run(out, "SASRec", 1, spec["config"], 300) is None
+  assert finished_run(out, "SASRec", 1, spec["config"], 40) is not None

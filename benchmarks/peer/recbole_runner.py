@@ -34,7 +34,17 @@ PROTOCOLS = ("history_excluded", "nothing_excluded")
 METRIC = "ndcg@10"
 
 
+def restore_numpy1_aliases() -> None:
+  """RecBole 1.2.1's Config reads np.float_, np.complex_ and np.unicode_, which NumPy 2 removed:
+  alias them to the same types again, so the runner also works under NumPy 2 (a lent GPU
+  machine's image, whose torch is built against it)."""
+  for old, new in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_)):
+    if old not in np.__dict__:
+      setattr(np, old, new)
+
+
 def build(spec: dict):
+  restore_numpy1_aliases()
   from recbole.config import Config
   from recbole.data import create_dataset, data_preparation
   from recbole.utils import get_model, get_trainer, init_seed
