@@ -45,7 +45,7 @@ data/peer/ and benchmarks/peer/ there, run `python …/recbole_runner.py --spec 
 in each run directory (in parallel: one run is CPU-bound on one core) with an interpreter that
 has recbole==1.2.1 (torch with CUDA is used when it sees a GPU; NumPy 2 works, pandas must be
 < 3), and copy data/peer/runs/ back: a finished run is taken as it is, an unfinished one resumes
-here. On an H200 with 12 runs at once (2026-12-04) SASRec took ~22 s an epoch. Writes
+here. On an H200 with 14 runs at once (2026-12-04) SASRec took ~22 s an epoch. Writes
 benchmarks/results/peer_quality.json.
 """
 
