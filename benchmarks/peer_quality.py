@@ -159,7 +159,7 @@ def run_recbole(model: str, seed: int, max_epochs: int, seqs: Sequences, split_h
   if os.path.exists(cache):
     with open(cache) as f:
       cached = json.load(f)
-    if cached["complete"] or cached["epochs_trained"] >= max_epochs or mode != "train":
+    if finished(cached, max_epochs) or mode != "train":
       return cached
   out = os.path.join(PEER_DATA, "runs", key)
   result = finished_run(out, name, seed, overrides, max_epochs)
@@ -191,7 +191,12 @@ def finished_run(out: str, name: str, seed: int, overrides: dict, max_epochs: in
     result = json.load(f)
   spec = result["spec"]
   same = (spec["model"], spec["seed"], spec["config"]) == (name, seed, overrides)
-  return result if same and (result["complete"] or result["epochs_trained"] >= max_epochs) else None
+  return result if same and finished(result, max_epochs) else None
+
+
+def finished(result: dict, max_epochs: int) -> bool:
+  """A RecBole run is done when early stopping ended it or it trained to the `max_epochs` cap."""
+  return result["complete"] or result["epochs_trained"] >= max_epochs
 
 
 def write_spec(out: str, name: str, seed: int, max_epochs: int, overrides: dict,
