@@ -64,7 +64,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(HERE, "peer")]
 from common import ROOT, print_table, write_result  # noqa: E402
-from recbole_files import Sequences, write_atomic  # noqa: E402
+from recbole_files import Sequences, dataset_config, write_atomic  # noqa: E402
 
 RUNS = os.path.join(HERE, "results", "peer_runs")
 PEER_DATA = os.path.join(ROOT, "data", "peer")
@@ -153,8 +153,9 @@ def run_recbole(model: str, seed: int, max_epochs: int, seqs: Sequences, split_h
   nothing: "cached" returns what the cache holds (None when nothing), "prepare" also writes the
   run's directory (spec.json, dataset) for training elsewhere."""
   name, kind, max_len, overrides = recbole_recipe(model)
+  # The runner adds dataset_config(kind) (sequential runs before it read garbled item ids).
   key = digest({"side": "recbole", "model": name, "recipe": overrides, "max_len": max_len,
-                "seed": seed, "split": split_hash, "recbole": "1.2.1"})
+                "seed": seed, "split": split_hash, "recbole": "1.2.1", **dataset_config(kind)})
   cache = os.path.join(RUNS, f"recbole-{model.replace('@', '-')}-s{seed}-{key}.json")
   if os.path.exists(cache):
     with open(cache) as f:

@@ -9,7 +9,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks", "peer"))
-from recbole_files import Sequences, read_atomic, write_atomic  # noqa: E402
+from recbole_files import Sequences, dataset_config, read_atomic, write_atomic  # noqa: E402
 
 
 def _sequences() -> Sequences:
@@ -45,6 +45,21 @@ def test_sequential_files_hold_every_prefix_and_jaxrecs_targets(tmp_path):
   assert expected["valid"]["history"] == [[11, 12, 13, 14], [21]]
   assert expected["num_train_rows"]["sequential"] == len(train)
   assert expected["catalogue"] == [11, 12, 13, 14, 15, 16, 21, 22, 23, 31, 32]
+
+
+def test_a_history_list_shares_the_item_numbering(tmp_path):
+  """RecBole numbers each token field apart by first appearance unless it is aliased; our lists
+  start one item before the targets, so unaliased every history item would read as another."""
+  folder = write_atomic(str(tmp_path), "seq", _sequences(), "sequential", max_len=2)
+  with open(os.path.join(folder, "seq.train.inter")) as f:
+    header = f.readline().rstrip("\n").split("\t")
+  lists = [field.split(":")[0] for field in header if field.endswith(":token_seq")]
+  assert dataset_config("sequential") == {"alias_of_item_id": lists}
+  train = _files(folder, "seq")["train"]
+  first_seen = lambda tokens: list(dict.fromkeys(tokens))  # noqa: E731
+  assert first_seen(r["item_id"] for r in train) != first_seen(
+      t for r in train for t in r["item_id_list"].split())
+  assert dataset_config("general") == {}  # no list field to alias
 
 
 def test_general_files_hold_pairs(tmp_path):

@@ -101,6 +101,15 @@ def write_atomic(out_dir: str, name: str, seqs: Sequences, kind: str, max_len: i
   return folder
 
 
+def dataset_config(kind: str) -> dict:
+  """The RecBole settings files of `kind` need. To RecBole a sequential file's `item_id_list` is
+  a field of its own: unaliased, it gets its own id numbering (by first appearance in the lists,
+  one item off from `item_id`'s), and the model reads each history item as another item's
+  embedding. The alias gives both one numbering, as RecBole's own augmentation does. General
+  files have no list (RecBole rejects an alias of an absent field)."""
+  return {"alias_of_item_id": ["item_id_list"]} if kind == "sequential" else {}
+
+
 def read_atomic(path: str) -> list[dict]:
   """Rows of an atomic file as dicts keyed by field name (type suffix dropped)."""
   with open(path) as f:

@@ -48,8 +48,11 @@ def build(spec: dict):
   from recbole.config import Config
   from recbole.data import create_dataset, data_preparation
   from recbole.utils import get_model, get_trainer, init_seed
+  from recbole_files import dataset_config
   folder = os.path.abspath(spec["dataset_dir"])
   name = os.path.basename(folder)
+  with open(os.path.join(folder, "expected.json")) as f:
+    kind = json.load(f)["kind"]
   params = {
       "data_path": os.path.dirname(folder), "benchmark_filename": ["train", "valid", "test"],
       "load_col": None, "normalize_all": False, "normalize_field": None,
@@ -59,7 +62,7 @@ def build(spec: dict):
       "metrics": ["Recall", "MRR", "NDCG", "Hit"], "topk": [10, 20],
       "valid_metric": "NDCG@10", "metric_decimal_place": 6,
       "eval_args": {"order": "TO", "mode": "full", "group_by": "user", "split": None},
-      **spec.get("config", {})}
+      **dataset_config(kind), **spec.get("config", {})}
   config = Config(model=spec["model"], dataset=name, config_dict=params)
   init_seed(config["seed"], config["reproducibility"])
   dataset = create_dataset(config)
