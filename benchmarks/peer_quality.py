@@ -147,15 +147,21 @@ def prepare_peer_data(seqs: Sequences, split_hash: str, kind: str, max_len: int)
   return folder
 
 
+def recbole_key(model: str, seed: int, split_hash: str) -> str:
+  """The cache key (and run directory name) of `model`'s RecBole run for `seed` on the split."""
+  name, kind, max_len, overrides = recbole_recipe(model)
+  # The runner adds dataset_config(kind) (sequential runs before it read garbled item ids).
+  return digest({"side": "recbole", "model": name, "recipe": overrides, "max_len": max_len,
+                 "seed": seed, "split": split_hash, "recbole": "1.2.1", **dataset_config(kind)})
+
+
 def run_recbole(model: str, seed: int, max_epochs: int, seqs: Sequences, split_hash: str,
                 python: str | None, mode: str = "train") -> dict | None:
   """One RecBole training run (cached), its result.json as a dict. Modes other than "train" train
   nothing: "cached" returns what the cache holds (None when nothing), "prepare" also writes the
   run's directory (spec.json, dataset) for training elsewhere."""
   name, kind, max_len, overrides = recbole_recipe(model)
-  # The runner adds dataset_config(kind) (sequential runs before it read garbled item ids).
-  key = digest({"side": "recbole", "model": name, "recipe": overrides, "max_len": max_len,
-                "seed": seed, "split": split_hash, "recbole": "1.2.1", **dataset_config(kind)})
+  key = recbole_key(model, seed, split_hash)
   cache = os.path.join(RUNS, f"recbole-{model.replace('@', '-')}-s{seed}-{key}.json")
   if os.path.exists(cache):
     with open(cache) as f:
