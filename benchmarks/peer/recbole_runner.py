@@ -75,6 +75,7 @@ def build(spec: dict):
 
 def check_targets(dataset, loaders: dict, expected: dict) -> dict:
   """The peer's validation and test targets are exactly jaxrec's, its catalogue the same items,
+  a sequential model's input each target's history (decoded in the targets' item numbering),
   its training rows the files' rows; raises on any difference."""
   uid, iid = dataset.uid_field, dataset.iid_field
   report = {}
@@ -92,6 +93,18 @@ def check_targets(dataset, loaders: dict, expected: dict) -> dict:
     if got != want:
       raise SystemExit(f"{split} targets differ from jaxrec's ({len(got)} vs {len(want)} rows)")
     report[f"{split}_targets"] = len(got)
+    if "item_id_list" in inter:  # what a sequential model reads: the last max_len items before
+      lists = inter["item_id_list"].numpy()
+      lengths = inter[loader._dataset.item_list_length_field].numpy()
+      by_target = dict(zip(zip(expected[split]["user"], expected[split]["item"]),
+                           expected[split]["history"]))
+      for user, item, ids, length in zip(users, items, lists, lengths):
+        read = dataset.id2token(iid, ids[:length]).astype(np.int64).tolist()
+        if read != by_target[(int(user), int(item))][-len(ids):]:
+          raise SystemExit(f"{split}: user {user}'s input reads {read[-3:]} where jaxrec's "
+                           "history ends with "
+                           f"{by_target[(int(user), int(item))][-3:]} (item numbering differs)")
+      report[f"{split}_inputs_checked"] = len(lists)
   return report
 
 
