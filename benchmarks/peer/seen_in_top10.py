@@ -7,8 +7,9 @@ so with nothing excluded every rated item above the answer costs NDCG.
     .peer-venv/bin/python benchmarks/peer/seen_in_top10.py --recbole-run data/peer/runs/KEY
 
 The jaxrec side reads a training workdir's best checkpoint; the RecBole side a peer run
-directory's best_nothing_excluded.pt (recbole_runner.py), in the peer venv. Each prints its
-summary and writes it to --out (JSON) when given.
+directory's best_nothing_excluded.pt (recbole_runner.py), in the peer venv: only a run trained
+since its inputs share the targets' item numbering (recbole_files.dataset_config) means
+anything. Each prints its summary and writes it to --out (JSON) when given.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def recbole_rows(run: str) -> list[dict]:
   with open(os.path.join(run, "spec.json")) as f:
     spec = json.load(f)
   spec["dataset_dir"] = os.path.join(run, spec["dataset_dir"])  # absolute stays absolute
-  spec["out"] = os.path.join(run, "seen_in_top10")
+  spec["out"] = run  # where RecBole's trainer keeps its checkpoint folder: the run's own
   torch.set_num_threads(int(os.environ.get("PEER_THREADS", "1")))
   _, dataset, _, valid_data, _, model, _ = runner.build(spec)
   with open(os.path.join(spec["dataset_dir"], "expected.json")) as f:
