@@ -39,14 +39,14 @@ and the JSON show every cached run of every model. A RecBole run stopped by --ma
 killed) resumes from its last epoch (checkpoints under data/peer/runs/<key>/) when run again with
 a larger --max-epochs. A row is "complete" when every seed stopped by early stopping. RecBole
 SASRec took ~340 s an epoch with one thread here (255 CPU-s; early stopping after 51 epochs,
-~4.8 h), GRU4Rec ~80 s. Elsewhere, e.g. on a GPU machine: `--prepare-only` writes each missing
-run's directory (data/peer/runs/<key>/spec.json, its dataset named relative to it); copy
-data/peer/ and benchmarks/peer/ there, run `python …/recbole_runner.py --spec spec.json --out .`
-in each run directory (in parallel: one run is CPU-bound on one core) with an interpreter that
-has recbole==1.2.1 (torch with CUDA is used when it sees a GPU; NumPy 2 works, pandas must be
-< 3), and copy data/peer/runs/ back: a finished run is taken as it is, an unfinished one resumes
-here. On an H200 with 14 runs at once (2026-12-04) SASRec took ~22 s an epoch. Writes
-benchmarks/results/peer_quality.json.
+~4.8 h; ~180 s an epoch with two threads on a quiet machine), GRU4Rec ~80-105 s. On a lent
+GPU machine: `--prepare-only` writes each missing run's directory (data/peer/runs/<key>/
+spec.json, its dataset named relative to it) and benchmarks/peer/on_device.sh trains them all
+at once there and brings them back (its comments say how); any machine with recbole==1.2.1 can
+run `recbole_runner.py --spec spec.json --out .` in a run directory the same way (torch with
+CUDA is used when it sees a GPU; NumPy 2 works, pandas must be < 3): a finished run is taken as
+it is, an unfinished one resumes here. On an H200 with 14 runs at once (2026-12-04) SASRec took
+~22 s an epoch. Writes benchmarks/results/peer_quality.json.
 """
 
 from __future__ import annotations
