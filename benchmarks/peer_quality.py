@@ -4,7 +4,7 @@ protocols, in one run.
     python benchmarks/peer_quality.py
         [--models sasrec,sasrec@jaxrec,sasrec@b256,gru4rec,bert4rec,bpr,foundation]
         [--seeds 3] [--max-epochs 300] [--sides jaxrec,recbole] [--peer-python PYTHON]
-        [--cached-only] [--prepare-only]
+        [--cached-only] [--prepare-only] [--keep-unfinished]
 
 The peer gets its own venv (.peer-venv at the repository root, built on first use: RecBole
 1.2.1 + CPU PyTorch; see benchmarks/peer/peer_env.py); jaxrec does not depend on it. The split is
@@ -37,7 +37,9 @@ side, model, recipe, seed and split (for jaxrec, of its whole resolved config: a
 field re-keys every run). A rerun trains only what is missing of --models and --sides; the table
 and the JSON show every cached run of every model. A RecBole run stopped by --max-epochs (or
 killed) resumes from its last epoch (checkpoints under data/peer/runs/<key>/) when run again with
-a larger --max-epochs. A row is "complete" when every seed stopped by early stopping. RecBole
+a larger --max-epochs; `--keep-unfinished` packs those checkpoints into
+benchmarks/results/peer_runs/unfinished/<key>.tgz to commit, for a run longer than the machine
+it started on lives: the next machine's run resumes from them (the file goes once it finishes). A row is "complete" when every seed stopped by early stopping. RecBole
 SASRec took ~340 s an epoch with one thread here (255 CPU-s; early stopping after 51 epochs,
 ~4.8 h; ~180 s an epoch with two threads on a quiet machine), GRU4Rec ~80-105 s. On a lent
 GPU machine: `--prepare-only` writes each missing run's directory (data/peer/runs/<key>/
@@ -57,6 +59,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import time
 
 import numpy as np
@@ -69,6 +72,10 @@ from recbole_files import Sequences, dataset_config, write_atomic  # noqa: E402
 RUNS = os.path.join(HERE, "results", "peer_runs")
 PEER_DATA = os.path.join(ROOT, "data", "peer")
 RUNNER = os.path.join(HERE, "peer", "recbole_runner.py")
+# Unfinished RecBole runs' checkpoints, kept in the repository (--keep-unfinished): data/peer/ is
+# scratch that a 2-core machine loses before a 4-hour SASRec run ends; the next one resumes.
+UNFINISHED = os.path.join(RUNS, "unfinished")
+STATE = ("progress.json", "last.pt", "best_history_excluded.pt", "best_nothing_excluded.pt")
 PROTOCOLS = {"history_excluded": "full ranking, history excluded",
              "nothing_excluded": "full ranking, nothing excluded"}
 MODELS = ("sasrec", "sasrec@jaxrec", "sasrec@b256", "gru4rec", "bert4rec", "bpr", "foundation")
@@ -158,15 +165,15 @@ def recbole_key(model: str, seed: int, split_hash: str) -> str:
 def run_recbole(model: str, seed: int, max_epochs: int, seqs: Sequences, split_hash: str,
                 python: str | None, mode: str = "train") -> dict | None:
   """One RecBole training run (cached), its result.json as a dict. Modes other than "train" train
-  nothing: "cached" returns what the cache holds (None when nothing), "prepare" also writes the
-  run's directory (spec.json, dataset) for training elsewhere."""
+  nothing: "cached" returns what the cache holds (None when nothing), "prepare" writes the run's
+  directory (spec.json, dataset, the checkpoints of a kept unfinished run) to train elsewhere."""
   name, kind, max_len, overrides = recbole_recipe(model)
   key = recbole_key(model, seed, split_hash)
   cache = os.path.join(RUNS, f"recbole-{model.replace('@', '-')}-s{seed}-{key}.json")
   if os.path.exists(cache):
     with open(cache) as f:
       cached = json.load(f)
-    if finished(cached, max_epochs) or mode != "train":
+    if finished(cached, max_epochs) or mode == "cached":
       return cached
   out = os.path.join(PEER_DATA, "runs", key)
   result = finished_run(out, name, seed, overrides, max_epochs)
@@ -175,6 +182,7 @@ def run_recbole(model: str, seed: int, max_epochs: int, seqs: Sequences, split_h
       return None
     write_spec(out, name, seed, max_epochs, overrides,
                prepare_peer_data(seqs, split_hash, kind, max_len))
+    restore_unfinished(out, key)
     if mode == "prepare":
       return None
     print(f"RecBole {model} seed {seed}: training (at most {max_epochs} epochs) in {out}",
@@ -184,7 +192,35 @@ def run_recbole(model: str, seed: int, max_epochs: int, seqs: Sequences, split_h
   os.makedirs(RUNS, exist_ok=True)
   with open(cache, "w") as f:
     json.dump(result, f, indent=1)
+  if result["complete"] and os.path.exists(os.path.join(UNFINISHED, f"{key}.tgz")):
+    os.remove(os.path.join(UNFINISHED, f"{key}.tgz"))
   return result
+
+
+def keep_unfinished(model: str, seed: int, split_hash: str) -> str | None:
+  """Packs the checkpoints of the run's directory into UNFINISHED/<key>.tgz when it has trained
+  some epochs but has no complete result, so that another machine resumes it."""
+  key = recbole_key(model, seed, split_hash)
+  out = os.path.join(PEER_DATA, "runs", key)
+  cached = run_recbole(model, seed, 0, None, split_hash, None, "cached")
+  if not os.path.exists(os.path.join(out, "progress.json")) or (cached or {}).get("complete"):
+    return None
+  os.makedirs(UNFINISHED, exist_ok=True)
+  path = os.path.join(UNFINISHED, f"{key}.tgz")
+  with tarfile.open(path, "w:gz") as tar:
+    for name in STATE:
+      tar.add(os.path.join(out, name), arcname=name)
+  return path
+
+
+def restore_unfinished(out: str, key: str) -> None:
+  """Unpacks UNFINISHED/<key>.tgz into a run directory that has not trained yet."""
+  path = os.path.join(UNFINISHED, f"{key}.tgz")
+  if os.path.exists(path) and not os.path.exists(os.path.join(out, "progress.json")):
+    with tarfile.open(path) as tar:
+      tar.extractall(out, members=[m for m in tar.getmembers() if m.name in STATE])
+    print(f"{out}: resuming the unfinished run kept in {os.path.relpath(path, ROOT)}",
+          flush=True)
 
 
 def finished_run(out: str, name: str, seed: int, overrides: dict, max_epochs: int) -> dict | None:
@@ -351,6 +387,10 @@ def main() -> None:
   parser.add_argument("--prepare-only", action="store_true",
                       help="train nothing; write the directory of every missing RecBole run "
                            "of --models (data/peer/runs/<key>/) to train elsewhere")
+  parser.add_argument("--keep-unfinished", action="store_true",
+                      help="train nothing; pack the checkpoints of every unfinished RecBole run "
+                           "of --models into benchmarks/results/peer_runs/unfinished/ (commit "
+                           "them: the next machine's run of this script resumes from them)")
   args = parser.parse_args()
   models = [m for m in args.models.split(",") if m]
   unknown = set(models) - set(MODELS)
@@ -364,6 +404,13 @@ def main() -> None:
     check = check_against_jaxrec(args.data, json.load(f))
   print(f"split {split_hash}: atomic files match jaxrec's evaluation batches {check}",
         flush=True)
+  if args.keep_unfinished:
+    for model in models:
+      for seed in range(args.seeds):
+        kept = model.split("@")[0] in RECBOLE and keep_unfinished(model, seed, split_hash)
+        if kept:
+          print(f"RecBole {model} seed {seed}: kept {os.path.relpath(kept, ROOT)}")
+    return
 
   runs: dict[tuple[str, str], list[dict]] = {}
   missing = []

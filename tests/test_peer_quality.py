@@ -100,3 +100,36 @@ def test_a_finished_run_copied_back_is_taken_only_for_its_own_recipe(tmp_path):
   result(complete=False)  # stopped by a cap: finished only for that cap
   assert finished_run(out, "SASRec", 1, spec["config"], 300) is None
   assert finished_run(out, "SASRec", 1, spec["config"], 40) is not None
+
+
+def test_an_unfinished_run_is_kept_and_resumed_on_another_machine(tmp_path, monkeypatch):
+  sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+  import peer_quality as pq
+  monkeypatch.setattr(pq, "PEER_DATA", str(tmp_path / "peer"))
+  monkeypatch.setattr(pq, "RUNS", str(tmp_path / "cache"))
+  monkeypatch.setattr(pq, "UNFINISHED", str(tmp_path / "cache" / "unfinished"))
+  key = pq.recbole_key("sasrec", 0, "split")
+  out = os.path.join(pq.PEER_DATA, "runs", key)
+  assert pq.keep_unfinished("sasrec", 0, "split") is None  # never trained: nothing to keep
+  os.makedirs(out)
+  for name in pq.STATE:
+    with open(os.path.join(out, name), "w") as f:
+      f.write(name)
+  kept = pq.keep_unfinished("sasrec", 0, "split")
+  assert kept == os.path.join(pq.UNFINISHED, f"{key}.tgz")
+
+  # Another machine: an empty run directory gets the checkpoints back, a trained one keeps its own.
+  other = str(tmp_path / "other")
+  pq.restore_unfinished(other, key)
+  assert {n: open(os.path.join(other, n)).read() for n in os.listdir(other)} == {
+      n: n for n in pq.STATE}
+  with open(os.path.join(other, "progress.json"), "w") as f:
+    f.write("newer")
+  pq.restore_unfinished(other, key)
+  assert open(os.path.join(other, "progress.json")).read() == "newer"
+
+  # Once the run's complete result is cached there is nothing left to keep.
+  name = f"recbole-sasrec-s0-{key}.json"
+  with open(os.path.join(pq.RUNS, name), "w") as f:
+    json.dump({"complete": True}, f)
+  assert pq.keep_unfinished("sasrec", 0, "split") is None
