@@ -39,9 +39,10 @@ and the JSON show every cached run of every model. A RecBole run stopped by --ma
 killed) resumes from its last epoch (checkpoints under data/peer/runs/<key>/) when run again with
 a larger --max-epochs; `--keep-unfinished` packs those checkpoints into
 benchmarks/results/peer_runs/unfinished/<key>.tgz to commit, for a run longer than the machine
-it started on lives: the next machine's run resumes from them (the file goes once it finishes). A row is "complete" when every seed stopped by early stopping. RecBole
-SASRec took ~340 s an epoch with one thread here (255 CPU-s; early stopping after 51 epochs,
-~4.8 h; ~180 s an epoch with two threads on a quiet machine), GRU4Rec ~80-105 s. On a lent
+it started on lives: the next machine's run resumes from them (the file goes once it finishes).
+A row is "complete" when every seed stopped by early stopping. RecBole SASRec took ~340 s an
+epoch with one thread here (255 CPU-s; early stopping after 51 epochs, ~4.8 h; ~180 s an epoch
+with two threads on a quiet machine), GRU4Rec ~80-105 s. On a lent
 GPU machine: `--prepare-only` writes each missing run's directory (data/peer/runs/<key>/
 spec.json, its dataset named relative to it) and benchmarks/peer/on_device.sh trains them all
 at once there and brings them back (its comments say how); any machine with recbole==1.2.1 can
@@ -162,6 +163,10 @@ def recbole_key(model: str, seed: int, split_hash: str) -> str:
                  "seed": seed, "split": split_hash, "recbole": "1.2.1", **dataset_config(kind)})
 
 
+def recbole_cache(model: str, seed: int, key: str) -> str:
+  return os.path.join(RUNS, f"recbole-{model.replace('@', '-')}-s{seed}-{key}.json")
+
+
 def run_recbole(model: str, seed: int, max_epochs: int, seqs: Sequences, split_hash: str,
                 python: str | None, mode: str = "train") -> dict | None:
   """One RecBole training run (cached), its result.json as a dict. Modes other than "train" train
@@ -169,7 +174,7 @@ def run_recbole(model: str, seed: int, max_epochs: int, seqs: Sequences, split_h
   directory (spec.json, dataset, the checkpoints of a kept unfinished run) to train elsewhere."""
   name, kind, max_len, overrides = recbole_recipe(model)
   key = recbole_key(model, seed, split_hash)
-  cache = os.path.join(RUNS, f"recbole-{model.replace('@', '-')}-s{seed}-{key}.json")
+  cache = recbole_cache(model, seed, key)
   if os.path.exists(cache):
     with open(cache) as f:
       cached = json.load(f)
@@ -202,9 +207,12 @@ def keep_unfinished(model: str, seed: int, split_hash: str) -> str | None:
   some epochs but has no complete result, so that another machine resumes it."""
   key = recbole_key(model, seed, split_hash)
   out = os.path.join(PEER_DATA, "runs", key)
-  cached = run_recbole(model, seed, 0, None, split_hash, None, "cached")
-  if not os.path.exists(os.path.join(out, "progress.json")) or (cached or {}).get("complete"):
+  if not os.path.exists(os.path.join(out, "progress.json")):
     return None
+  if os.path.exists(recbole_cache(model, seed, key)):
+    with open(recbole_cache(model, seed, key)) as f:
+      if json.load(f)["complete"]:
+        return None
   os.makedirs(UNFINISHED, exist_ok=True)
   path = os.path.join(UNFINISHED, f"{key}.tgz")
   with tarfile.open(path, "w:gz") as tar:
@@ -218,7 +226,8 @@ def restore_unfinished(out: str, key: str) -> None:
   path = os.path.join(UNFINISHED, f"{key}.tgz")
   if os.path.exists(path) and not os.path.exists(os.path.join(out, "progress.json")):
     with tarfile.open(path) as tar:
-      tar.extractall(out, members=[m for m in tar.getmembers() if m.name in STATE])
+      tar.extractall(out, members=[m for m in tar.getmembers() if m.name in STATE],
+                     filter="data")
     print(f"{out}: resuming the unfinished run kept in {os.path.relpath(path, ROOT)}",
           flush=True)
 
