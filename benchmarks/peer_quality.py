@@ -167,6 +167,10 @@ def recbole_cache(model: str, seed: int, key: str) -> str:
   return os.path.join(RUNS, f"recbole-{model.replace('@', '-')}-s{seed}-{key}.json")
 
 
+def unfinished_archive(key: str) -> str:
+  return os.path.join(UNFINISHED, f"{key}.tgz")
+
+
 def run_recbole(model: str, seed: int, max_epochs: int, seqs: Sequences, split_hash: str,
                 python: str | None, mode: str = "train") -> dict | None:
   """One RecBole training run (cached), its result.json as a dict. Modes other than "train" train
@@ -197,8 +201,8 @@ def run_recbole(model: str, seed: int, max_epochs: int, seqs: Sequences, split_h
   os.makedirs(RUNS, exist_ok=True)
   with open(cache, "w") as f:
     json.dump(result, f, indent=1)
-  if result["complete"] and os.path.exists(os.path.join(UNFINISHED, f"{key}.tgz")):
-    os.remove(os.path.join(UNFINISHED, f"{key}.tgz"))
+  if result["complete"] and os.path.exists(unfinished_archive(key)):
+    os.remove(unfinished_archive(key))
   return result
 
 
@@ -209,12 +213,13 @@ def keep_unfinished(model: str, seed: int, split_hash: str) -> str | None:
   out = os.path.join(PEER_DATA, "runs", key)
   if not os.path.exists(os.path.join(out, "progress.json")):
     return None
-  if os.path.exists(recbole_cache(model, seed, key)):
-    with open(recbole_cache(model, seed, key)) as f:
+  cache = recbole_cache(model, seed, key)
+  if os.path.exists(cache):
+    with open(cache) as f:
       if json.load(f)["complete"]:
         return None
   os.makedirs(UNFINISHED, exist_ok=True)
-  path = os.path.join(UNFINISHED, f"{key}.tgz")
+  path = unfinished_archive(key)
   with tarfile.open(path, "w:gz") as tar:
     for name in STATE:
       tar.add(os.path.join(out, name), arcname=name)
@@ -223,7 +228,7 @@ def keep_unfinished(model: str, seed: int, split_hash: str) -> str | None:
 
 def restore_unfinished(out: str, key: str) -> None:
   """Unpacks UNFINISHED/<key>.tgz into a run directory that has not trained yet."""
-  path = os.path.join(UNFINISHED, f"{key}.tgz")
+  path = unfinished_archive(key)
   if os.path.exists(path) and not os.path.exists(os.path.join(out, "progress.json")):
     with tarfile.open(path) as tar:
       tar.extractall(out, members=[m for m in tar.getmembers() if m.name in STATE],
