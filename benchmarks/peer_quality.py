@@ -213,11 +213,11 @@ def keep_unfinished(model: str, seed: int, split_hash: str) -> str | None:
   out = os.path.join(PEER_DATA, "runs", key)
   if not os.path.exists(os.path.join(out, "progress.json")):
     return None
-  cache = recbole_cache(model, seed, key)
-  if os.path.exists(cache):
-    with open(cache) as f:
-      if json.load(f)["complete"]:
-        return None
+  for result in (recbole_cache(model, seed, key), os.path.join(out, "result.json")):
+    if os.path.exists(result):  # the cached result, or a finished one not adopted yet
+      with open(result) as f:
+        if json.load(f)["complete"]:
+          return None
   os.makedirs(UNFINISHED, exist_ok=True)
   path = unfinished_archive(key)
   with tarfile.open(path, "w:gz") as tar:
