@@ -133,3 +133,14 @@ def test_an_unfinished_run_is_kept_and_resumed_on_another_machine(tmp_path, monk
   with open(os.path.join(pq.RUNS, name), "w") as f:
     json.dump({"complete": True}, f)
   assert pq.keep_unfinished("sasrec", 0, "split") is None
+
+
+def test_seen_in_top10_scores_without_the_newest_item_as_rated_but_not_read():
+  from seen_in_top10 import user_row, without_newest
+  inputs = np.array([[0, 0, 5, 6, 7], [1, 2, 3, 4, 9]])
+  dropped = without_newest(inputs)
+  np.testing.assert_array_equal(dropped, [[0, 0, 0, 5, 6], [0, 1, 2, 3, 4]])
+  scores = -np.arange(20, dtype=float)  # item i ranks i-th: 5, 6, 7 all in the top 10
+  row = user_row(scores, target=12, seen=np.array([5, 6, 7]), read=dropped[0][dropped[0] > 0])
+  assert row["rank"] == 12 and row["rank_history_excluded"] == 9
+  assert sorted(row["slots"]) == [-2] * 7 + [-1, 0, 1]  # 7 rated, dropped: rated, not read

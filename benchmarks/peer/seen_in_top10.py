@@ -10,6 +10,10 @@ The jaxrec side reads a training workdir's best checkpoint; the RecBole side a p
 directory's best_nothing_excluded.pt (recbole_runner.py), in the peer venv: only a run trained
 since its inputs share the targets' item numbering (recbole_files.dataset_config) means
 anything. Each prints its summary and writes it to --out (JSON) when given.
+
+`--split test` scores the test item (its input holds the validation item); `--drop-newest` takes
+the newest item out of every input, so the model predicts two steps ahead: how much of a score
+comes from reading the item just before the answer.
 """
 
 from __future__ import annotations
@@ -66,7 +70,12 @@ def summarise(rows: list[dict]) -> dict:
   return out
 
 
-def jaxrec_rows(workdir: str) -> list[dict]:
+def without_newest(inputs: np.ndarray) -> np.ndarray:
+  """Left-padded inputs [B, L] with each row's newest (last) item removed."""
+  return np.concatenate([np.zeros_like(inputs[:, :1]), inputs[:, :-1]], axis=1)
+
+
+def jaxrec_rows(workdir: str, split: str, drop_newest: bool) -> list[dict]:
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
       __file__)))))
   from jaxrec.train.restore import restore_model
@@ -74,7 +83,9 @@ def jaxrec_rows(workdir: str) -> list[dict]:
   model, task = trained.model(), trained.task
   items = task.eval_shared(model)
   rows = []
-  for batch in task.eval_batches("valid"):
+  for batch in task.eval_batches(split):
+    if drop_newest:
+      batch = dict(batch, inputs=without_newest(batch["inputs"]))
     scores = np.array(task.scores(model, batch, items))
     scores[:, :2] = -np.inf  # padding and OOV are never recommended
     for r in np.flatnonzero(batch["weight"] > 0):
@@ -84,7 +95,7 @@ def jaxrec_rows(workdir: str) -> list[dict]:
   return rows
 
 
-def recbole_rows(run: str) -> list[dict]:
+def recbole_rows(run: str, split: str, drop_newest: bool) -> list[dict]:
   import torch
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   import recbole_runner as runner
@@ -95,16 +106,23 @@ def recbole_rows(run: str) -> list[dict]:
   spec["dataset_dir"] = os.path.join(run, spec["dataset_dir"])  # absolute stays absolute
   spec["out"] = run  # where RecBole's trainer keeps its checkpoint folder: the run's own
   torch.set_num_threads(int(os.environ.get("PEER_THREADS", "1")))
-  _, dataset, _, valid_data, _, model, _ = runner.build(spec)
+  _, dataset, _, valid_data, test_data, model, _ = runner.build(spec)
+  data = valid_data if split == "valid" else test_data
   with open(os.path.join(spec["dataset_dir"], "expected.json")) as f:
-    histories = runner.history_index(dataset, json.load(f), "valid")
+    histories = runner.history_index(dataset, json.load(f), split)
   model.load_state_dict(torch.load(os.path.join(run, "best_nothing_excluded.pt"),
                                    map_location="cpu", weights_only=True))
   model.eval()
-  runner.patch_collate(valid_data, histories)("nothing_excluded")
+  runner.patch_collate(data, histories)("nothing_excluded")
   rows = []
   with torch.no_grad():
-    for interaction, _, _, _ in valid_data:
+    for interaction, _, _, _ in data:
+      if drop_newest:  # right-padded: the newest item sits at length - 1
+        length = interaction[model.ITEM_SEQ_LEN]
+        seq = interaction[model.ITEM_SEQ].clone()
+        seq[torch.arange(len(length)), length - 1] = 0
+        interaction.interaction[model.ITEM_SEQ] = seq
+        interaction.interaction[model.ITEM_SEQ_LEN] = torch.clamp(length - 1, min=1)
       scores = model.full_sort_predict(interaction).view(len(interaction), -1).numpy().copy()
       scores[:, 0] = -np.inf
       for r in range(len(interaction)):
@@ -120,10 +138,15 @@ def main() -> None:
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument("--jaxrec-workdir")
   source.add_argument("--recbole-run")
+  parser.add_argument("--split", choices=("valid", "test"), default="valid")
+  parser.add_argument("--drop-newest", action="store_true",
+                      help="take the newest item out of every input (predict two steps ahead)")
   parser.add_argument("--out", help="write the summary here (JSON)")
   args = parser.parse_args()
-  rows = jaxrec_rows(args.jaxrec_workdir) if args.jaxrec_workdir else recbole_rows(
-      args.recbole_run)
+  if args.jaxrec_workdir:
+    rows = jaxrec_rows(args.jaxrec_workdir, args.split, args.drop_newest)
+  else:
+    rows = recbole_rows(args.recbole_run, args.split, args.drop_newest)
   summary = summarise(rows)
   print(json.dumps(summary, indent=1))
   if args.out:
