@@ -1,7 +1,7 @@
-"""Where a model's nothing-excluded points go: on validation, how many of its unfiltered top-10
-slots hold items the user already rated (by how recently they were read), and how many rated
-items rank above the held-out one, per history length. On MovieLens nobody rates a movie twice,
-so with nothing excluded every rated item above the answer costs NDCG.
+"""Where a model's nothing-excluded points go: on validation (or test), how many of its
+unfiltered top-10 slots hold items the user already rated (by how recently they were read), and
+how many rated items rank above the held-out one, per history length. On MovieLens nobody rates
+a movie twice, so with nothing excluded every rated item above the answer costs NDCG.
 
     .venv/bin/python benchmarks/peer/seen_in_top10.py --jaxrec-workdir W
     .peer-venv/bin/python benchmarks/peer/seen_in_top10.py --recbole-run data/peer/runs/KEY
