@@ -144,3 +144,15 @@ def test_seen_in_top10_scores_without_the_newest_item_as_rated_but_not_read():
   row = user_row(scores, target=12, seen=np.array([5, 6, 7]), read=dropped[0][dropped[0] > 0])
   assert row["rank"] == 12 and row["rank_history_excluded"] == 9
   assert sorted(row["slots"]) == [-2] * 7 + [-1, 0, 1]  # 7 rated, dropped: rated, not read
+
+
+def test_a_jaxrec_runs_key_leaves_out_options_added_after_it_while_they_are_off():
+  sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+  from peer_quality import jaxrec_config, jaxrec_key
+  config, _ = jaxrec_config("sasrec", 0, "data/movielens-100k", "history_excluded")
+  before = config.copy_and_resolve_references()
+  with before.unlocked():
+    del before.data["shuffle_ties"]  # the config as it was when most runs were cached
+  assert jaxrec_key(config, "split") == jaxrec_key(before, "split")
+  config.data.shuffle_ties = True
+  assert jaxrec_key(config, "split") != jaxrec_key(before, "split")

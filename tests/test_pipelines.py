@@ -98,6 +98,27 @@ def test_training_windows_carry_the_items_watched_before_them(ml100k):
     P.sequence_dataset(ml100k, objective="masked", with_seen=True, options=_options())
 
 
+def test_shuffle_ties_reorders_only_what_shares_a_timestamp(ml100k):
+  options = _options(batch_size=943)
+  plain, shuffled = (_take(P.sequence_dataset(
+      ml100k, max_len=1000, shuffle_ties=flag, fields=("timestamp", "gap"),
+      target_fields=("timestamp",), options=options), 1)[0] for flag in (False, True))
+  # Each window holds a user's whole training history: its inputs, then the last target.
+  items, stamps = ({k: np.concatenate([b[a], b[t][:, -1:]], axis=1) for k, b in
+                    (("plain", plain), ("shuffled", shuffled))}
+                   for a, t in (("inputs", "targets"), ("timestamp", "target_timestamp")))
+  np.testing.assert_array_equal(plain["user"], shuffled["user"])
+  np.testing.assert_array_equal(stamps["plain"], stamps["shuffled"])
+  np.testing.assert_array_equal(plain["gap"], shuffled["gap"])  # the first of a run keeps it
+  moved = items["plain"] != items["shuffled"]
+  assert 0.2 < moved[items["plain"] > 0].mean() < 0.6  # half of ML-100K's ratings share a second
+  for row in np.flatnonzero(moved.any(axis=1))[:50]:
+    for stamp in np.unique(stamps["plain"][row][moved[row]]):
+      same = stamps["plain"][row] == stamp
+      assert same.sum() > 1
+      assert sorted(items["plain"][row, same]) == sorted(items["shuffled"][row, same])
+
+
 def test_masked_objective(ml100k):
   batch = _take(BUILDERS["masked"](ml100k), 1)[0]
   masked = batch["inputs"] == ml100k.num_items

@@ -35,6 +35,9 @@ def sequential_config() -> ml_collections.ConfigDict:
   # Unix seconds: training targets only after this time, the tokens before stay as input; 0 = all.
   # --init-from with train.new_data_only sets it to the earlier run's last event.
   c.data.train_targets_after = 0
+  # Training windows put the events of a user that share a timestamp in a new random order each
+  # epoch (their order in the log is arbitrary: logs stamped by the second or the day).
+  c.data.shuffle_ties = False
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "sasrec"

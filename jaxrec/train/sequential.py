@@ -130,6 +130,7 @@ class SequentialTask(Task):
         mask_prob=self.config.loss.get("mask_prob", 0.2), fields=self.input_fields,
         target_fields=("timestamp",) if self.trend is not None else (),
         empty_history_target=bool(self.config.loss.get("empty_history_target", False)),
+        shuffle_ties=bool(self.config.data.get("shuffle_ties", False)),
         targets_after=self.targets_after, with_seen=self.exclude_watched, options=options)
 
   def loss(self, model, batch, key):
