@@ -139,3 +139,10 @@ def test_cold_start_report_on_items_released_after_the_cutoff(tmp_path):
   assert among["num_users"] == report["users"]
   for k in (10, 20):
     assert report["model"][f"recall@{k}"] <= among[f"recall@{k}"] <= 1
+
+
+def test_shuffle_ties_is_refused_where_no_next_item_window_trains(ml100k):
+  from jaxrec.errors import UserError
+  from jaxrec.train.tasks import build_task
+  with pytest.raises(UserError, match="data.shuffle_ties .* task 'two_tower'"):
+    build_task(_config(ml100k.path, "data.shuffle_ties=True"))

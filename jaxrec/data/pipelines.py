@@ -197,7 +197,7 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
     the earlier ones stay as input (a warm-started run learning from new data only); only users
     with such a token train, and each window ends at or after the user's first of them.
   `shuffle_ties` (train): the tokens of a history that share a timestamp come in a new random
-    order each time a window is drawn (see `shuffle_ties`).
+    order each time a window is drawn (see `_shuffle_ties`).
   """
   _check_split(split)
   if objective not in ("next", "masked"):

@@ -39,6 +39,7 @@ class BPRTask(SequentialTask):
   protocol description it shares) training BPRMF on (user, item) pairs."""
 
   MODELS = {"bpr": BPRMF}
+  SHUFFLES_TIES = False  # no order to shuffle
 
   def build_model(self, rngs):
     cfg = self.config.model

@@ -61,6 +61,7 @@ def trend_weights(model, hidden: jax.Array, gap: jax.Array) -> tuple[jax.Array, 
 
 class SequentialTask(Task):
   MODELS = MODELS
+  SHUFFLES_TIES = True  # honours data.shuffle_ties (tasks.build_task refuses it elsewhere)
   FIELDS: tuple[str, ...] = ()  # token fields beside the item ids that the model reads
   eval_target_fields: tuple[str, ...] = ()  # fields of the held-out token that evaluation reads
 

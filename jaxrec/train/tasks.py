@@ -42,4 +42,8 @@ def build_task(config):
                     + (" (baselines are fitted, not built as a task)."
                        if config.task == BASELINE else "."))
   module, name = target.split(":")
-  return getattr(importlib.import_module(module), name)(config)
+  cls = getattr(importlib.import_module(module), name)
+  if config.get("data", {}).get("shuffle_ties", False) and not getattr(cls, "SHUFFLES_TIES", False):
+    raise UserError(f"data.shuffle_ties reorders next-item training windows, which task "
+                    f"{config.task!r} does not train on: leave it off (sequential, foundation).")
+  return cls(config)

@@ -49,6 +49,7 @@ def mixed_negative_logits(queries, negatives, negative_items, positives, num_ite
 
 class TwoTowerTask(SequentialTask):
   MODELS = {"two_tower": TwoTower}
+  SHUFFLES_TIES = False  # trains on (history, item) pairs, not next-item windows
   FIELDS = ("timestamp", "hour", "device")
 
   def __init__(self, config):
