@@ -173,7 +173,7 @@ class FoundationTask(SequentialTask):
         target_fields=(TARGET_FIELDS + ("gap",) * self.request_gap
                        + ("timestamp",) * (self.trend is not None)),
         targets_after=self.targets_after, with_seen=self.exclude_watched or self.history_summary,
-        shuffle_ties=bool(self.config.data.get("shuffle_ties", False)), options=options)
+        shuffle_ties=self.shuffle_ties, options=options)
 
   def _metadata(self) -> dict[str, jax.Array]:
     return {k: jnp.asarray(v) for k, v in self.metadata.items()}

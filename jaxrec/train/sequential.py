@@ -78,6 +78,7 @@ class SequentialTask(Task):
     self.exclude_seen = protocols.exclude_seen(config.eval)
     self.by_history = protocols.by_history(self.data)
     self.exclude_watched = bool(config.loss.get("exclude_watched", False))
+    self.shuffle_ties = bool(config.data.get("shuffle_ties", False))
     if self.exclude_watched and (self.masked or config.loss.name not in ("ce",
                                                                          "sampled_softmax")):
       raise UserError("loss.exclude_watched leaves watched items out of a next-item softmax: "
@@ -131,7 +132,7 @@ class SequentialTask(Task):
         mask_prob=self.config.loss.get("mask_prob", 0.2), fields=self.input_fields,
         target_fields=("timestamp",) if self.trend is not None else (),
         empty_history_target=bool(self.config.loss.get("empty_history_target", False)),
-        shuffle_ties=bool(self.config.data.get("shuffle_ties", False)),
+        shuffle_ties=self.shuffle_ties,
         targets_after=self.targets_after, with_seen=self.exclude_watched, options=options)
 
   def loss(self, model, batch, key):
