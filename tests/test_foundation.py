@@ -310,9 +310,36 @@ def test_sasrec_leaves_watched_items_out_of_its_softmax_too(ml100k, softmax):
     nll = full_softmax_nll(hidden, batch["targets"], model.item_vectors(), task.excluded(batch))
     has = np.asarray(batch["targets"]) > 0
     assert excluding == pytest.approx(float(np.asarray(nll)[has].mean()), rel=1e-5)
-  for bad in (["model.name=bert4rec"], ["loss.name=bce"]):
-    with pytest.raises(UserError, match="exclude_watched"):
-      sasrec("loss.exclude_watched=True", *bad)
+  with pytest.raises(UserError, match="exclude_watched"):
+    sasrec("loss.exclude_watched=True", "loss.name=bce")
+
+
+def _sequential_task(prepared, model, *overrides):
+  return build_task(apply_overrides(
+      load_config(os.path.join(ROOT, "configs", f"movielens_{model}.py:smoke")),
+      [f"data.dir={prepared}", *overrides]))
+
+
+def test_bert4rec_leaves_the_users_other_items_out_of_its_softmax(ml100k):
+  """A bidirectional model reads its whole window: with loss.exclude_watched every masked
+  position's softmax leaves out each item of the window and each watched before it (the
+  position's own target is kept by the loss)."""
+  task = _sequential_task(ml100k.path, "bert4rec", "loss.exclude_watched=True")
+  plain = _sequential_task(ml100k.path, "bert4rec")
+  batch = _train_batch(task)
+  excluded = np.asarray(task.excluded(batch))
+  inputs, targets, seen = (np.asarray(batch[k]) for k in ("inputs", "targets", "seen"))
+  for b in range(len(inputs)):
+    window = np.where(targets[b] > 0, targets[b], inputs[b])  # the masked items restored
+    expected = np.zeros(task.data.num_items, bool)
+    expected[np.r_[window, seen[b]]] = True
+    expected[0] = False  # padding
+    assert (excluded[b] == expected[None]).all()
+  ids = jnp.array([2, 5, 50, 500])
+  np.testing.assert_array_equal(np.asarray(task.excluded(batch, ids)), excluded[..., ids])
+  model = _unsharded(lambda: task.build_model(nnx.Rngs(0)))
+  key = jax.random.key(1)
+  assert float(task.loss(model, batch, key)) < float(plain.loss(model, batch, key)) - 1e-3
 
 
 def test_config_errors_name_the_fix(ml100k):

@@ -213,9 +213,6 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
   window = max_len + 1 if objective == "next" else max_len
   batch_size = options.batch_size
   if with_seen and train:
-    if objective != "next":
-      raise UserError("the items watched before the window (with_seen) are defined for "
-                      "next-item training windows only.")
     before_width = 1 << int(max(1, hi.max(initial=1) - window)).bit_length()
   part = _host_part(ds, options)
   has_targets = hi >= 2 if train else hi > lo

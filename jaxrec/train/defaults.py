@@ -58,7 +58,8 @@ def sequential_config() -> ml_collections.ConfigDict:
   c.loss.gbce_t = 0.75
   c.loss.mask_prob = 0.2  # BERT4Rec
   # Leave the items a position has already read out of its softmax (evaluation and serving
-  # never rank a watched item): for logs without re-watches; next-item ce / sampled_softmax.
+  # never rank a watched item): for logs without re-watches; ce / sampled_softmax (BERT4Rec:
+  # every other item of its window, which it reads whole).
   c.loss.exclude_watched = False
   # Also train the query of an empty history (each user's first item, predicted from nothing):
   # what a new user's first request reads; forward in time many test users have no history.

@@ -79,11 +79,9 @@ class SequentialTask(Task):
     self.by_history = protocols.by_history(self.data)
     self.exclude_watched = bool(config.loss.get("exclude_watched", False))
     self.shuffle_ties = bool(config.data.get("shuffle_ties", False))
-    if self.exclude_watched and (self.masked or config.loss.name not in ("ce",
-                                                                         "sampled_softmax")):
-      raise UserError("loss.exclude_watched leaves watched items out of a next-item softmax: "
-                      "use loss.name ce or sampled_softmax with a next-item model (not "
-                      f"{config.model.name} with {config.loss.name}).")
+    if self.exclude_watched and config.loss.name not in ("ce", "sampled_softmax"):
+      raise UserError("loss.exclude_watched leaves watched items out of the training softmax: "
+                      f"use loss.name ce or sampled_softmax (not {config.loss.name}).")
     self.trend_days = float(config.model.get("trend_window_days", 0) or 0)
     if self.trend_days < 0 or (self.trend_days and (self.masked or config.loss.name != "ce")):
       raise UserError("model.trend_window_days adds the items' recent popularity to a next-item "
@@ -160,7 +158,8 @@ class SequentialTask(Task):
   def excluded(self, batch, ids: jax.Array | None = None) -> jax.Array | None:
     """With loss.exclude_watched, what each position's softmax leaves out [B, L, N]: the items
     (`ids` [N], or the whole catalogue) the user watched before it, in its window or before
-    (`batch["seen"]`). Evaluation and serving never rank a watched item; a softmax that keeps
+    (`batch["seen"]`); for BERT4Rec, which reads its whole window, every other item of the
+    window too (only the masked position's own target stays). Evaluation and serving never rank a watched item; a softmax that keeps
     them asks one query vector to push down every item the user has watched, which it cannot,
     and in a world without re-watches teaches it that an item popular with everyone is unlikely
     next (most users have watched it already), so it ranks the unwatched popular ones low."""
@@ -168,8 +167,12 @@ class SequentialTask(Task):
       return None
     if ids is None:
       ids = jnp.arange(self.data.num_items)
-    return (watched_so_far(batch["inputs"], ids, self.data.num_items)
-            | watched_before(batch["seen"], ids)[:, None, :])
+    if self.masked:  # the window with its masked items restored, all of it read at once
+      window = jnp.where(batch["targets"] > 0, batch["targets"], batch["inputs"])
+      watched = watched_so_far(window, ids, self.data.num_items)[:, -1:]
+    else:
+      watched = watched_so_far(batch["inputs"], ids, self.data.num_items)
+    return watched | watched_before(batch["seen"], ids)[:, None, :]
 
   def eval_batches(self, split: str):
     options = pipelines.PipelineOptions(
