@@ -156,13 +156,14 @@ class SequentialTask(Task):
     return hidden * scale, jnp.einsum("...k,...vk->...v", weights, features)
 
   def excluded(self, batch, ids: jax.Array | None = None) -> jax.Array | None:
-    """With loss.exclude_watched, what each position's softmax leaves out [B, L, N]: the items
-    (`ids` [N], or the whole catalogue) the user watched before it, in its window or before
-    (`batch["seen"]`); for BERT4Rec, which reads its whole window, every other item of the
-    window too (only the masked position's own target stays). Evaluation and serving never rank a watched item; a softmax that keeps
-    them asks one query vector to push down every item the user has watched, which it cannot,
-    and in a world without re-watches teaches it that an item popular with everyone is unlikely
-    next (most users have watched it already), so it ranks the unwatched popular ones low."""
+    """With loss.exclude_watched, what each position's softmax leaves out [B, L, N] ([B, 1, N]
+    for BERT4Rec): the items (`ids` [N], or the whole catalogue) the user watched before it, in
+    its window or before (`batch["seen"]`); BERT4Rec reads its whole window at once, so every
+    other item of the window too (a masked position's own target stays). Evaluation and serving
+    never rank a watched item; a softmax that keeps them asks one query vector to push down
+    every item the user has watched, which it cannot, and in a world without re-watches teaches
+    it that an item popular with everyone is unlikely next (most users have watched it
+    already), so it ranks the unwatched popular ones low."""
     if not self.exclude_watched:
       return None
     if ids is None:
