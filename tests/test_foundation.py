@@ -312,6 +312,13 @@ def test_sasrec_leaves_watched_items_out_of_its_softmax_too(ml100k, softmax):
     assert excluding == pytest.approx(float(np.asarray(nll)[has].mean()), rel=1e-5)
   with pytest.raises(UserError, match="exclude_watched"):
     sasrec("loss.exclude_watched=True", "loss.name=bce")
+  if softmax == "ce":  # label smoothing reaches the loss: the same scores, the label spread
+    smoothed = sasrec("loss.label_smoothing=0.1")
+    hidden = model(batch["inputs"], rngs=nnx.Rngs(dropout=jax.random.split(key)[0]))
+    nll = full_softmax_nll(hidden, batch["targets"], model.item_vectors(), smoothing=0.1)
+    has = np.asarray(batch["targets"]) > 0
+    assert float(smoothed.loss(model, batch, key)) == pytest.approx(
+        float(np.asarray(nll)[has].mean()), rel=1e-5)
 
 
 def _sequential_task(prepared, model, *overrides):
@@ -345,6 +352,10 @@ def test_bert4rec_leaves_the_users_other_items_out_of_its_softmax(ml100k):
 def test_config_errors_name_the_fix(ml100k):
   with pytest.raises(UserError, match="ce.*sampled_softmax"):
     build_task(_config(ml100k.path, "loss.name=bce"))
+  for bad in (["loss.label_smoothing=1.0"], ["loss.label_smoothing=-0.1"],
+              ["loss.label_smoothing=0.1", "loss.name=sampled_softmax"]):
+    with pytest.raises(UserError, match="label_smoothing"):
+      build_task(_config(ml100k.path, *bad))
   with pytest.raises(UserError, match="unknown event type 'watch'"):
     config = _config(ml100k.path)
     config.unlock()

@@ -67,6 +67,25 @@ def test_every_loss_is_finite_and_differentiable(name):
   assert np.all(grad[0, 0] == 0)  # a padded target contributes nothing
 
 
+def test_label_smoothing_spreads_the_label_over_the_items_the_softmax_keeps():
+  h, targets, items = _inputs()
+  exclude = jnp.zeros((2, 3, V), bool).at[1, :, 4].set(True).at[1, 2, 11].set(True)
+  nll = np.asarray(losses.full_softmax_nll(h, targets, items, exclude, smoothing=0.1))
+  logits = np.einsum("bld,vd->blv", h, items)
+  for b, t in np.ndindex(targets.shape):
+    keep = ~np.asarray(exclude[b, t])
+    keep[:2] = False
+    keep[int(targets[b, t])] = True  # the target stays even where excluded (row 1, position 2)
+    lse = np.log(np.exp(logits[b, t][keep]).sum())
+    target = int(targets[b, t])
+    if target:
+      expected = 0.9 * (lse - logits[b, t, target]) + 0.1 * (lse - logits[b, t][keep].mean())
+      assert nll[b, t] == pytest.approx(expected, rel=1e-5)
+  with pytest.raises(UserError, match="label smoothing"):
+    losses.next_item_loss("sampled_softmax", h, targets, items, key=jax.random.key(0),
+                          log_q=jnp.zeros(V), smoothing=0.1)
+
+
 def test_unknown_loss():
   h, targets, items = _inputs()
   with pytest.raises(UserError, match="unknown loss 'hinge'"):

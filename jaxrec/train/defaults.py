@@ -61,6 +61,7 @@ def sequential_config() -> ml_collections.ConfigDict:
   # never rank a watched item): for logs without re-watches; ce / sampled_softmax (BERT4Rec:
   # every other item of its window, which it reads whole).
   c.loss.exclude_watched = False
+  c.loss.label_smoothing = 0.0  # ce: this share of each label spread over the catalogue
   # Also train the query of an empty history (each user's first item, predicted from nothing):
   # what a new user's first request reads; forward in time many test users have no history.
   c.loss.empty_history_target = False
@@ -167,7 +168,7 @@ def foundation_config() -> ml_collections.ConfigDict:
       "value_weight": 0.0,
       "horizon": 1, "horizon_decay": 0.5,  # multi-token prediction: items 1..horizon ahead
       "genre_weight": 0.0, "event_type_weight": 0.0,  # auxiliary heads
-      "exclude_watched": False,  # as in sequential_config
+      "exclude_watched": False, "label_smoothing": 0.0,  # as in sequential_config
       # + this × the loss of an item drawn from the next future_window tokens: what the user
       # watches after this session too (a returning user starts another interest; on
       # synthetic-long cold start it lifts Recall@50 among new items 0.391 -> 0.504).

@@ -48,10 +48,12 @@ def watched_before(seen, ids):
   return found & (ids > 0)
 
 
-def full_softmax_nll(h, targets, items, exclude=None, bias=None):
+def full_softmax_nll(h, targets, items, exclude=None, bias=None, smoothing=0.0):
   """Per-position negative log-likelihood [B, L] of the target under the full softmax; where
   exclude [B, L, V] is True that item is left out of the position's softmax (never the target);
-  `bias` [B, L, V] is added to the logits (a prior such as the items' recent popularity)."""
+  `bias` [B, L, V] is added to the logits (a prior such as the items' recent popularity). With
+  label `smoothing` e, the target is (1 - e) of the label and the rest spread evenly over every
+  item the softmax keeps (Szegedy et al. 2016)."""
   logits = jnp.einsum("bld,vd->blv", h, items)
   if bias is not None:
     logits = logits + bias
@@ -60,12 +62,16 @@ def full_softmax_nll(h, targets, items, exclude=None, bias=None):
     keep_target = jnp.arange(items.shape[0]) == targets[..., None]
     logits = jnp.where(exclude & ~keep_target, NEG, logits)
   target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  if smoothing:
+    kept = logits > NEG / 2
+    mean_logit = jnp.where(kept, logits, 0.0).sum(-1) / kept.sum(-1)
+    target_logit = (1.0 - smoothing) * target_logit + smoothing * mean_logit
   return jax.nn.logsumexp(logits, axis=-1) - target_logit
 
 
-def full_softmax(h, targets, items, excluded=None, bias=None):
+def full_softmax(h, targets, items, excluded=None, bias=None, smoothing=0.0):
   exclude = None if excluded is None else excluded(None)
-  return _mean(full_softmax_nll(h, targets, items, exclude, bias), targets)
+  return _mean(full_softmax_nll(h, targets, items, exclude, bias, smoothing), targets)
 
 
 def sampled_softmax_nll(h, targets, items, key, num_negatives, log_q, excluded=None):
@@ -145,14 +151,15 @@ def gbce(h, targets, items, key, num_negatives, t):
 
 
 def next_item_loss(name: str, h, targets, items, *, key=None, num_negatives: int = 256,
-                   log_q=None, gbce_t: float = 0.75, excluded=None, bias=None):
+                   log_q=None, gbce_t: float = 0.75, excluded=None, bias=None, smoothing=0.0):
   """The loss `name`; excluded(ids [N] or None for every item) -> [B, L, N] or None, where
   given, names the items each position's softmax leaves out ("ce" and "sampled_softmax" only);
-  `bias` [B, L, V] is added to every logit ("ce" only)."""
-  if bias is not None and name != "ce":
-    raise UserError(f"a logit prior over the whole catalogue needs loss.name='ce', not {name!r}.")
+  `bias` [B, L, V] is added to every logit and label `smoothing` spread over them ("ce" only)."""
+  if (bias is not None or smoothing) and name != "ce":
+    raise UserError("a logit prior or label smoothing over the whole catalogue needs "
+                    f"loss.name='ce', not {name!r}.")
   if name == "ce":
-    return full_softmax(h, targets, items, excluded, bias)
+    return full_softmax(h, targets, items, excluded, bias, smoothing)
   if name == "sampled_softmax":
     return sampled_softmax(h, targets, items, key, num_negatives, log_q, excluded)
   if name == "bce":
