@@ -293,12 +293,16 @@ def test_watched_items_leave_the_softmax(ml100k, softmax):
   assert float(plain.objective(model, hidden, batch, items, key)) > total + 0.01
 
 
+def _sequential_task(prepared, model, *overrides):
+  return build_task(apply_overrides(
+      load_config(os.path.join(ROOT, "configs", f"movielens_{model}.py:smoke")),
+      [f"data.dir={prepared}", *overrides]))
+
+
 @pytest.mark.parametrize("softmax", ["ce", "sampled_softmax"])
 def test_sasrec_leaves_watched_items_out_of_its_softmax_too(ml100k, softmax):
   def sasrec(*overrides):
-    return build_task(apply_overrides(
-        load_config(os.path.join(ROOT, "configs", "movielens_sasrec.py:smoke")),
-        [f"data.dir={ml100k.path}", f"loss.name={softmax}", *overrides]))
+    return _sequential_task(ml100k.path, "sasrec", f"loss.name={softmax}", *overrides)
   task, plain = sasrec("loss.exclude_watched=True"), sasrec()
   model = _unsharded(lambda: task.build_model(nnx.Rngs(0)))
   batch = _train_batch(task)
@@ -319,12 +323,6 @@ def test_sasrec_leaves_watched_items_out_of_its_softmax_too(ml100k, softmax):
     has = np.asarray(batch["targets"]) > 0
     assert float(smoothed.loss(model, batch, key)) == pytest.approx(
         float(np.asarray(nll)[has].mean()), rel=1e-5)
-
-
-def _sequential_task(prepared, model, *overrides):
-  return build_task(apply_overrides(
-      load_config(os.path.join(ROOT, "configs", f"movielens_{model}.py:smoke")),
-      [f"data.dir={prepared}", *overrides]))
 
 
 def test_bert4rec_leaves_the_users_other_items_out_of_its_softmax(ml100k):

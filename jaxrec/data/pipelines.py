@@ -184,7 +184,7 @@ def sequence_dataset(ds: PreparedDataset, split: str = "train", *, max_len: int 
     longest user's window), `weight` [B] is 0 for padding rows of the last batch; with `with_seen`,
     `seen` [B, S] holds every item of the user's history (not only the last max_len), for
     excluding them from the ranking; S is a power of two, so few shapes ever compile.
-  train, objective "next", with `with_seen`: `seen` [B, S] holds the distinct items the user
+  train, with `with_seen`: `seen` [B, S] holds the distinct items the user
     watched before the window, sorted, zero-padded at the front (what a loss that leaves watched
     items out of the softmax needs beside the window itself); S is fixed for the dataset.
   Every batch has `user` [B]; each name in `fields` (token fields such as "event", "hour", "gap")

@@ -269,8 +269,7 @@ class FoundationTask(SequentialTask):
         bias = None
         if self.trend is not None:  # the prior at each target's time
           query, bias = self.trend_terms(model, query, batch, times)
-        return full_softmax_nll(query, step_targets, items, exclude, bias,
-                                self.config.loss.get("label_smoothing", 0.0))
+        return full_softmax_nll(query, step_targets, items, exclude, bias, self.label_smoothing)
     else:
       negatives = self.sample_negatives(key)
       nll = lambda query, step, step_targets, times: sampled_softmax_nll_of(

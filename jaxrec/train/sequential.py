@@ -82,11 +82,11 @@ class SequentialTask(Task):
     if self.exclude_watched and config.loss.name not in ("ce", "sampled_softmax"):
       raise UserError("loss.exclude_watched leaves watched items out of the training softmax: "
                       f"use loss.name ce or sampled_softmax (not {config.loss.name}).")
-    smoothing = float(config.loss.get("label_smoothing", 0.0))
-    if not 0 <= smoothing < 1 or (smoothing and config.loss.name != "ce"):
+    self.label_smoothing = float(config.loss.get("label_smoothing", 0.0))
+    if not 0 <= self.label_smoothing < 1 or (self.label_smoothing and config.loss.name != "ce"):
       raise UserError("loss.label_smoothing spreads that share of each label over the whole "
-                      f"catalogue: give 0 <= it < 1 with loss.name ce (not {smoothing} with "
-                      f"{config.loss.name}).")
+                      f"catalogue: give 0 <= it < 1 with loss.name ce (not "
+                      f"{self.label_smoothing} with {config.loss.name}).")
     self.trend_days = float(config.model.get("trend_window_days", 0) or 0)
     if self.trend_days < 0 or (self.trend_days and (self.masked or config.loss.name != "ce")):
       raise UserError("model.trend_window_days adds the items' recent popularity to a next-item "
@@ -149,7 +149,7 @@ class SequentialTask(Task):
                           key=sample_key, num_negatives=cfg.num_negatives,
                           log_q=jnp.asarray(self.log_q), gbce_t=cfg.gbce_t,
                           excluded=functools.partial(self.excluded, batch), bias=bias,
-                          smoothing=cfg.get("label_smoothing", 0.0))
+                          smoothing=self.label_smoothing)
 
   def trend_terms(self, model, hidden, batch, times) -> tuple[jax.Array, jax.Array]:
     """Training positions' hidden states [B, L, D] whose targets fall at `times` [B, L] -> (the
